@@ -1,0 +1,143 @@
+"""``ipsecrtp lab ...``: build, inspect, demonstrate and remove the namespace lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import click
+
+DEFAULT_NAME = "demo"
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+@click.group()
+def lab() -> None:
+    """Network-namespace lab: two gateways, each with charon and a controller."""
+
+
+@lab.command()
+@click.option("--name", default=DEFAULT_NAME, show_default=True)
+@click.option("--media-timeout", default=30.0, show_default=True, help="seconds without media before un-keying")
+def up(name: str, media_timeout: float) -> None:
+    """Create the lab (namespaces, WAN link, charons, controllers)."""
+    from ..netns.lab import Lab, LabError
+
+    lab_ = Lab(name)
+    try:
+        lab_.up(media_timeout=media_timeout)
+    except (LabError, RuntimeError, OSError) as exc:
+        if not (isinstance(exc, LabError) and "exists already" in str(exc)):
+            lab_.down()
+        raise _fail(exc) from None
+    st = lab_.status()
+    click.echo(f"lab {name} up: backend {st['backend']} ({st['esp_probe']})")
+    for role, gw in st["gateways"].items():
+        click.echo(f"  {role}: namespace {gw['namespace']}, wan {gw['wan']}  capture: {gw['capture_hint']}")
+
+
+@lab.command()
+@click.option("--name", default=DEFAULT_NAME, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def status(name: str, as_json: bool) -> None:
+    """Namespaces, roles, addresses, interfaces, processes and charon's kernel backend."""
+    from ..netns.lab import Lab, LabError
+
+    try:
+        st = Lab.load(name).status()
+    except LabError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        click.echo(json.dumps(st, indent=1))
+        return
+    click.echo(f"lab {name}: backend {st['backend']} ({st['esp_probe']}), mode {st['mode']}")
+    for role, gw in st["gateways"].items():
+        addrs = ", ".join(f"{i['name']}={'/'.join(i['addresses'])}" for i in gw["interfaces"])
+        click.echo(f"  {role}: {gw['namespace']} [{addrs}]")
+    for p in st["processes"]:
+        click.echo(f"  {p['kind']:<10} {p['role']} pid {p['pid']} {'running' if p['alive'] else 'gone'}")
+
+
+@lab.command()
+@click.option("--name", default=DEFAULT_NAME, show_default=True)
+def down(name: str) -> None:
+    """Remove everything the lab created (also after a failed 'up')."""
+    from ..netns.lab import Lab, LabError
+
+    try:
+        lab_ = Lab.load(name)
+    except LabError as exc:
+        raise _fail(exc) from None
+    removed = lab_.down()
+    click.echo(f"lab {name} down: removed {len(removed)} items")
+
+
+@lab.command()
+@click.option("--name", default=DEFAULT_NAME, show_default=True)
+@click.option("--keep", is_flag=True, help="leave the lab up afterwards")
+@click.option("--talk", default=3.0, show_default=True, help="seconds of media per answered call")
+def demo(name: str, keep: bool, talk: float) -> None:
+    """Build the lab, place real baresip calls, show their per-call SAs, tear down."""
+    from ..netns.calls import Capture, Phones, flow_rules, wire_stats
+    from ..netns.lab import Lab, LabError
+
+    t0 = time.monotonic()
+    lab_ = Lab(name)
+    try:
+        lab_.up()
+        st = lab_.status()
+        click.echo(f"lab {name} up in {time.monotonic() - t0:.1f} s; charon backend: {st['backend']} "
+                   f"({st['esp_probe']}); host mode")
+        lab_.start_uas()
+        cap = Capture(lab_, lab_.topology[0].role, os.path.join(lab_.dir, "wan.pcap"))
+        phones = Phones(lab_)
+        results = []
+        for scenario in ("caller-hangup", "callee-hangup", "cancel"):
+            r = phones.call(scenario, talk=talk)
+            results.append(r)
+            click.echo(f"\ncall {r.call_id} ({scenario}):")
+            for e in r.keying:
+                if e["event"] in ("keying", "sa-initiated", "sa-up", "sa-down", "sa-removed", "unkeying"):
+                    extra = {k: e[k] for k in ("role", "child", "keying_ms", "after_answer_ms", "local_ts",
+                                                "remote_ts", "reason") if k in e}
+                    click.echo(f"  {e['node'] if 'node' in e else ''}{e['event']:<13} {extra}")
+            for role, children in r.children.items():
+                for c in children:
+                    click.echo(f"  {role} charon CHILD_SA {c['name']} #{c['uniqueid']} {c['state']} "
+                               f"{c['local-ts']} <-> {c['remote-ts']}")
+            if not r.answered:
+                click.echo("  not answered: nothing keyed")
+        phones.close()
+        cap.stop()
+        ws = wire_stats(cap.path)
+        click.echo("\nWAN capture (tcpdump on gwa wan0):")
+        click.echo(f"  SIP packets in clear: {len(ws.sip)}; ESP-in-UDP packets: {len(ws.esp)}; "
+                   f"cleartext RTP/RTCP packets: {len(ws.rtp_clear)}")
+        for r in results:
+            if not r.answered:
+                continue
+            both_up, first_down = max(r.sa_up.values()), min(r.sa_down.values())
+            clear = [p for p in ws.rtp_clear if both_up < p[0] < first_down]
+            before = [p for p in ws.rtp_clear if p[0] <= both_up and p[0] >= (r.answered_at or 0) - 1]
+            trailing = [p for p in ws.rtp_clear if first_down <= p[0] <= first_down + 5]
+            esp = [p for p in ws.esp if both_up <= p[0] <= first_down]
+            click.echo(f"  call {r.call_id[:16]}: {len(esp)} ESP packets while keyed, {len(clear)} cleartext "
+                       f"RTP/RTCP while keyed, {len(before)} before the SA was up (post-answer gap "
+                       f"{(both_up - r.answered_at) * 1000:.1f} ms), {len(trailing)} after it was removed")
+        left = {gw.role: flow_rules(lab_, gw.role) for gw in lab_.topology}
+        click.echo(f"\nper-flow routing rules left after the calls: {left}")
+        click.echo(f"demo finished in {time.monotonic() - t0:.1f} s")
+    except (LabError, RuntimeError, OSError, TimeoutError) as exc:
+        click.echo(f"demo failed: {exc}", err=True)
+        if not keep:
+            lab_.down()
+        raise SystemExit(1) from None
+    finally:
+        pass
+    if not keep:
+        lab_.down()
+        click.echo(f"lab {name} removed")

@@ -1,0 +1,74 @@
+"""The ipsecrtp command. Thin: parse options, call the library, print one line on failure."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+import click
+
+from .lab import lab
+
+
+@click.group()
+def main() -> None:
+    """Per-call IPsec keying of RTP/RTCP between VoIP gateways."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="controller TOML file")
+def run(config_path: str) -> None:
+    """Watch SIP on this gateway and key each call's media through charon."""
+    from ..config import ConfigError, load
+    from ..controller import Controller, ControllerError
+    from ..log import DecisionLog
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctl = Controller(cfg, DecisionLog())
+    try:
+        ctl.start()
+    except ControllerError as exc:
+        ctl.shutdown() if ctl.charon else None
+        raise click.ClickException(str(exc)) from None
+    signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
+    try:
+        ctl.run()
+    finally:
+        ctl.shutdown()
+
+
+@main.command()
+@click.option("--pcap", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--sip-port", "sip_ports", multiple=True, type=int, default=(5060,), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def calls(pcap: str, sip_ports: tuple[int, ...], as_json: bool) -> None:
+    """Replay a capture through the SIP core and print each dialog and its media flows."""
+    from ..offline import replay
+
+    try:
+        report = replay(pcap, set(sip_ports))
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"{pcap}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    for c in report["calls"]:
+        click.echo(f"{c['call_id']}  {c['state']}  {c.get('end_reason') or ''}")
+        for f in c["flows"]:
+            click.echo(f"    {f['kind']:<9} {f['offerer']} <-> {f['answerer']}")
+        for e in c["events"]:
+            click.echo(f"    {e['time']:.6f} {e['type']} {e.get('detail', '')}")
+    for r in report["rejected"]:
+        click.echo(f"rejected {r['time']:.6f} {r['source']}: {r['reason']}")
+
+
+main.add_command(lab)
+
+if __name__ == "__main__":
+    sys.exit(main())

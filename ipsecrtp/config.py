@@ -1,0 +1,108 @@
+"""Controller configuration (TOML). Every error is one line naming the file and the field."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass
+
+from .keying.strongswan import PeerConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    interfaces: tuple[str, ...]
+    sip_ports: frozenset[int]
+    vici: str
+    peers: tuple[PeerConfig, ...]
+    media_timeout: float
+    backend: str  # auto, kernel-netlink, kernel-libipsec
+    teardown_delay: float = 1.0  # seconds an SA outlives its dialog, for trailing RTP
+
+
+def _ports(value: str, where: str) -> tuple[int, int]:
+    lo, _, hi = str(value).partition("-")
+    try:
+        a, b = int(lo), int(hi or lo)
+    except ValueError:
+        raise ConfigError(f"{where}: port range must look like 10000-20000, not {value!r}") from None
+    if not 1024 <= a <= b <= 65535:
+        raise ConfigError(f"{where}: port range {value!r} out of 1024-65535")
+    return a, b
+
+
+def _addr(value: str, where: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not an IP address") from None
+
+
+def _prefixes(values, where: str) -> tuple[str, ...]:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: needs a non-empty list of prefixes")
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(v, strict=True)))
+        except ValueError:
+            raise ConfigError(f"{where}: {v!r} is not a network prefix") from None
+    return tuple(out)
+
+
+def load(path: str) -> ControllerConfig:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    c = raw.get("controller", {})
+    try:
+        interfaces = tuple(c["interfaces"])
+        vici = str(c["vici"])
+    except KeyError as exc:
+        raise ConfigError(f"{path}: [controller] needs {exc.args[0]!r}") from None
+    sip_ports = frozenset(int(p) for p in c.get("sip_ports", [5060]))
+    rtp = _ports(c.get("rtp_ports", "10000-20000"), f"{path}: controller.rtp_ports")
+    backend = c.get("backend", "auto")
+    if backend not in ("auto", "kernel-netlink", "kernel-libipsec"):
+        raise ConfigError(f"{path}: controller.backend must be auto, kernel-netlink or kernel-libipsec")
+    peers = []
+    for i, p in enumerate(raw.get("peer", [])):
+        where = f"{path}: peer[{i}]"
+        try:
+            psk_file = p["psk_file"]
+            name = p["name"]
+        except KeyError as exc:
+            raise ConfigError(f"{where} needs {exc.args[0]!r}") from None
+        try:
+            st = os.stat(psk_file)
+            with open(psk_file, "rb") as f:
+                psk = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{where}: psk_file {psk_file}: {exc.strerror}") from None
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{where}: psk_file {psk_file} is readable by others (chmod 600)")
+        if len(psk) < 16:
+            raise ConfigError(f"{where}: the pre-shared key must be at least 16 bytes")
+        peers.append(PeerConfig(
+            name=name,
+            ike_local=_addr(p.get("ike_local", ""), f"{where}.ike_local"),
+            ike_remote=_addr(p.get("ike_remote", ""), f"{where}.ike_remote"),
+            local_media=_prefixes(p.get("local_media"), f"{where}.local_media"),
+            remote_media=_prefixes(p.get("remote_media"), f"{where}.remote_media"),
+            psk=psk,
+            esp_proposals=tuple(p.get("esp_proposals", ("aes128gcm16", "aes128-sha256"))),
+            rtp_ports=rtp,
+        ))
+    if not peers:
+        raise ConfigError(f"{path}: no [[peer]] configured")
+    return ControllerConfig(interfaces, sip_ports, vici, tuple(peers),
+                            float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)))

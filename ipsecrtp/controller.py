@@ -1,0 +1,406 @@
+"""The controller: capture -> dialog tracker -> keying decisions -> charon. All I/O lives here.
+
+Threads, each with its own VICI session (VICI has no request ids):
+- main: capture, SIP tracking, timers, decisions;
+- keying worker: load-conn / initiate / terminate, in order, so that one call's teardown
+  never overtakes its setup and one IKE exchange at a time runs per IKE_SA;
+- listener: charon's child-updown events, which drive the per-flow policy routing that
+  kernel-libipsec needs, on both the initiating and the responding gateway.
+
+Initiator rule (deterministic, both gateways agree without talking): the gateway whose
+local media prefixes hold the *answerer's* media address initiates the call's CHILD_SA.
+That gateway sees (or sends) the answer first, so keying starts as early as possible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import select
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .capture import Capture
+from .config import ControllerConfig
+from .kernel.xfrm import probe_esp
+from .keying.routing import FlowRule, PolicyRouting, rules_for_child
+from .keying.strongswan import Charon, KeyingError, PeerConfig, listen, ts
+from .log import DecisionLog
+from .media import Flow, MediaPolicy
+from .packet import UDP, SipExtractor, decode_ip
+from .sip.dialog import (
+    DialogConfirmed,
+    DialogEarly,
+    DialogTerminated,
+    DialogTracker,
+    Event,
+    MediaChanged,
+    MediaNegotiated,
+    MessageRejected,
+)
+from .sip.message import SipParseError
+
+NAT_T_PORT = 4500
+
+
+class ControllerError(RuntimeError):
+    """Start-up failure; ``str(err)`` is the one line printed before exiting non-zero."""
+
+
+@dataclass
+class CallKeying:
+    call_id: str
+    peer: PeerConfig
+    role: str  # initiator or responder
+    flows: tuple[Flow, ...]
+    rules: frozenset[FlowRule]
+    child: str | None = None
+    generation: int = 0
+    uniqueid: str | None = None
+    answered_at: float = 0.0
+    terminated: bool = False
+    sa_up_at: float | None = None
+
+
+def child_name(call_id: str, generation: int) -> str:
+    return f"call-{hashlib.sha256(call_id.encode()).hexdigest()[:12]}-{generation}"
+
+
+@dataclass
+class _Shared:
+    """State the listener thread updates and the main thread reads (dict ops are atomic)."""
+
+    spi_calls: dict[int, str] = field(default_factory=dict)
+    rule_calls: dict[FlowRule, str] = field(default_factory=dict)
+    routed: set[FlowRule] = field(default_factory=set)
+
+
+class Controller:
+    def __init__(self, cfg: ControllerConfig, log: DecisionLog) -> None:
+        self.cfg, self.log = cfg, log
+        self.tracker = DialogTracker(media_timeout=cfg.media_timeout)
+        self.extractor = SipExtractor(set(cfg.sip_ports))
+        self.policies = [(p, MediaPolicy.build(list(p.local_media), list(p.remote_media), p.rtp_ports))
+                         for p in cfg.peers]
+        self.calls: dict[str, CallKeying] = {}
+        self.children: dict[str, dict[str, tuple[list[str], list[str]]]] = {p.name: {} for p in cfg.peers}
+        self.jobs: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.shared = _Shared()
+        self.routing: PolicyRouting | None = None
+        self.backend = "unknown"
+        self.capture: Capture | None = None
+        self.charon: Charon | None = None
+        self._threads: list[threading.Thread] = []
+        self.removals: list[tuple[float, CallKeying, str]] = []  # (due, call, reason)
+
+    # -- start / stop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self.charon = Charon(self.cfg.vici)
+            version = self.charon.version()
+            self.backend = self.charon.backend()
+        except KeyingError as exc:
+            raise ControllerError(str(exc)) from None
+        probe = probe_esp()
+        self.log("backend", kernel_esp=probe.supported, probe=probe.detail, charon_backend=self.backend,
+                 charon=f"{version.get('daemon')} {version.get('version')}")
+        if self.cfg.backend != "auto" and self.cfg.backend != self.backend:
+            raise ControllerError(f"configured backend {self.cfg.backend} but charon runs {self.backend}")
+        if self.backend == "kernel-netlink" and not probe.supported:
+            raise ControllerError("charon uses kernel-netlink but this kernel has no ESP: "
+                                  "load charon's kernel-libipsec plugin instead")
+        if self.backend == "unknown":
+            raise ControllerError("charon has neither kernel-netlink nor kernel-libipsec loaded")
+        try:
+            self.capture = Capture(list(self.cfg.interfaces))
+        except Exception as exc:  # CaptureError; its message is the one line
+            raise ControllerError(str(exc)) from None
+        try:
+            for peer in self.cfg.peers:
+                self.charon.load_secret(peer)
+                self.charon.load_peer(peer, {})
+                self.log("peer-loaded", peer=peer.name, conn=peer.conn, ike_local=peer.ike_local,
+                         ike_remote=peer.ike_remote, local_media=peer.local_media,
+                         remote_media=peer.remote_media, rtp_ports=peer.rtp_ports)
+        except KeyingError as exc:
+            self.capture.close()
+            raise ControllerError(str(exc)) from None
+        if self.backend == "kernel-libipsec":
+            self.routing = PolicyRouting()
+            removed = self.routing.remove_blanket()
+            self.log("routing-narrowed", removed_blanket_rules=removed, table=self.routing.table)
+        ready = threading.Event()
+        self._threads = [threading.Thread(target=self._worker, name="keying", daemon=True),
+                         threading.Thread(target=self._listener, args=(ready,), name="events", daemon=True)]
+        for t in self._threads:
+            t.start()
+        ready.wait(5)
+        self.log("started", interfaces=self.cfg.interfaces, sip_ports=sorted(self.cfg.sip_ports),
+                 backend=self.backend)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.jobs.put(None)
+        for t in self._threads:
+            t.join(timeout=15)
+        if self.charon is not None:
+            for _due, st, reason in self.removals:
+                self._remove(st, reason)
+            self.removals.clear()
+            for st in list(self.calls.values()):
+                if st.role == "initiator" and st.uniqueid and not st.terminated:
+                    self._remove(st, "controller-stopped")
+            for peer in self.cfg.peers:
+                try:
+                    for child in self.charon.child_sas(peer.conn):
+                        self.charon.terminate_child(child["uniqueid"])
+                    self.charon.unload_peer(peer)
+                except KeyingError:
+                    pass
+            self.charon.close()
+        if self.routing is not None:
+            for rule in list(self.shared.routed):
+                self.routing.delete(rule)
+            self.shared.routed.clear()
+            self.routing.close()
+        if self.capture is not None:
+            self.capture.close()
+        self.log("stopped")
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        assert self.capture is not None
+        socks = self.capture.fileno_list()
+        while not self.stop.is_set():
+            timers = [t for t in [self.tracker.next_timer(), *(r[0] for r in self.removals)] if t is not None]
+            timeout = min([0.5, *(max(0.0, t - time.time()) for t in timers)])
+            readable, _, _ = select.select(socks, [], [], timeout)
+            for s in readable:
+                for t, data in self.capture.read(s):
+                    self.on_packet(t, data)
+            now = time.time()
+            for item in [r for r in self.removals if r[0] <= now]:
+                self.removals.remove(item)
+                self.jobs.put(("remove", item[1], item[2]))
+            nt = self.tracker.next_timer()
+            if nt is not None and nt <= now:
+                for ev in self.tracker.handle_timer(now):
+                    self.on_event(ev)
+
+    def on_packet(self, t: float, data: bytes) -> None:
+        pkt = decode_ip(data)
+        if pkt is None:
+            return
+        if self.extractor.is_sip(pkt):
+            for item, stream in self.extractor.feed(pkt):
+                if isinstance(item, SipParseError):
+                    self.log("sip-rejected", reason=str(item), source=f"{pkt.src}:{pkt.sport}")
+                    continue
+                for ev in self.tracker.receive(item, t, (pkt.src, pkt.sport), stream=stream):
+                    self.on_event(ev)
+            return
+        if pkt.proto != UDP:
+            return
+        call = None
+        if NAT_T_PORT in (pkt.sport, pkt.dport) and len(pkt.payload) >= 8:
+            spi = struct.unpack_from("!I", pkt.payload)[0]
+            if spi:  # a zero marker means IKE, not ESP (RFC 3948)
+                call = self.shared.spi_calls.get(spi)
+        else:
+            call = self.shared.rule_calls.get(FlowRule(pkt.src, pkt.dst, pkt.sport, pkt.dport)) or \
+                self.shared.rule_calls.get(FlowRule(pkt.dst, pkt.src, pkt.dport, pkt.sport))
+        if call is not None:
+            self.tracker.media_activity(call, t)
+
+    def on_event(self, ev: Event) -> None:
+        if isinstance(ev, MessageRejected):
+            self.log("sip-rejected", call=ev.call_id or None, reason=ev.reason,
+                     source=f"{ev.source[0]}:{ev.source[1]}" if ev.source else None)
+        elif isinstance(ev, DialogEarly):
+            self.log("dialog-early", call=ev.call_id, status=ev.status, t=ev.time)
+        elif isinstance(ev, DialogConfirmed):
+            self.log("dialog-confirmed", call=ev.call_id, t=ev.time)
+        elif isinstance(ev, MediaNegotiated):
+            self.key(ev.call_id, ev.flows, ev.time, ev.trigger)
+        elif isinstance(ev, MediaChanged):
+            self.rekey(ev.call_id, ev.new, ev.time, ev.trigger)
+        elif isinstance(ev, DialogTerminated):
+            self.unkey(ev.call_id, ev.reason, ev.time)
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def _authorise(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str):
+        if not flows:
+            self.log("no-flows", call=call_id, t=t, trigger=trigger,
+                     reason="every stream rejected (port 0) or on hold (0.0.0.0)")
+            return None
+        reasons = []
+        for peer, pol in self.policies:
+            problems = [r for r in (pol.check(f) for f in flows) if r]
+            if not problems:
+                return peer, pol
+            reasons.append(f"{peer.name}: {problems[0]}")
+        self.log("refused", call=call_id, t=t, trigger=trigger, flows=[f.to_json() for f in flows],
+                 reason="; ".join(reasons))
+        return None
+
+    def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str, generation: int = 0) -> None:
+        ok = self._authorise(call_id, flows, t, trigger)
+        if ok is None:
+            return
+        peer, pol = ok
+        role = "initiator" if pol.side(flows[0].answerer) == "local" else "responder"
+        oriented = [pol.orient(f) for f in flows]
+        rules = frozenset(FlowRule(lo.address, re.address, lo.port, re.port) for lo, re in oriented)
+        st = CallKeying(call_id, peer, role, flows, rules, generation=generation, answered_at=t)
+        self.calls[call_id] = st
+        for r in rules:
+            self.shared.rule_calls[r] = call_id
+        if role == "initiator":
+            st.child = child_name(call_id, generation)
+            local_ts = sorted({ts(lo) for lo, _ in oriented})
+            remote_ts = sorted({ts(re) for _, re in oriented})
+            self.jobs.put(("install", st, local_ts, remote_ts))
+        self.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=st.child,
+                 flows=[f.to_json() for f in flows])
+
+    def rekey(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str) -> None:
+        old = self.calls.get(call_id)
+        if old is not None:
+            self.unkey(call_id, "media-changed", t)
+        self.key(call_id, flows, t, trigger, generation=old.generation + 1 if old else 0)
+
+    def unkey(self, call_id: str, reason: str, t: float) -> None:
+        st = self.calls.pop(call_id, None)
+        if st is None:
+            self.log("dialog-ended", call=call_id, reason=reason, t=t, keyed=False)
+            return
+        st.terminated = True
+        self.log("unkeying", call=call_id, reason=reason, t=t, role=st.role, child=st.child)
+        if st.role == "initiator":
+            # Trailing RTP after a BYE would leave in clear if the SA went at once.
+            delay = 0.0 if reason == "media-changed" else self.cfg.teardown_delay
+            self.removals.append((time.time() + delay, st, reason))
+
+    # -- keying worker -----------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        try:
+            charon = Charon(self.cfg.vici)
+        except KeyingError as exc:
+            self.log("keying-failed", reason=str(exc))
+            return
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                break
+            try:
+                if job[0] == "install":
+                    self._install(charon, *job[1:])
+                elif job[0] == "remove":
+                    self._remove(job[1], job[2], charon)
+            except KeyingError as exc:
+                self.log("keying-failed", call=job[1].call_id, child=job[1].child, reason=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a worker must survive one bad job
+                self.log("keying-failed", call=job[1].call_id, reason=f"{type(exc).__name__}: {exc}")
+        charon.close()
+
+    def _install(self, charon: Charon, st: CallKeying, local_ts: list[str], remote_ts: list[str]) -> None:
+        if st.terminated:
+            return
+        assert st.child is not None
+        self.children[st.peer.name][st.child] = (local_ts, remote_ts)
+        charon.load_peer(st.peer, self.children[st.peer.name])
+        t0 = time.time()
+        charon.initiate(st.peer, st.child)
+        t1 = time.time()
+        for child in charon.child_sas(st.peer.conn):
+            if child.get("name") == st.child and child.get("state") == "INSTALLED":
+                st.uniqueid = child.get("uniqueid")
+                self.log("sa-initiated", call=st.call_id, child=st.child, sa=st.uniqueid,
+                         keying_ms=round((t1 - t0) * 1000, 3), after_answer_ms=round((t1 - st.answered_at) * 1000, 3),
+                         local_ts=child.get("local-ts"), remote_ts=child.get("remote-ts"),
+                         encap=child.get("encap") == "yes")
+                break
+        else:
+            raise KeyingError(f"{st.child} not installed after initiate")
+
+    def _remove(self, st: CallKeying, reason: str, charon: Charon | None = None) -> None:
+        charon = charon or self.charon
+        assert charon is not None
+        if st.uniqueid:
+            charon.terminate_child(st.uniqueid)
+        if st.child and self.children[st.peer.name].pop(st.child, None) is not None:
+            charon.load_peer(st.peer, self.children[st.peer.name])
+        self.log("sa-removed", call=st.call_id, child=st.child, sa=st.uniqueid, reason=reason)
+
+    # -- charon events -----------------------------------------------------------------------
+
+    def _listener(self, ready: threading.Event) -> None:
+        try:
+            events = listen(self.cfg.vici)
+            for name, payload, _t in events:
+                ready.set()
+                if self.stop.is_set():
+                    break
+                if name == "child-updown":
+                    try:
+                        self._child_updown(payload)
+                    except Exception as exc:  # noqa: BLE001 - the listener must outlive one bad event
+                        self.log("routing-failed", reason=f"{type(exc).__name__}: {exc}")
+                elif name == "ike-updown":
+                    up = payload.get("up") == "yes"
+                    for ike_name, ike in payload.items():
+                        if isinstance(ike, dict):
+                            self.log("ike-up" if up else "ike-down", conn=ike_name, ike=ike.get("uniqueid"),
+                                     remote=ike.get("remote-host"), encap=ike.get("encap") == "yes",
+                                     nat_local=ike.get("nat-local") == "yes",
+                                     nat_remote=ike.get("nat-remote") == "yes")
+        except KeyingError as exc:
+            self.log("events-lost", reason=str(exc))
+        except OSError as exc:
+            if not self.stop.is_set():
+                self.log("events-lost", reason=str(exc))
+        finally:
+            ready.set()
+
+    def _child_updown(self, payload: dict) -> None:
+        up = payload.get("up") == "yes"
+        for ike_name, ike in payload.items():
+            if not isinstance(ike, dict):
+                continue
+            for child in ike.get("child-sas", {}).values():
+                rules = rules_for_child(child.get("local-ts", []), child.get("remote-ts", []))
+                calls = {self.shared.rule_calls.get(r) for r in rules} - {None}
+                call = calls.pop() if len(calls) == 1 else None
+                spis = [int(child[k], 16) for k in ("spi-in", "spi-out") if child.get(k)]
+                if up:
+                    for spi in spis:
+                        if call:
+                            self.shared.spi_calls[spi] = call
+                else:
+                    for spi in spis:
+                        self.shared.spi_calls.pop(spi, None)
+                if self.routing is not None:
+                    if up:
+                        self.routing.remove_blanket()
+                        for r in rules:
+                            self.routing.add(r)
+                            self.shared.routed.add(r)
+                    else:
+                        for r in rules:
+                            self.routing.delete(r)
+                            self.shared.routed.discard(r)
+                self.log("sa-up" if up else "sa-down", call=call, conn=ike_name, child=child.get("name"),
+                         sa=child.get("uniqueid"), local_ts=child.get("local-ts"),
+                         remote_ts=child.get("remote-ts"), encap=child.get("encap") == "yes",
+                         routing_rules=[str(r) for r in sorted(rules)] if self.routing else [])
+                if not up:
+                    for r in rules:
+                        if self.shared.rule_calls.get(r) == call and call not in self.calls:
+                            self.shared.rule_calls.pop(r, None)

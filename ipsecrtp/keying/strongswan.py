@@ -1,0 +1,189 @@
+"""IKEv2 keying through strongSwan's charon over VICI.
+
+One connection per keying peer holds a broad template child (the responder's side of every
+call, narrowed by charon to what the initiator proposes) plus one child config per call that
+this gateway initiates. VICI has no request ids, so each thread uses its own session.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import vici
+
+from ..media import Endpoint
+
+
+class KeyingError(RuntimeError):
+    """A keying operation failed; ``str(err)`` is a one-line reason."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    name: str
+    ike_local: str
+    ike_remote: str
+    local_media: tuple[str, ...]
+    remote_media: tuple[str, ...]
+    psk: bytes = field(repr=False)
+    esp_proposals: tuple[str, ...] = ("aes128gcm16", "aes128-sha256")
+    rtp_ports: tuple[int, int] = (10000, 20000)
+
+    @property
+    def conn(self) -> str:
+        return f"peer-{self.name}"
+
+
+def ts(ep: Endpoint) -> str:
+    plen = 128 if ":" in ep.address else 32
+    return f"{ep.address}/{plen}[udp/{ep.port}]"
+
+
+def parse_ts(value: str) -> tuple[str, int, int | None]:
+    """'198.51.100.1/32[udp/10000]' -> ('198.51.100.1/32', 17, 10000); ports may be absent."""
+    net, _, rest = value.partition("[")
+    proto, port = 0, None
+    if rest:
+        p, _, port_s = rest.rstrip("]").partition("/")
+        proto = 17 if p == "udp" else (6 if p == "tcp" else (int(p) if p.isdigit() else 0))
+        if port_s and port_s.isdigit():
+            port = int(port_s)
+    return net, proto, port
+
+
+def connect(path: str, timeout: float = 10.0) -> vici.Session:
+    path = path.removeprefix("unix://")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except OSError as exc:
+        s.close()
+        raise KeyingError(f"no charon VICI socket at {path}: {exc.strerror or exc}") from None
+    return vici.Session(s)
+
+
+def _s(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _decode(obj):
+    if isinstance(obj, dict):
+        return {_s(k): _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return _s(obj)
+
+
+class Charon:
+    """Command channel to one charon (use from one thread)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.session = connect(path)
+
+    def close(self) -> None:
+        try:
+            self.session.transport.socket.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+    def version(self) -> dict:
+        return _decode(self.session.version())
+
+    def plugins(self) -> list[str]:
+        return _decode(self.session.stats()).get("plugins", [])
+
+    def backend(self) -> str:
+        plugins = self.plugins()
+        if "kernel-libipsec" in plugins:
+            return "kernel-libipsec"
+        if "kernel-netlink" in plugins:
+            return "kernel-netlink"
+        return "unknown"
+
+    def load_secret(self, peer: PeerConfig) -> None:
+        self._request("load_shared", "load-shared", {
+            "id": f"psk-{peer.name}", "type": "IKE", "data": peer.psk,
+            "owners": [peer.ike_local, peer.ike_remote],
+        })
+
+    def load_peer(self, peer: PeerConfig, calls: dict[str, tuple[list[str], list[str]]]) -> None:
+        """(Re)load the peer's connection with the template child and one child per call.
+
+        Reloading an unchanged IKE config keeps its IKE_SA and only replaces child configs.
+        """
+        lo, hi = peer.rtp_ports
+        child_common = {"mode": "tunnel", "esp_proposals": list(peer.esp_proposals),
+                        "start_action": "none", "close_action": "none", "dpd_action": "clear",
+                        "rekey_time": "1h"}
+        children = {
+            "tmpl": dict(child_common,
+                         local_ts=[f"{p}[udp/{lo}-{hi}]" for p in peer.local_media],
+                         remote_ts=[f"{p}[udp/{lo}-{hi}]" for p in peer.remote_media]),
+        }
+        for name, (local_ts, remote_ts) in calls.items():
+            children[name] = dict(child_common, local_ts=local_ts, remote_ts=remote_ts)
+        conn = {
+            "version": "2", "local_addrs": [peer.ike_local], "remote_addrs": [peer.ike_remote],
+            "proposals": ["aes128-sha256-x25519", "default"], "unique": "never",
+            "local": {"auth": "psk", "id": peer.ike_local},
+            "remote": {"auth": "psk", "id": peer.ike_remote},
+            "children": children,
+        }
+        self._request("load_conn", "load-conn", {peer.conn: conn})
+
+    def initiate(self, peer: PeerConfig, child: str, timeout_s: float = 10.0) -> None:
+        try:
+            for _log in self.session.initiate({"child": child, "ike": peer.conn,
+                                               "timeout": int(timeout_s * 1000), "init-limits": "no"}):
+                pass
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"initiate {child} failed: {exc}") from None
+
+    def child_sas(self, conn: str | None = None) -> list[dict]:
+        out = []
+        for ike in self.session.list_sas({"ike": conn} if conn else {}):
+            for ike_name, ike_sa in _decode(ike).items():
+                for child in ike_sa.get("child-sas", {}).values():
+                    child["ike"] = ike_name
+                    child["ike-id"] = ike_sa.get("uniqueid")
+                    out.append(child)
+        return out
+
+    def terminate_child(self, uniqueid: str, timeout_s: float = 5.0) -> None:
+        try:
+            for _log in self.session.terminate({"child-id": uniqueid, "timeout": int(timeout_s * 1000)}):
+                pass
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"terminate child {uniqueid} failed: {exc}") from None
+
+    def unload_peer(self, peer: PeerConfig) -> None:
+        try:
+            self.session.unload_conn({"name": peer.conn})
+        except vici.exception.CommandException:
+            pass
+
+    def _request(self, method: str, what: str, message: dict) -> None:
+        try:
+            getattr(self.session, method)(message)
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"{what} refused by charon: {exc}") from None
+
+
+def listen(path: str, events: tuple[str, ...] = ("child-updown", "ike-updown", "child-rekey"),
+           poll: float = 0.5) -> Iterator[tuple[str | None, dict, float]]:
+    """Yield (event name, decoded payload, monotonic time) from charon; (None, {}, t) every
+    ``poll`` seconds without an event, so that the consumer can stop."""
+    session = connect(path)
+    try:
+        for name, payload in session.listen(list(events), timeout=poll):
+            if name is None:
+                yield None, {}, time.monotonic()
+            else:
+                yield _s(name), _decode(payload), time.monotonic()
+    finally:
+        session.transport.socket.close()

@@ -1,0 +1,26 @@
+"""One JSON object per line for every decision: machine-readable and grep-able."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import IO, Any
+
+
+class DecisionLog:
+    def __init__(self, stream: IO[str] | None = None, node: str | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.node = node
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        rec: dict[str, Any] = {"ts": round(time.time(), 6), "event": event}
+        if self.node:
+            rec["node"] = self.node
+        rec.update(fields)
+        line = json.dumps(rec, default=str, separators=(",", ":"))
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()

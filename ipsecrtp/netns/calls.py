@@ -1,0 +1,159 @@
+"""Driving real calls through the lab and reading what the wire and charon show of them.
+
+Shared by ``ipsecrtp lab demo`` and the integration tests. What it reads comes from
+independent sources: tcpdump's capture of the WAN, charon's list-sas, the kernel's rules.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from ..keying.strongswan import Charon
+from ..offline import ip_packets
+from ..packet import UDP, decode_ip
+from . import proc
+from .baresip import BaresipControl
+from .lab import RTP_PORTS, SIP_PORT, Lab, read_log
+
+
+@dataclass
+class CallResult:
+    call_id: str
+    scenario: str
+    answered: bool
+    sa_up: dict[str, float] = field(default_factory=dict)  # gateway -> wall-clock time of sa-up
+    sa_down: dict[str, float] = field(default_factory=dict)
+    children: dict[str, list[dict]] = field(default_factory=dict)  # gateway -> child SAs while up
+    keying: list[dict] = field(default_factory=list)
+    established_at: float | None = None
+    answered_at: float | None = None  # the 200 OK as the answering gateway's controller saw it
+    closed_at: float | None = None
+
+
+def log_events(lab: Lab, role: str, call_id: str | None = None, event: str | None = None) -> list[dict]:
+    return [e for e in read_log(lab.controller_log(role))
+            if (call_id is None or e.get("call") == call_id) and (event is None or e.get("event") == event)]
+
+
+def wait_log(lab: Lab, role: str, call_id: str, event: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = log_events(lab, role, call_id, event)
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise TimeoutError(f"{role}: no {event!r} for call {call_id} within {timeout}s")
+
+
+class Capture:
+    """tcpdump on a gateway's WAN interface: the independent view of what crossed the WAN."""
+
+    def __init__(self, lab: Lab, role: str, path: str) -> None:
+        self.path = path
+        ns = lab.ns(role)
+        self.pid, self.start = proc.spawn(ns, ["tcpdump", "--immediate-mode", "-U", "-n", "-i", "wan0", "-w", path, "udp or tcp"],
+                                          path + ".log")
+        lab._track(role, "tcpdump", self.pid, self.start, ns)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if os.path.exists(path) and "listening" in open(path + ".log").read():
+                return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        time.sleep(0.5)
+        proc.kill(self.pid, self.start, grace=3.0)
+
+
+@dataclass
+class WireStats:
+    sip: list[tuple[float, str, str]] = field(default_factory=list)  # time, src, dst
+    esp: list[tuple[float, str, str, int]] = field(default_factory=list)  # time, src, dst, spi
+    rtp_clear: list[tuple[float, str, int, str, int]] = field(default_factory=list)
+
+
+def wire_stats(pcap: str) -> WireStats:
+    out = WireStats()
+    for t, data in ip_packets(pcap):
+        p = decode_ip(data)
+        if p is None or p.proto != UDP:
+            if p is not None and SIP_PORT in (p.sport, p.dport):
+                out.sip.append((t, p.src, p.dst))
+            continue
+        if SIP_PORT in (p.sport, p.dport):
+            out.sip.append((t, p.src, p.dst))
+        elif 4500 in (p.sport, p.dport) and len(p.payload) >= 8:
+            spi = struct.unpack_from("!I", p.payload)[0]
+            if spi:
+                out.esp.append((t, p.src, p.dst, spi))
+        elif RTP_PORTS[0] <= p.sport <= RTP_PORTS[1] + 1 and RTP_PORTS[0] <= p.dport <= RTP_PORTS[1] + 1:
+            out.rtp_clear.append((t, p.src, p.sport, p.dst, p.dport))
+    return out
+
+
+def child_sas(lab: Lab, role: str) -> list[dict]:
+    c = Charon(lab.vici(role))
+    try:
+        return c.child_sas()
+    finally:
+        c.close()
+
+
+def flow_rules(lab: Lab, role: str) -> list[str]:
+    r = proc.run(lab.ns(role), "ip", "rule", "show", check=False)
+    return [ln.strip() for ln in r.stdout.splitlines() if "ipproto udp" in ln]
+
+
+class Phones:
+    """The two gateways' baresip instances."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.ctl = {gw.role: BaresipControl(lab.ns(gw.role), timeout=15) for gw in lab.topology}
+
+    def close(self) -> None:
+        for c in self.ctl.values():
+            c.close()
+
+    def call(self, scenario: str, talk: float = 2.0, timeout: float = 15.0) -> CallResult:
+        """scenario: 'caller-hangup', 'callee-hangup' or 'cancel' (callee rings, caller gives up)."""
+        a, b = self.lab.topology[0], self.lab.topology[1]
+        ca, cb = self.ctl[a.role], self.ctl[b.role]
+        user = "ring-" + b.user if scenario == "cancel" else b.user
+        ca.events.clear()
+        cb.events.clear()
+        ca.command("dial", f"sip:{user}@{b.addr}")
+        if scenario == "cancel":
+            ev = ca.wait_event({"CALL_RINGING"}, timeout)
+            res = CallResult(ev.get("id", ""), scenario, answered=False)
+            time.sleep(0.5)
+            ca.command("hangup")
+            ca.wait_event({"CALL_CLOSED"}, timeout)
+            cb.wait_event({"CALL_CLOSED"}, timeout)
+            res.closed_at = time.time()
+            return res
+        ev = ca.wait_event({"CALL_ESTABLISHED"}, timeout)
+        cb.wait_event({"CALL_ESTABLISHED"}, timeout)
+        res = CallResult(ev.get("id", ""), scenario, answered=True, established_at=time.time())
+        for gw in (a, b):
+            res.sa_up[gw.role] = wait_log(self.lab, gw.role, res.call_id, "sa-up", timeout)["ts"]
+        res.answered_at = wait_log(self.lab, b.role, res.call_id, "dialog-confirmed", timeout)["t"]
+        time.sleep(talk)
+        for gw in (a, b):
+            res.children[gw.role] = child_sas(self.lab, gw.role)
+        (ca if scenario == "caller-hangup" else cb).command("hangup")
+        ca.wait_event({"CALL_CLOSED"}, timeout)
+        cb.wait_event({"CALL_CLOSED"}, timeout)
+        res.closed_at = time.time()
+        for gw in (a, b):
+            res.sa_down[gw.role] = wait_log(self.lab, gw.role, res.call_id, "sa-down", timeout)["ts"]
+            res.keying.extend(log_events(self.lab, gw.role, res.call_id))
+        return res
+
+
+def tshark_available() -> bool:
+    return subprocess.run(["which", "tshark"], capture_output=True).returncode == 0

@@ -1,0 +1,313 @@
+"""The network-namespace lab: gateways with their own charon and controller, joined by a WAN.
+
+Everything the lab creates is written to its state file *before* the next step, so that
+``down`` removes exactly what exists, also after ``up`` died halfway. Processes are stopped
+by pid (checked against their start time), never by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from ..kernel.xfrm import probe_esp
+from . import proc
+
+CHARON = "/usr/lib/ipsec/charon"
+# not under /run: each charon mounts a private tmpfs over /run
+BASE_DIR = os.environ.get("IPSECRTP_LAB_DIR", "/var/lib/ipsecrtp/labs")
+RTP_PORTS = (10000, 10199)
+SIP_PORT = 5060
+
+
+@dataclass(frozen=True)
+class Gateway:
+    role: str
+    wan: str  # address/prefix on the WAN link
+    user: str  # the SIP user the gateway's UA answers as (host mode: the gateway is the endpoint)
+
+    @property
+    def addr(self) -> str:
+        return self.wan.split("/")[0]
+
+
+# The embedded default topology: host mode, two gateways anchoring media, one WAN link.
+DEFAULT_TOPOLOGY = (Gateway("gwa", "198.51.100.1/24", "alice"), Gateway("gwb", "198.51.100.2/24", "bob"))
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def lab_dir(name: str) -> str:
+    return os.path.join(BASE_DIR, name)
+
+
+def ns_name(name: str, role: str) -> str:
+    return f"irtp-{name}-{role}"
+
+
+STRONGSWAN_CONF = """\
+charon {{
+  load = random nonce aes sha1 sha2 hmac gcm kdf curve25519 x509 pubkey pkcs1 pem openssl {backend} socket-default vici
+  install_routes = yes
+  retransmit_timeout = 4.0
+  filelog {{
+    lab {{
+      path = {dir}/charon.log
+      time_format = %H:%M:%S
+      default = 1
+      ike = 1
+      cfg = 1
+    }}
+  }}
+  plugins {{
+    vici {{
+      socket = unix://{dir}/charon.vici
+    }}
+    kernel-libipsec {{
+      allow_peer_ts = yes
+    }}
+    socket-default {{
+      fwmark = 0x42
+    }}
+    kernel-netlink {{
+      fwmark = !0x42
+    }}
+  }}
+}}
+"""
+
+CONTROLLER_TOML = """\
+[controller]
+interfaces = ["wan0"]
+sip_ports = [{sip}]
+rtp_ports = "{rtp_lo}-{rtp_hi}"
+vici = "unix://{dir}/charon.vici"
+media_timeout = {media_timeout}
+
+[[peer]]
+name = "{peer}"
+ike_local = "{local}"
+ike_remote = "{remote}"
+local_media = ["{local}/32"]
+remote_media = ["{remote}/32"]
+psk_file = "{psk}"
+"""
+
+
+class Lab:
+    def __init__(self, name: str, topology: tuple[Gateway, ...] = DEFAULT_TOPOLOGY) -> None:
+        if not name.replace("-", "").isalnum() or len(name) > 24:
+            raise LabError(f"lab name {name!r}: letters, digits and '-' only, at most 24")
+        self.name = name
+        self.topology = topology
+        self.dir = lab_dir(name)
+        self.state_path = os.path.join(self.dir, "state.json")
+        self.state: dict = {"name": name, "namespaces": [], "procs": [], "backend": None, "gateways": {}}
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        tmp = self.state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state, f, indent=1)
+        os.replace(tmp, self.state_path)
+
+    @classmethod
+    def load(cls, name: str) -> Lab:
+        lab = cls(name)
+        try:
+            with open(lab.state_path) as f:
+                lab.state = json.load(f)
+        except FileNotFoundError:
+            raise LabError(f"no lab named {name!r} (no {lab.state_path})") from None
+        return lab
+
+    def ns(self, role: str) -> str:
+        return ns_name(self.name, role)
+
+    def gw_dir(self, role: str) -> str:
+        return os.path.join(self.dir, role)
+
+    def vici(self, role: str) -> str:
+        return os.path.join(self.gw_dir(role), "charon.vici")
+
+    def controller_log(self, role: str) -> str:
+        return os.path.join(self.gw_dir(role), "controller.log")
+
+    def _track(self, role: str, kind: str, pid: int, st: int, ns: str) -> None:
+        self.state["procs"].append({"role": role, "kind": kind, "pid": pid, "start": st, "ns": ns})
+        self._save()
+
+    # -- up ---------------------------------------------------------------------------------
+
+    def up(self, media_timeout: float = 30.0) -> None:
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, veth, charon)")
+        if not os.path.exists(CHARON):
+            raise LabError(f"{CHARON} not found: install strongswan-charon")
+        if os.path.exists(self.state_path):
+            raise LabError(f"lab {self.name!r} exists already ({self.state_path}): run 'ipsecrtp lab down'")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self._save()
+        for gw in self.topology:
+            ns = self.ns(gw.role)
+            proc.run(None, "ip", "netns", "add", ns)
+            self.state["namespaces"].append({"name": ns, "role": gw.role})
+            self._save()
+            proc.run(ns, "ip", "link", "set", "lo", "up")
+            for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
+                proc.run(ns, "sysctl", "-qw", f"{key}=0")
+        a, b = self.topology[0], self.topology[1]
+        proc.run(None, "ip", "-n", self.ns(a.role), "link", "add", "wan0", "type", "veth",
+                 "peer", "name", "wan0", "netns", self.ns(b.role))
+        for gw in self.topology:
+            ns = self.ns(gw.role)
+            proc.run(ns, "ip", "addr", "add", gw.wan, "dev", "wan0")
+            proc.run(ns, "ip", "link", "set", "wan0", "up")
+            self.state["gateways"][gw.role] = {"namespace": ns, "wan_if": "wan0", "wan": gw.wan,
+                                               "media": [f"{gw.addr}/32"], "user": gw.user}
+        probe = proc.in_netns(self.ns(a.role), probe_esp)
+        backend = "kernel-netlink" if probe.supported else "kernel-libipsec"
+        self.state["backend"] = backend
+        self.state["esp_probe"] = probe.detail
+        self._save()
+        psk = os.path.join(self.dir, "psk")
+        fd = os.open(psk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        for gw in self.topology:
+            self._start_charon(gw, backend)
+        for gw in self.topology:
+            peer = b if gw is a else a
+            self._start_controller(gw, peer, psk, media_timeout)
+        self.state["up_at"] = time.time()
+        self._save()
+
+    def _start_charon(self, gw: Gateway, backend: str) -> None:
+        d = self.gw_dir(gw.role)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        conf = os.path.join(d, "strongswan.conf")
+        with open(conf, "w") as f:
+            f.write(STRONGSWAN_CONF.format(backend=backend if backend == "kernel-netlink"
+                                           else "kernel-libipsec kernel-netlink", dir=d))
+        # a private /run per charon: its pid file and default paths must not collide
+        pid, st = proc.spawn(self.ns(gw.role), ["sh", "-c", f"mount -t tmpfs tmpfs /run && "
+                                                f"STRONGSWAN_CONF={conf} exec {CHARON}"],
+                             os.path.join(d, "charon.out"))
+        self._track(gw.role, "charon", pid, st, self.ns(gw.role))
+        deadline = time.monotonic() + 15
+        while not os.path.exists(self.vici(gw.role)):
+            if not proc.alive(pid, st):
+                raise LabError(f"charon in {self.ns(gw.role)} exited: see {d}/charon.out")
+            if time.monotonic() > deadline:
+                raise LabError(f"charon in {self.ns(gw.role)} did not open its VICI socket")
+            time.sleep(0.05)
+
+    def _start_controller(self, gw: Gateway, peer: Gateway, psk: str, media_timeout: float) -> None:
+        d = self.gw_dir(gw.role)
+        cfg = os.path.join(d, "controller.toml")
+        with open(cfg, "w") as f:
+            f.write(CONTROLLER_TOML.format(sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
+                                           peer=peer.role, local=gw.addr, remote=peer.addr, psk=psk,
+                                           media_timeout=media_timeout))
+        log = self.controller_log(gw.role)
+        pid, st = proc.spawn(self.ns(gw.role), [sys.executable, "-m", "ipsecrtp", "run", "--config", cfg], log)
+        self._track(gw.role, "controller", pid, st, self.ns(gw.role))
+        deadline = time.monotonic() + 20
+        while True:
+            events = read_log(log)
+            if any(e.get("event") == "started" for e in events):
+                return
+            if not proc.alive(pid, st):
+                last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else []
+                raise LabError(f"controller in {self.ns(gw.role)} exited: {last}")
+            if time.monotonic() > deadline:
+                raise LabError(f"controller in {self.ns(gw.role)} did not start within 20 s")
+            time.sleep(0.05)
+
+    def start_uas(self) -> None:
+        """One baresip per gateway (host mode: the gateway is the media endpoint)."""
+        from .baresip import account, write_config
+
+        for gw in self.topology:
+            d = os.path.join(self.gw_dir(gw.role), "baresip")
+            accounts = [account(gw.user, gw.addr, "auto"), account("ring-" + gw.user, gw.addr, "manual")]
+            write_config(d, gw.addr, accounts, RTP_PORTS)
+            pid, st = proc.spawn(self.ns(gw.role), ["baresip", "-f", d], os.path.join(d, "baresip.out"))
+            self._track(gw.role, "baresip", pid, st, self.ns(gw.role))
+
+    # -- status / down ----------------------------------------------------------------------
+
+    def status(self) -> dict:
+        out = {"name": self.name, "dir": self.dir, "backend": self.state.get("backend"),
+               "esp_probe": self.state.get("esp_probe"), "mode": "host", "gateways": {}, "processes": []}
+        existing = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+        for role, gw in self.state.get("gateways", {}).items():
+            g = dict(gw)
+            g["role"] = "gateway"
+            g["vici"] = self.vici(role)
+            g["exists"] = gw["namespace"] in existing
+            g["interfaces"] = []
+            if g["exists"]:
+                r = proc.run(gw["namespace"], "ip", "-j", "addr", "show", check=False)
+                for link in json.loads(r.stdout or "[]"):
+                    g["interfaces"].append({"name": link["ifname"], "state": link.get("operstate"),
+                                            "addresses": [f"{a['local']}/{a['prefixlen']}"
+                                                          for a in link.get("addr_info", [])]})
+            g["capture_hint"] = f"ip netns exec {gw['namespace']} tcpdump -ni {gw['wan_if']}"
+            out["gateways"][role] = g
+        for p in self.state.get("procs", []):
+            out["processes"].append(dict(p, alive=proc.alive(p["pid"], p["start"])))
+        return out
+
+    def down(self) -> list[str]:
+        """Remove what the state file records. Returns what was removed."""
+        removed = []
+        order = {"controller": 0, "baresip": 1, "charon": 2}
+        for p in sorted(self.state.get("procs", []), key=lambda p: order.get(p["kind"], 9)):
+            if proc.alive(p["pid"], p["start"]):
+                proc.kill(p["pid"], p["start"], grace=8.0 if p["kind"] == "controller" else 3.0)
+                removed.append(f"{p['kind']} pid {p['pid']}")
+        existing = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+        for n in self.state.get("namespaces", []):
+            ns = n["name"]
+            if ns not in existing:
+                continue
+            # anything still inside a namespace this lab created is this lab's
+            for pid in proc.ns_pids(ns):
+                st = proc.start_time(pid)
+                if st is not None:
+                    proc.kill(pid, st, grace=1.0)
+                    removed.append(f"stray pid {pid} in {ns}")
+            proc.run(None, "ip", "netns", "del", ns, check=False)
+            removed.append(f"namespace {ns}")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            os.rmdir(BASE_DIR)
+        except OSError:
+            pass
+        return removed
+
+
+def read_log(path: str) -> list[dict]:
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+    except FileNotFoundError:
+        pass
+    return out

@@ -1,0 +1,381 @@
+"""SIP message parsing (RFC 3261 §7, §20, §25): bytes in, an immutable message out.
+
+Pure: no sockets, no clock. A message that cannot be read raises :class:`SipParseError`
+with a one-line reason; the caller decides whether that matters.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# RFC 3261 §7.3.3 compact forms, plus the ones registered since (RFC 3262, 3515, 3892, 4028, ...).
+COMPACT = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+# Headers whose values may be comma-joined lists (RFC 3261 §7.3.1). From/To/Call-ID/CSeq never are.
+_LIST_HEADERS = frozenset(
+    {"via", "contact", "route", "record-route", "allow", "supported", "require", "proxy-require",
+     "unsupported", "accept", "accept-encoding", "accept-language", "allow-events", "content-encoding"}
+)
+
+_TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) (\S+) SIP/(\d+\.\d+)$")
+_STATUS_LINE = re.compile(r"^SIP/(\d+\.\d+) (\d{3}) ?(.*)$")
+
+
+class SipParseError(ValueError):
+    """A message that is not valid SIP; ``str(err)`` is a one-line reason."""
+
+
+@dataclass(frozen=True)
+class Via:
+    transport: str
+    host: str
+    port: int | None
+    params: tuple[tuple[str, str | None], ...]
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.params:
+            if k == name:
+                return v if v is not None else ""
+        return None
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+
+@dataclass(frozen=True)
+class SipMessage:
+    method: str | None  # request method, None for a response
+    uri: str | None
+    status: int | None  # response code, None for a request
+    reason: str | None
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # lower-case full names, in order
+    body: bytes = field(repr=False)
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not None
+
+    def get(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of a header, with comma-joined list headers split (quotes and <> respected)."""
+        name = name.lower()
+        out: list[str] = []
+        for k, v in self.headers:
+            if k == name:
+                out.extend(split_commas(v) if name in _LIST_HEADERS else [v])
+        return out
+
+    @property
+    def call_id(self) -> str:
+        return self.get("call-id") or ""
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        raw = self.get("cseq") or ""
+        parts = raw.split()
+        return int(parts[0]), parts[1].upper()
+
+    @property
+    def from_tag(self) -> str | None:
+        return header_param(self.get("from") or "", "tag")
+
+    @property
+    def to_tag(self) -> str | None:
+        return header_param(self.get("to") or "", "tag")
+
+    @property
+    def vias(self) -> list[Via]:
+        return [parse_via(v) for v in self.get_all("via")]
+
+    @property
+    def content_type(self) -> str:
+        return (self.get("content-type") or "").split(";")[0].strip().lower()
+
+    def sdp_body(self) -> bytes | None:
+        """The SDP carried by this message, also inside a multipart body (RFC 5621)."""
+        if not self.body:
+            return None
+        ctype = self.content_type
+        if ctype == "application/sdp":
+            return self.body
+        if ctype.startswith("multipart/"):
+            boundary = header_param(";" + (self.get("content-type") or "").split(";", 1)[-1], "boundary")
+            if boundary:
+                return _sdp_from_multipart(self.body, boundary.strip('"'))
+        return None
+
+    def summary(self) -> str:
+        if self.is_request:
+            return f"{self.method} {self.uri}"
+        return f"{self.status} {self.reason} ({self.cseq[1] if self.get('cseq') else '?'})"
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a header value on commas outside quoted strings and <...>."""
+    out, cur, quoted, angle, esc = [], [], False, False, False
+    for ch in value:
+        if esc:
+            cur.append(ch)
+            esc = False
+            continue
+        if quoted and ch == "\\":
+            esc = True
+            cur.append(ch)
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "<":
+            angle = True
+        elif not quoted and ch == ">":
+            angle = False
+        elif ch == "," and not quoted and not angle:
+            out.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    if quoted:
+        raise SipParseError("unterminated quoted string in header value")
+    last = "".join(cur).strip()
+    if last or out:
+        out.append(last)
+    return [v for v in out if v]
+
+
+def _strip_name_addr(value: str) -> str:
+    """Return the header parameters part of a name-addr / addr-spec (after the URI)."""
+    i, quoted, esc = 0, False, False
+    while i < len(value):
+        ch = value[i]
+        if esc:
+            esc = False
+        elif quoted and ch == "\\":
+            esc = True
+        elif ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "<":
+            end = value.find(">", i)
+            if end < 0:
+                raise SipParseError("unterminated <...> in name-addr")
+            return value[end + 1:]
+        i += 1
+    if quoted:
+        raise SipParseError("unterminated quoted string in name-addr")
+    # addr-spec without <>: everything after the first ';' is a header parameter (RFC 3261 §20.10)
+    semi = value.find(";")
+    return value[semi:] if semi >= 0 else ""
+
+
+def header_param(value: str, name: str) -> str | None:
+    for part in _strip_name_addr(value).split(";")[1:]:
+        k, _, v = part.partition("=")
+        if k.strip().lower() == name:
+            return v.strip()
+    return None
+
+
+def parse_via(value: str) -> Via:
+    m = re.match(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.*)$", value, re.IGNORECASE)
+    if not m:
+        raise SipParseError(f"malformed Via: {value[:60]!r}")
+    transport, rest = m.group(1).upper(), m.group(2)
+    sent_by, _, params_s = rest.partition(";")
+    sent_by = sent_by.strip()
+    if sent_by.startswith("["):
+        end = sent_by.find("]")
+        if end < 0:
+            raise SipParseError("malformed IPv6 reference in Via")
+        host, port_s = sent_by[1:end], sent_by[end + 1:].lstrip(":").strip()
+    else:
+        host, _, port_s = sent_by.partition(":")
+        host, port_s = host.strip(), port_s.strip()
+    if not host:
+        raise SipParseError("Via without sent-by host")
+    port: int | None = None
+    if port_s:
+        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            raise SipParseError(f"bad port in Via: {port_s[:10]!r}")
+        port = int(port_s)
+    params: list[tuple[str, str | None]] = []
+    for p in params_s.split(";") if params_s else []:
+        k, eq, v = p.partition("=")
+        if k.strip():
+            params.append((k.strip().lower(), v.strip() if eq else None))
+    return Via(transport, host, port, tuple(params))
+
+
+def _sdp_from_multipart(body: bytes, boundary: str) -> bytes | None:
+    delim = b"--" + boundary.encode()
+    for part in body.split(delim)[1:]:
+        if part.startswith(b"--"):
+            break
+        part = part.lstrip(b"\r\n")
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        for line in head.split(b"\r\n"):
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == b"content-type" and v.split(b";")[0].strip().lower() == b"application/sdp":
+                return content.rstrip(b"\r\n")
+    return None
+
+
+def find_header_end(data: bytes) -> int:
+    """Index just past the blank line ending the header block, or -1."""
+    i = data.find(b"\r\n\r\n")
+    if i >= 0:
+        return i + 4
+    i = data.find(b"\n\n")  # bare LF is tolerated on input (RFC 3261 §7.5 robustness)
+    return i + 2 if i >= 0 else -1
+
+
+def parse_message(data: bytes, stream: bool = False) -> SipMessage:
+    """Parse one complete SIP message.
+
+    On a datagram transport a missing Content-Length means "the rest of the datagram"
+    (RFC 3261 §18.3); on a stream (``stream=True``) the caller framed it already.
+    """
+    if not data or not data.strip():
+        raise SipParseError("empty message")
+    end = find_header_end(data)
+    if end < 0:
+        raise SipParseError("no blank line after headers")
+    try:
+        head = data[:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SipParseError(f"header block is not UTF-8 (byte {exc.start})") from None
+    lines = head.replace("\r\n", "\n").split("\n")
+    while lines and lines[0] == "":
+        lines.pop(0)  # leading CRLFs are keep-alives (RFC 5626) / robustness
+    if not lines:
+        raise SipParseError("empty message")
+    start = lines[0]
+    method = uri = reason = None
+    status = None
+    m = _STATUS_LINE.match(start)
+    if m:
+        if m.group(1) != "2.0":
+            raise SipParseError(f"unsupported SIP version {m.group(1)}")
+        status, reason = int(m.group(2)), m.group(3)
+        if not 100 <= status <= 699:
+            raise SipParseError(f"status code out of range: {status}")
+    else:
+        m = _REQUEST_LINE.match(start)
+        if not m:
+            raise SipParseError(f"malformed start line: {start[:60]!r}")
+        if m.group(3) != "2.0":
+            raise SipParseError(f"unsupported SIP version {m.group(3)}")
+        method, uri = m.group(1), m.group(2)
+        if ":" not in uri:
+            raise SipParseError(f"Request-URI without scheme: {uri[:60]!r}")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line == "":
+            continue
+        if line[0] in " \t":  # folded continuation (RFC 3261 §7.3.1)
+            if not headers:
+                raise SipParseError("continuation line before any header")
+            k, v = headers[-1]
+            headers[-1] = (k, v + " " + line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not name or not _TOKEN.match(name):
+            raise SipParseError(f"malformed header line: {line[:60]!r}")
+        lname = name.lower()
+        headers.append((COMPACT.get(lname, lname), value.strip()))
+    msg = SipMessage(method, uri, status, reason, tuple(headers), b"")
+    for required in ("call-id", "cseq", "from", "to", "via"):
+        if msg.get(required) is None:
+            raise SipParseError(f"missing {required} header")
+    cseq = (msg.get("cseq") or "").split()
+    if len(cseq) != 2 or not cseq[0].isdigit() or int(cseq[0]) >= 2**31:
+        raise SipParseError(f"malformed CSeq: {msg.get('cseq')!r}")
+    if method is not None and cseq[1].upper() != method.upper():
+        raise SipParseError("CSeq method does not match request method")
+    msg.vias  # noqa: B018 — validates every Via now so that later reads cannot fail
+    header_param(msg.get("from") or "", "tag")
+    header_param(msg.get("to") or "", "tag")
+    body = data[end:]
+    clen_s = msg.get("content-length")
+    if clen_s is not None:
+        if not clen_s.isdigit():
+            raise SipParseError(f"malformed Content-Length: {clen_s!r}")
+        clen = int(clen_s)
+        if clen > len(body):
+            raise SipParseError(f"Content-Length {clen} exceeds the {len(body)} body bytes received")
+        body = body[:clen]
+    elif stream:
+        raise SipParseError("missing Content-Length on a stream transport")
+    return SipMessage(method, uri, status, reason, tuple(headers), bytes(body))
+
+
+class StreamFramer:
+    """Frames SIP messages out of one direction of a TCP connection (RFC 3261 §18.3).
+
+    Feed it in-order bytes; it yields complete messages' bytes and keeps the rest.
+    """
+
+    MAX_BUFFER = 256 * 1024
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes | SipParseError]:
+        self._buf += data
+        out: list[bytes | SipParseError] = []
+        while True:
+            while self._buf[:2] == b"\r\n":  # keep-alive CRLFs between messages
+                del self._buf[:2]
+            if not self._buf:
+                break
+            end = find_header_end(bytes(self._buf[:65536]))
+            if end < 0:
+                if len(self._buf) > 65536:
+                    out.append(SipParseError("header block larger than 64 KiB on stream; buffer dropped"))
+                    self._buf.clear()
+                break
+            m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", bytes(self._buf[:end]))
+            if not m:
+                out.append(SipParseError("missing Content-Length on a stream transport; buffer dropped"))
+                self._buf.clear()
+                break
+            total = end + int(m.group(1))
+            if total > self.MAX_BUFFER:
+                out.append(SipParseError("message larger than 256 KiB on stream; buffer dropped"))
+                self._buf.clear()
+                break
+            if len(self._buf) < total:
+                break
+            out.append(bytes(self._buf[:total]))
+            del self._buf[:total]
+        return out
