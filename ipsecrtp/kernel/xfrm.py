@@ -13,7 +13,15 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from pyroute2.netlink import NETLINK_XFRM, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, nlmsg
+from pyroute2.netlink import (
+    NETLINK_XFRM,
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    nlmsg,
+)
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nlsocket import Marshal, NetlinkSocket
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 from .proc import connect_tcp
@@ -78,7 +77,7 @@ class BaresipControl:
                     return json.loads(body)
             try:
                 chunk = self.sock.recv(65536)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 return None
             if not chunk:
                 raise ConnectionError("baresip closed its control connection")

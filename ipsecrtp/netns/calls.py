@@ -55,8 +55,8 @@ class Capture:
     def __init__(self, lab: Lab, role: str, path: str) -> None:
         self.path = path
         ns = lab.ns(role)
-        self.pid, self.start = proc.spawn(ns, ["tcpdump", "--immediate-mode", "-U", "-n", "-i", "wan0", "-w", path, "udp or tcp"],
-                                          path + ".log")
+        argv = ["tcpdump", "--immediate-mode", "-U", "-n", "-i", "wan0", "-w", path, "udp or tcp"]
+        self.pid, self.start = proc.spawn(ns, argv, path + ".log")
         lab._track(role, "tcpdump", self.pid, self.start, ns)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

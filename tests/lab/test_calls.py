@@ -1,0 +1,129 @@
+"""Real baresip calls through the namespace lab, checked from independent views: tshark's reading
+of a tcpdump capture of the WAN, charon's list-sas over VICI, and the kernel's routing rules."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ipsecrtp.netns import proc
+from ipsecrtp.netns.calls import Capture, Phones, child_sas, flow_rules, log_events, wire_stats
+
+pytestmark = pytest.mark.lab
+
+
+def sdp_ports(pcap: str) -> dict[str, list[tuple[str, str, int]]]:
+    """Call-ID -> [(sip message, c= address, m= port)] as tshark dissects the capture."""
+    out = subprocess.run(["tshark", "-r", pcap, "-Y", "sdp", "-T", "fields", "-E", "separator=|",
+                          "-e", "sip.Call-ID", "-e", "sip.Method", "-e", "sip.Status-Code",
+                          "-e", "sdp.connection_info.address", "-e", "sdp.media.port"],
+                         capture_output=True, text=True, check=True).stdout
+    calls: dict[str, list] = {}
+    for line in out.splitlines():
+        cid, method, status, addr, port = line.split("|")
+        calls.setdefault(cid, []).append((method or status, addr, int(port)))
+    return calls
+
+
+def sip_methods(pcap: str, call_id: str) -> list[str]:
+    out = subprocess.run(["tshark", "-r", pcap, "-Y", f'sip.Call-ID == "{call_id}"', "-T", "fields",
+                          "-e", "sip.Method", "-e", "sip.Status-Code"], capture_output=True, text=True,
+                         check=True).stdout
+    return [x.strip() for x in out.replace("\t", " ").splitlines()]
+
+
+def ipsec0_rx(lab, role: str) -> int:
+    out = proc.run(lab.ns(role), "ip", "-j", "-s", "link", "show", "ipsec0").stdout
+    return json.loads(out)[0]["stats64"]["rx"]["packets"]
+
+
+@pytest.fixture(scope="module")
+def calls(lab):
+    cap = Capture(lab, "gwa", os.path.join(lab.dir, "wan.pcap"))
+    phones = Phones(lab)
+    try:
+        results = {s: phones.call(s, talk=2.0) for s in ("caller-hangup", "callee-hangup", "cancel")}
+    finally:
+        phones.close()
+        cap.stop()
+    return results, cap.path
+
+
+@pytest.mark.parametrize("scenario", ["caller-hangup", "callee-hangup"])
+def test_answered_call_media_is_esp_only_while_keyed(lab, calls, scenario):
+    results, pcap = calls
+    r = results[scenario]
+    sdps = sdp_ports(pcap)[r.call_id]
+    offer = next((a, p) for m, a, p in sdps if m == "INVITE")
+    answer = next((a, p) for m, a, p in sdps if m == "200")
+    rtp_ports = {offer[1], offer[1] + 1, answer[1], answer[1] + 1}
+
+    # charon on each gateway held exactly one CHILD_SA whose selectors are the call's RTP and RTCP flows
+    for role, (local, remote) in (("gwa", (offer, answer)), ("gwb", (answer, offer))):
+        mine = [c for c in r.children[role]
+                if any(f"[udp/{local[1]}]" in t for t in c["local-ts"])]
+        assert len(mine) == 1, r.children[role]
+        c = mine[0]
+        assert sorted(c["local-ts"]) == [f"{local[0]}/32[udp/{local[1]}]", f"{local[0]}/32[udp/{local[1] + 1}]"]
+        assert sorted(c["remote-ts"]) == [f"{remote[0]}/32[udp/{remote[1]}]",
+                                          f"{remote[0]}/32[udp/{remote[1] + 1}]"]
+        assert c["state"] == "INSTALLED" and c["mode"] == "TUNNEL"
+
+    # exactly one gateway initiated: the answerer's (gwb) by the documented rule
+    roles = {role: {e["role"] for e in log_events(lab, role, r.call_id, "keying")} for role in ("gwa", "gwb")}
+    assert roles == {"gwa": {"responder"}, "gwb": {"initiator"}}
+
+    ws = wire_stats(pcap)
+    keyed_from, keyed_to = max(r.sa_up.values()), min(r.sa_down.values())
+    assert keyed_to - keyed_from > 1.5
+    clear = [p for p in ws.rtp_clear if keyed_from < p[0] < keyed_to and {p[2], p[4]} <= rtp_ports]
+    assert clear == [], f"cleartext RTP on the WAN while the SA was up: {clear[:3]}"
+    esp = [p for p in ws.esp if keyed_from < p[0] < keyed_to]
+    directions = {(p[1], p[2]) for p in esp}
+    assert directions == {("198.51.100.1", "198.51.100.2"), ("198.51.100.2", "198.51.100.1")}
+    # 50 packets/s each way for ~2 s of talk: well above a handful
+    for d in directions:
+        assert sum(1 for p in esp if (p[1], p[2]) == d) > 40
+    # SIP stayed in clear: the BYE and its 200 crossed the WAN unencrypted after keying
+    methods = sip_methods(pcap, r.call_id)
+    assert "BYE" in methods and methods.count("200") >= 2
+    bye_from = "198.51.100.1" if scenario == "caller-hangup" else "198.51.100.2"
+    assert any(t > keyed_from and src == bye_from for t, src, _dst in ws.sip)
+
+
+def test_after_the_calls_no_sa_route_or_rule_is_left(lab, calls):
+    results, _ = calls
+    for role in ("gwa", "gwb"):
+        assert child_sas(lab, role) == []
+        assert flow_rules(lab, role) == []
+        # charon's blanket rule stays removed: SIP to the peer is never black-holed
+        rules = proc.run(lab.ns(role), "ip", "rule", "show").stdout
+        assert "lookup 220" not in rules
+        # and the decrypted media did arrive at each far end through libipsec's TUN device
+        assert ipsec0_rx(lab, role) > 80
+
+
+def test_cancelled_call_is_never_keyed(lab, calls):
+    results, pcap = calls
+    r = results["cancel"]
+    methods = sip_methods(pcap, r.call_id)
+    assert "CANCEL" in methods and "487" in methods
+    for role in ("gwa", "gwb"):
+        assert log_events(lab, role, r.call_id, "keying") == []
+        ended = log_events(lab, role, r.call_id, "dialog-ended")
+        assert [e["reason"] for e in ended] == ["cancelled"]
+
+
+def test_run_on_missing_interface_fails_with_one_line_and_changes_nothing(lab, tmp_path):
+    cfg = open(os.path.join(lab.gw_dir("gwa"), "controller.toml")).read().replace('"wan0"', '"nope0"')
+    path = tmp_path / "bad.toml"
+    path.write_text(cfg)
+    before = child_sas(lab, "gwa")
+    r = subprocess.run(["ip", "netns", "exec", lab.ns("gwa"), sys.executable, "-m", "ipsecrtp", "run",
+                        "--config", str(path)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1] == "Error: no interface named 'nope0' in this network namespace"
+    assert child_sas(lab, "gwa") == before

@@ -1,0 +1,52 @@
+import os
+import subprocess
+import sys
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ipsecrtp", *args], capture_output=True, text=True, timeout=60,
+                          cwd=cwd)
+
+
+def write_cfg(tmp_path, vici: str, psk_mode=0o600) -> str:
+    psk = tmp_path / "psk"
+    psk.write_text("0123456789abcdef0123456789abcdef\n")
+    os.chmod(psk, psk_mode)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""[controller]
+interfaces = ["lo"]
+vici = "unix://{vici}"
+[[peer]]
+name = "b"
+ike_local = "198.51.100.1"
+ike_remote = "198.51.100.2"
+local_media = ["198.51.100.1/32"]
+remote_media = ["198.51.100.2/32"]
+psk_file = "{psk}"
+""")
+    return str(cfg)
+
+
+def test_run_without_charon_is_one_clear_line(tmp_path):
+    r = run("run", "--config", write_cfg(tmp_path, str(tmp_path / "none.vici")))
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [f"Error: no charon VICI socket at {tmp_path}/none.vici: "
+                                             "No such file or directory"]
+
+
+def test_config_errors_are_one_line(tmp_path):
+    r = run("run", "--config", write_cfg(tmp_path, "/x", psk_mode=0o644))
+    assert r.returncode != 0
+    assert len(r.stderr.strip().splitlines()) == 1 and "readable by others" in r.stderr
+    r = run("run", "--config", str(tmp_path / "missing.toml"))
+    assert r.returncode != 0 and "No such file" in r.stderr
+
+
+def test_calls_offline_json(tmp_path):
+    pcap = os.path.join(os.path.dirname(__file__), "data", "baresip-calls.pcap")
+    r = run("calls", "--pcap", pcap, "--json")
+    assert r.returncode == 0
+    import json
+
+    rep = json.loads(r.stdout)
+    assert len(rep["calls"]) == 3
