@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what ipsecrtp and its lab need on Debian 12 (root): strongSwan's charon with both
+# kernel backends, baresip, sipp, tshark/tcpdump, and a venv with the package and its tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
+      libstrongswan-standard-plugins baresip-core sip-tester tshark tcpdump iproute2 nftables procps
+      python3 python3-venv python3-pip)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (it installs Debian packages; the lab needs network namespaces)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get -o DPkg::Lock::Timeout=120 update -qq
+  apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup done: $(.venv/bin/ipsecrtp --help | head -n 1)"
