@@ -121,9 +121,10 @@ def demo(name: str, keep: bool, talk: float) -> None:
             if not r.answered:
                 continue
             both_up, first_down = max(r.sa_up.values()), min(r.sa_down.values())
-            clear = [p for p in ws.rtp_clear if both_up < p[0] < first_down]
-            before = [p for p in ws.rtp_clear if p[0] <= both_up and p[0] >= (r.answered_at or 0) - 1]
-            trailing = [p for p in ws.rtp_clear if first_down <= p[0] <= first_down + 5]
+            mine = [p for p in ws.rtp_clear if {p[2], p[4]} <= r.ports]
+            clear = [p for p in mine if both_up < p[0] < first_down]
+            before = [p for p in mine if p[0] <= both_up]
+            trailing = [p for p in mine if first_down <= p[0]]
             esp = [p for p in ws.esp if both_up <= p[0] <= first_down]
             click.echo(f"  call {r.call_id[:16]}: {len(esp)} ESP packets while keyed, {len(clear)} cleartext "
                        f"RTP/RTCP while keyed, {len(before)} before the SA was up (post-answer gap "

@@ -31,6 +31,7 @@ class CallResult:
     keying: list[dict] = field(default_factory=list)
     established_at: float | None = None
     answered_at: float | None = None  # the 200 OK as the answering gateway's controller saw it
+    ports: set[int] = field(default_factory=set)  # the call's RTP/RTCP ports, both sides
     closed_at: float | None = None
 
 
@@ -142,6 +143,8 @@ class Phones:
         for gw in (a, b):
             res.sa_up[gw.role] = wait_log(self.lab, gw.role, res.call_id, "sa-up", timeout)["ts"]
         res.answered_at = wait_log(self.lab, b.role, res.call_id, "dialog-confirmed", timeout)["t"]
+        for f in wait_log(self.lab, b.role, res.call_id, "keying", timeout)["flows"]:
+            res.ports |= {int(f["offerer"].rsplit(":", 1)[1]), int(f["answerer"].rsplit(":", 1)[1])}
         time.sleep(talk)
         for gw in (a, b):
             res.children[gw.role] = child_sas(self.lab, gw.role)

@@ -290,10 +290,11 @@ class Lab:
             proc.run(None, "ip", "netns", "del", ns, check=False)
             removed.append(f"namespace {ns}")
         shutil.rmtree(self.dir, ignore_errors=True)
-        try:
-            os.rmdir(BASE_DIR)
-        except OSError:
-            pass
+        for d in (BASE_DIR, os.path.dirname(BASE_DIR)):
+            try:
+                os.rmdir(d)  # only when empty: another lab may still be there
+            except OSError:
+                break
         return removed
 
 
