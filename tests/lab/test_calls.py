@@ -127,3 +127,70 @@ def test_run_on_missing_interface_fails_with_one_line_and_changes_nothing(lab, t
     lines = r.stderr.strip().splitlines()
     assert lines[-1] == "Error: no interface named 'nope0' in this network namespace"
     assert child_sas(lab, "gwa") == before
+
+
+def _sip_exchange(lab, call_id: str, offer_addr: str, offer_port: int) -> list[str]:
+    """A crafted UAC in gwa (port 5062) calls bob's real baresip with a hostile offer, then ACKs and
+    hangs up. Returns the status lines it received."""
+    import time
+
+    sock = proc.in_netns(lab.ns("gwa"), lambda: _bound_udp(("198.51.100.1", 5062)))
+    sdp = (f"v=0\r\no=- 1 1 IN IP4 {offer_addr}\r\ns=-\r\nc=IN IP4 {offer_addr}\r\nt=0 0\r\n"
+           f"m=audio {offer_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+    def req(method: str, cseq: int, to_tag: str = "", body: str = "") -> bytes:
+        to = "<sip:bob@198.51.100.2>" + (f";tag={to_tag}" if to_tag else "")
+        head = (f"{method} sip:bob@198.51.100.2 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 198.51.100.1:5062;branch=z9hG4bK{method}{cseq}{call_id[-12:]}\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:mallory@198.51.100.1>;tag=m1\r\nTo: {to}\r\n"
+                f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:mallory@198.51.100.1:5062>\r\n")
+        if body:
+            head += "Content-Type: application/sdp\r\n"
+        return (head + f"Content-Length: {len(body)}\r\n\r\n" + body).encode()
+
+    dst = ("198.51.100.2", 5060)
+    sock.sendto(req("INVITE", 1, body=sdp), dst)
+    statuses, to_tag = [], ""
+    deadline = time.monotonic() + 10
+    sock.settimeout(1.0)
+    while time.monotonic() < deadline and not any(s.startswith("SIP/2.0 2") for s in statuses):
+        try:
+            data = sock.recv(65535).decode()
+        except TimeoutError:
+            continue
+        statuses.append(data.split("\r\n", 1)[0])
+        for line in data.split("\r\n"):
+            if line.lower().startswith(("to:", "t:")) and "tag=" in line:
+                to_tag = line.split("tag=")[1].split(";")[0].strip()
+    sock.sendto(req("ACK", 1, to_tag), dst)
+    time.sleep(0.5)
+    sock.sendto(req("BYE", 2, to_tag), dst)
+    time.sleep(0.5)
+    sock.close()
+    return statuses
+
+
+def _bound_udp(addr):
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(addr)
+    return s
+
+
+@pytest.mark.parametrize("offer_addr, offer_port, reason", [
+    ("192.0.2.99", 10000, "in neither peer's media prefixes"),  # media pointed at a third host
+    ("198.51.100.1", 5060, "outside the RTP range"),  # media pointed at the SIP port
+])
+def test_hostile_offer_is_refused_and_nothing_is_keyed(lab, calls, offer_addr, offer_port, reason):
+    import secrets
+
+    call_id = "hostile-" + secrets.token_hex(6)
+    statuses = _sip_exchange(lab, call_id, offer_addr, offer_port)
+    assert any(s.startswith("SIP/2.0 200") for s in statuses), statuses  # baresip really answered
+    for role in ("gwa", "gwb"):
+        refused = log_events(lab, role, call_id, "refused")
+        assert len(refused) == 1 and reason in refused[0]["reason"], refused
+        assert log_events(lab, role, call_id, "keying") == []
+        assert child_sas(lab, role) == []
+        assert flow_rules(lab, role) == []
