@@ -104,7 +104,7 @@ def demo(name: str, keep: bool, talk: float) -> None:
                 if e["event"] in ("keying", "sa-initiated", "sa-up", "sa-down", "sa-removed", "unkeying"):
                     extra = {k: e[k] for k in ("role", "child", "keying_ms", "after_answer_ms", "local_ts",
                                                 "remote_ts", "reason") if k in e}
-                    click.echo(f"  {e['node'] if 'node' in e else ''}{e['event']:<13} {extra}")
+                    click.echo(f"  {e['gw']} {e['event']:<13} {extra}")
             for role, children in r.children.items():
                 for c in children:
                     click.echo(f"  {role} charon CHILD_SA {c['name']} #{c['uniqueid']} {c['state']} "

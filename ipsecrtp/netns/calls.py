@@ -154,7 +154,8 @@ class Phones:
         res.closed_at = time.time()
         for gw in (a, b):
             res.sa_down[gw.role] = wait_log(self.lab, gw.role, res.call_id, "sa-down", timeout)["ts"]
-            res.keying.extend(log_events(self.lab, gw.role, res.call_id))
+            res.keying.extend(dict(e, gw=gw.role) for e in log_events(self.lab, gw.role, res.call_id))
+        res.keying.sort(key=lambda e: e["ts"])
         return res
 
 
