@@ -94,6 +94,7 @@ class Controller:
         self.capture: Capture | None = None
         self.charon: Charon | None = None
         self._threads: list[threading.Thread] = []
+        self._loaded: list[PeerConfig] = []  # peers this instance loaded into charon, and so unloads
         self.removals: list[tuple[float, CallKeying, str]] = []  # (due, call, reason)
 
     # -- start / stop ------------------------------------------------------------------------
@@ -123,6 +124,7 @@ class Controller:
             for peer in self.cfg.peers:
                 self.charon.load_secret(peer)
                 self.charon.load_peer(peer, {})
+                self._loaded.append(peer)
                 self.log("peer-loaded", peer=peer.name, conn=peer.conn, ike_local=peer.ike_local,
                          ike_remote=peer.ike_remote, local_media=peer.local_media,
                          remote_media=peer.remote_media, rtp_ports=peer.rtp_ports)
@@ -154,7 +156,7 @@ class Controller:
             for st in list(self.calls.values()):
                 if st.role == "initiator" and st.uniqueid and not st.terminated:
                     self._remove(st, "controller-stopped")
-            for peer in self.cfg.peers:
+            for peer in self._loaded:
                 try:
                     for child in self.charon.child_sas(peer.conn):
                         self.charon.terminate_child(child["uniqueid"])

@@ -33,7 +33,7 @@ def run(config_path: str) -> None:
     try:
         ctl.start()
     except ControllerError as exc:
-        ctl.shutdown() if ctl.charon else None
+        ctl.shutdown()  # undoes only what start() did; a failure before loading changes nothing
         raise click.ClickException(str(exc)) from None
     signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
     signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())

@@ -154,6 +154,9 @@ class Charon:
                     out.append(child)
         return out
 
+    def conns(self) -> list[str]:
+        return [name for c in self.session.list_conns() for name in _decode(c)]
+
     def terminate_child(self, uniqueid: str, timeout_s: float = 5.0) -> None:
         try:
             for _log in self.session.terminate({"child-id": uniqueid, "timeout": int(timeout_s * 1000)}):

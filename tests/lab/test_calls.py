@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from ipsecrtp.keying.strongswan import Charon
 from ipsecrtp.netns import proc
 from ipsecrtp.netns.calls import Capture, Phones, child_sas, flow_rules, log_events, wire_stats
 
@@ -121,12 +122,16 @@ def test_run_on_missing_interface_fails_with_one_line_and_changes_nothing(lab, t
     path = tmp_path / "bad.toml"
     path.write_text(cfg)
     before = child_sas(lab, "gwa")
+    charon = Charon(lab.vici("gwa"))
+    conns_before = charon.conns()
     r = subprocess.run(["ip", "netns", "exec", lab.ns("gwa"), sys.executable, "-m", "ipsecrtp", "run",
                         "--config", str(path)], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert lines[-1] == "Error: no interface named 'nope0' in this network namespace"
     assert child_sas(lab, "gwa") == before
+    assert charon.conns() == conns_before == ["peer-gwb"]  # the running controller's config is untouched
+    charon.close()
 
 
 def _sip_exchange(lab, call_id: str, offer_addr: str, offer_port: int) -> list[str]:
