@@ -3,8 +3,11 @@ of a tcpdump capture of the WAN, charon's list-sas over VICI, and the kernel's r
 
 import json
 import os
+import secrets
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -137,8 +140,6 @@ def test_run_on_missing_interface_fails_with_one_line_and_changes_nothing(lab, t
 def _sip_exchange(lab, call_id: str, offer_addr: str, offer_port: int) -> list[str]:
     """A crafted UAC in gwa (port 5062) calls bob's real baresip with a hostile offer, then ACKs and
     hangs up. Returns the status lines it received."""
-    import time
-
     sock = proc.in_netns(lab.ns("gwa"), lambda: _bound_udp(("198.51.100.1", 5062)))
     sdp = (f"v=0\r\no=- 1 1 IN IP4 {offer_addr}\r\ns=-\r\nc=IN IP4 {offer_addr}\r\nt=0 0\r\n"
            f"m=audio {offer_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
@@ -176,8 +177,6 @@ def _sip_exchange(lab, call_id: str, offer_addr: str, offer_port: int) -> list[s
 
 
 def _bound_udp(addr):
-    import socket
-
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(addr)
     return s
@@ -188,8 +187,6 @@ def _bound_udp(addr):
     ("198.51.100.1", 5060, "outside the RTP range"),  # media pointed at the SIP port
 ])
 def test_hostile_offer_is_refused_and_nothing_is_keyed(lab, calls, offer_addr, offer_port, reason):
-    import secrets
-
     call_id = "hostile-" + secrets.token_hex(6)
     statuses = _sip_exchange(lab, call_id, offer_addr, offer_port)
     assert any(s.startswith("SIP/2.0 200") for s in statuses), statuses  # baresip really answered
