@@ -41,7 +41,7 @@ _LIST_HEADERS = frozenset(
 
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) (\S+) SIP/(\d+\.\d+)$")
-_STATUS_LINE = re.compile(r"^SIP/(\d+\.\d+) (\d{3}) ?(.*)$")
+_STATUS_LINE = re.compile(r"^SIP/(\d+\.\d+) (\d{3})(?: (.*))?$")
 
 
 class SipParseError(ValueError):
@@ -74,6 +74,12 @@ class SipMessage:
     reason: str | None
     headers: tuple[tuple[str, str], ...] = field(repr=False)  # lower-case full names, in order
     body: bytes = field(repr=False)
+    # read once at parse time: the dialog layer asks for these on every message
+    call_id: str = ""
+    cseq: tuple[int, str] = (0, "")
+    from_tag: str | None = None
+    to_tag: str | None = None
+    vias: tuple[Via, ...] = field(default=(), repr=False)
 
     @property
     def is_request(self) -> bool:
@@ -94,28 +100,6 @@ class SipMessage:
             if k == name:
                 out.extend(split_commas(v) if name in _LIST_HEADERS else [v])
         return out
-
-    @property
-    def call_id(self) -> str:
-        return self.get("call-id") or ""
-
-    @property
-    def cseq(self) -> tuple[int, str]:
-        raw = self.get("cseq") or ""
-        parts = raw.split()
-        return int(parts[0]), parts[1].upper()
-
-    @property
-    def from_tag(self) -> str | None:
-        return header_param(self.get("from") or "", "tag")
-
-    @property
-    def to_tag(self) -> str | None:
-        return header_param(self.get("to") or "", "tag")
-
-    @property
-    def vias(self) -> list[Via]:
-        return [parse_via(v) for v in self.get_all("via")]
 
     @property
     def content_type(self) -> str:
@@ -258,6 +242,64 @@ def find_header_end(data: bytes) -> int:
     return i + 2 if i >= 0 else -1
 
 
+_SINGLE = ("call-id", "cseq", "from", "to", "content-length", "max-forwards", "content-type")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_DATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                   r"\d{4} \d{2}:\d{2}:\d{2} GMT$")
+_DISPLAY_TOKENS = re.compile(r"^[A-Za-z0-9.!%*_+`'~\- \t]*$")
+
+
+def _check_request_uri(uri: str) -> None:
+    if not _SCHEME.match(uri):
+        raise SipParseError(f"Request-URI without a scheme: {uri[:60]!r}")
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("sip", "sips"):
+        # RFC 3261 §19.1.5: header components are not allowed in a Request-URI; a '?' in the
+        # userinfo (before the last '@') is legal, one after the host starts headers
+        hostpart = uri[uri.rfind("@") + 1:] if "@" in uri else uri.split(":", 1)[1]
+        if "?" in hostpart:
+            raise SipParseError("Request-URI carries header components")
+
+
+def check_name_addr(value: str, header: str) -> None:
+    """RFC 3261 §20.10 / §25.1 name-addr / addr-spec rules a robust parser still enforces."""
+    v = value.strip()
+    if header == "contact" and v == "*":
+        return
+    lt = -1
+    quoted, esc = False, False
+    for i, ch in enumerate(v):
+        if esc:
+            esc = False
+        elif quoted and ch == "\\":
+            esc = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "<" and not quoted:
+            lt = i
+            break
+    if quoted:
+        raise SipParseError(f"unterminated quoted string in {header}")
+    if lt < 0:
+        uri = v.split(";", 1)[0].strip()
+        if not _SCHEME.match(uri):
+            raise SipParseError(f"{header} is neither a name-addr nor an addr-spec: {v[:60]!r}")
+        if "?" in uri or " " in uri:
+            raise SipParseError(f"{header} URI with '?' or spaces must be enclosed in <>")
+        return
+    display = v[:lt].strip()
+    if display and not display.startswith('"') and not _DISPLAY_TOKENS.match(display):
+        raise SipParseError(f"{header} display name has non-token characters and is not quoted")
+    gt = v.find(">", lt)
+    if gt < 0:
+        raise SipParseError(f"unterminated <...> in {header}")
+    inner = v[lt + 1:gt]
+    if not inner or inner != inner.strip() or " " in inner:
+        raise SipParseError(f"whitespace inside <...> in {header}")
+    if not _SCHEME.match(inner):
+        raise SipParseError(f"{header} URI without a scheme")
+
+
 def parse_message(data: bytes, stream: bool = False) -> SipMessage:
     """Parse one complete SIP message.
 
@@ -285,18 +327,19 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
     if m:
         if m.group(1) != "2.0":
             raise SipParseError(f"unsupported SIP version {m.group(1)}")
-        status, reason = int(m.group(2)), m.group(3)
+        status, reason = int(m.group(2)), m.group(3) or ""
         if not 100 <= status <= 699:
             raise SipParseError(f"status code out of range: {status}")
     else:
         m = _REQUEST_LINE.match(start)
         if not m:
-            raise SipParseError(f"malformed start line: {start[:60]!r}")
+            if start.startswith("SIP/"):
+                raise SipParseError(f"malformed status line: {start[:60]!r}")
+            raise SipParseError(f"malformed request line: {start[:60]!r}")
         if m.group(3) != "2.0":
             raise SipParseError(f"unsupported SIP version {m.group(3)}")
         method, uri = m.group(1), m.group(2)
-        if ":" not in uri:
-            raise SipParseError(f"Request-URI without scheme: {uri[:60]!r}")
+        _check_request_uri(uri)
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line == "":
@@ -313,30 +356,55 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
             raise SipParseError(f"malformed header line: {line[:60]!r}")
         lname = name.lower()
         headers.append((COMPACT.get(lname, lname), value.strip()))
-    msg = SipMessage(method, uri, status, reason, tuple(headers), b"")
+    seen: dict[str, str] = {}
+    for k, v in headers:
+        if k in _SINGLE:
+            if k in seen:
+                raise SipParseError(f"more than one {k} header")
+            seen[k] = v
     for required in ("call-id", "cseq", "from", "to", "via"):
-        if msg.get(required) is None:
+        if required not in seen and not (required == "via" and any(k == "via" for k, _ in headers)):
             raise SipParseError(f"missing {required} header")
-    cseq = (msg.get("cseq") or "").split()
-    if len(cseq) != 2 or not cseq[0].isdigit() or int(cseq[0]) >= 2**31:
-        raise SipParseError(f"malformed CSeq: {msg.get('cseq')!r}")
-    if method is not None and cseq[1].upper() != method.upper():
+    call_id = seen["call-id"]
+    if not call_id or any(c in call_id for c in " \t"):
+        raise SipParseError(f"malformed Call-ID: {call_id[:60]!r}")
+    cseq_parts = seen["cseq"].split()
+    if len(cseq_parts) != 2 or not cseq_parts[0].isdigit() or int(cseq_parts[0]) >= 2**31:
+        raise SipParseError(f"malformed CSeq: {seen['cseq'][:60]!r}")
+    if not _TOKEN.match(cseq_parts[1]):
+        raise SipParseError(f"malformed CSeq method: {cseq_parts[1][:30]!r}")
+    if method is not None and cseq_parts[1] != method:
         raise SipParseError("CSeq method does not match request method")
-    msg.vias  # noqa: B018 — validates every Via now so that later reads cannot fail
-    header_param(msg.get("from") or "", "tag")
-    header_param(msg.get("to") or "", "tag")
+    mf = seen.get("max-forwards")
+    if mf is not None and (not mf.isdigit() or int(mf) > 255):
+        raise SipParseError(f"malformed Max-Forwards: {mf[:20]!r}")
+    date = next((v for k, v in headers if k == "date"), None)
+    if date is not None and not _DATE.match(date):
+        raise SipParseError(f"Date is not an RFC 1123 GMT date: {date[:40]!r}")
+    for k in ("from", "to"):
+        check_name_addr(seen[k], k)
+    for k, v in headers:
+        if k == "contact":
+            for c in split_commas(v):
+                check_name_addr(c, "contact")
+    vias = tuple(parse_via(v) for k, hv in headers if k == "via" for v in split_commas(hv))
+    if not vias:
+        raise SipParseError("missing via header")
+    from_tag = header_param(seen["from"], "tag")
+    to_tag = header_param(seen["to"], "tag")
     body = data[end:]
-    clen_s = msg.get("content-length")
+    clen_s = seen.get("content-length")
     if clen_s is not None:
         if not clen_s.isdigit():
-            raise SipParseError(f"malformed Content-Length: {clen_s!r}")
+            raise SipParseError(f"malformed Content-Length: {clen_s[:20]!r}")
         clen = int(clen_s)
         if clen > len(body):
             raise SipParseError(f"Content-Length {clen} exceeds the {len(body)} body bytes received")
         body = body[:clen]
     elif stream:
         raise SipParseError("missing Content-Length on a stream transport")
-    return SipMessage(method, uri, status, reason, tuple(headers), bytes(body))
+    return SipMessage(method, uri, status, reason, tuple(headers), bytes(body), call_id,
+                      (int(cseq_parts[0]), cseq_parts[1].upper()), from_tag, to_tag, vias)
 
 
 class StreamFramer:

@@ -45,16 +45,16 @@ def test_response_and_ipv6_via():
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty"),
     (b"INVITE sip:x SIP/2.0\r\n", "blank line"),
-    (b"INVITE nonsense SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: a;tag=1\r\nTo: b\r\nCall-ID: c\r\n"
+    (b"INVITE nonsense SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\n"
      b"CSeq: 1 INVITE\r\n\r\n", "scheme"),
-    (b"INVITE sip:x SIP/2.0\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n", "missing via"),
-    (b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\n",
+    (b"INVITE sip:x SIP/2.0\r\nFrom: <sip:a@h>\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n", "missing via"),
+    (b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@h>\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\n\r\n",
      "does not match"),
-    (b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+    (b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@h>\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
      b"Content-Length: 50\r\n\r\nshort", "exceeds"),
-    (b"SIP/2.0 999 Bad\r\nVia: SIP/2.0/UDP h\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+    (b"SIP/2.0 999 Bad\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@h>\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
      "out of range"),
-    (b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h:99999\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\n"
+    (b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h:99999\r\nFrom: <sip:a@h>\r\nTo: <sip:b@h>\r\nCall-ID: c\r\n"
      b"CSeq: 1 INVITE\r\n\r\n", "port"),
 ])
 def test_malformed_messages_give_a_reason(data, reason):
