@@ -76,6 +76,30 @@ def flows(offer: SessionDescription, answer: SessionDescription) -> tuple[Flow, 
     return tuple(out)
 
 
+def notes(offer: SessionDescription, answer: SessionDescription) -> tuple[str, ...]:
+    """What an operator should know about a negotiation beyond its flows (never key material)."""
+    out: list[str] = []
+    for i, (o, a) in enumerate(zip(offer.media, answer.media, strict=False)):
+        tag = f"stream {i} ({o.media})"
+        if o.rejected or a.rejected:
+            out.append(f"{tag} rejected (port 0)")
+            continue
+        if o.on_hold_address or a.on_hold_address:
+            out.append(f"{tag} on hold (c= 0.0.0.0): no flow")
+        for who, md in (("offer", o), ("answer", a)):
+            if md.direction != "sendrecv":
+                out.append(f"{tag} {who} {md.direction}")
+        if o.ice or a.ice:
+            out.append(f"{tag} has ICE attributes: flows are the SDP defaults, ICE may pick other candidates")
+        if o.crypto_count or a.crypto_count:
+            out.append(f"{tag} carries SDP key material (a=crypto/k=, not shown)")
+        if o.proto != a.proto:
+            out.append(f"{tag} transport differs: offer {o.proto}, answer {a.proto}")
+    if len(answer.media) != len(offer.media):
+        out.append(f"answer has {len(answer.media)} m= lines for the offer's {len(offer.media)}")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class MediaPolicy:
     """Which flows a gateway may key: addresses in the configured media prefixes of the two

@@ -12,9 +12,11 @@ from .sip.dialog import (
     DialogEarly,
     DialogTerminated,
     DialogTracker,
+    ExtraDialog,
     MediaChanged,
     MediaNegotiated,
     MessageRejected,
+    Retransmission,
 )
 from .sip.message import SipParseError
 
@@ -28,15 +30,27 @@ def ip_packets(path: str):
                 yield float(pkt.time), bytes(layer)
 
 
+def _source(src) -> str:
+    if not src:
+        return ""
+    host = f"[{src[0]}]" if ":" in src[0] else src[0]
+    return f"{host}:{src[1]}"
+
+
 def replay(path: str, sip_ports: set[int]) -> dict:
+    """Every dialog of a capture with its state, timestamps, flows and events, and what was rejected."""
     tracker = DialogTracker(media_timeout=None)
     extractor = SipExtractor(sip_ports)
     calls: dict[str, dict] = {}
     rejected = []
+    messages = 0
 
     def call(cid: str) -> dict:
-        return calls.setdefault(cid, {"call_id": cid, "state": "trying", "flows": [], "events": [],
-                                      "end_reason": None})
+        return calls.setdefault(cid, {
+            "call_id": cid, "state": "trying", "started": None, "early": None, "confirmed": None,
+            "ended": None, "end_reason": None, "to_tag": None, "flows": [], "notes": [], "retransmissions": 0,
+            "events": [],
+        })
 
     events = []
     last = 0.0
@@ -46,29 +60,46 @@ def replay(path: str, sip_ports: set[int]) -> dict:
         if pkt is None:
             continue
         for item, stream in extractor.feed(pkt):
+            src = (pkt.src, pkt.sport)
             if isinstance(item, SipParseError):
-                rejected.append({"time": t, "source": f"{pkt.src}:{pkt.sport}", "reason": str(item)})
+                events.append(MessageRejected("", t, str(item), src))
                 continue
-            events.extend(tracker.receive(item, t, (pkt.src, pkt.sport), stream=stream))
+            messages += 1
+            before = len(tracker.dialogs)
+            events.extend(tracker.receive(item, t, src, stream=stream))
+            if len(tracker.dialogs) > before:  # a new INVITE: the call starts here
+                cid = next(reversed(tracker.dialogs))
+                call(cid)["started"] = t
+                events.append(("invite", cid, t, src))
     events.extend(tracker.handle_timer(last))
     for ev in events:
+        if isinstance(ev, tuple):
+            _, cid, t, src = ev
+            call(cid)["events"].append({"time": t, "type": "Invite", "detail": f"from {_source(src)}"})
+            continue
         if isinstance(ev, MessageRejected):
-            rejected.append({"time": ev.time, "source": f"{ev.source[0]}:{ev.source[1]}" if ev.source else "",
+            rejected.append({"time": ev.time, "source": _source(ev.source), "call_id": ev.call_id or None,
                              "reason": ev.reason})
             continue
         c = call(ev.call_id)
         rec = {"time": ev.time, "type": type(ev).__name__}
         if isinstance(ev, DialogEarly):
-            c["state"], rec["detail"] = "early", str(ev.status)
+            c["state"], rec["detail"] = "early", f"{ev.status} to-tag {ev.to_tag}"
+            c["early"] = c["early"] or ev.time
         elif isinstance(ev, DialogConfirmed):
-            c["state"] = "confirmed"
-        elif isinstance(ev, MediaNegotiated):
-            c["flows"] = [f.to_json() for f in ev.flows]
-            rec["detail"] = ev.trigger
-        elif isinstance(ev, MediaChanged):
-            c["flows"] = [f.to_json() for f in ev.new]
-            rec["detail"] = ev.trigger
+            c["state"], c["confirmed"], c["to_tag"] = "confirmed", ev.time, ev.to_tag
+            rec["detail"] = f"{ev.trigger} to-tag {ev.to_tag}"
+        elif isinstance(ev, (MediaNegotiated, MediaChanged)):
+            new = ev.flows if isinstance(ev, MediaNegotiated) else ev.new
+            c["flows"], c["notes"] = [f.to_json() for f in new], list(ev.notes)
+            rec["detail"] = f"{ev.trigger} from {_source(ev.answer_source)}: {len(new)} flows"
         elif isinstance(ev, DialogTerminated):
-            c["state"], c["end_reason"], rec["detail"] = "terminated", ev.reason, ev.reason
+            c["state"], c["end_reason"], c["ended"] = "terminated", ev.reason, ev.time
+            rec["detail"] = ev.reason + (f" ({ev.trigger})" if ev.trigger else "")
+        elif isinstance(ev, Retransmission):
+            c["retransmissions"] += 1
+            rec["detail"] = ev.trigger
+        elif isinstance(ev, ExtraDialog):
+            rec["detail"] = f"{ev.trigger} to-tag {ev.to_tag} (extra fork, not keyed)"
         c["events"].append(rec)
-    return {"calls": list(calls.values()), "rejected": rejected}
+    return {"file": path, "messages": messages, "calls": list(calls.values()), "rejected": rejected}

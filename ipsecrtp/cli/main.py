@@ -58,10 +58,19 @@ def calls(pcap: str, sip_ports: tuple[int, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
+    click.echo(f"{report['messages']} SIP messages, {len(report['calls'])} calls, {len(report['rejected'])} rejected")
     for c in report["calls"]:
         click.echo(f"{c['call_id']}  {c['state']}  {c.get('end_reason') or ''}")
+        t0 = c["started"]
+        if t0 is not None:
+            marks = [(k, c[k]) for k in ("early", "confirmed", "ended") if c[k] is not None]
+            click.echo("    " + "  ".join(f"{k} +{(t - t0) * 1000:.1f} ms" for k, t in marks))
+        if c["retransmissions"]:
+            click.echo(f"    {c['retransmissions']} retransmissions")
         for f in c["flows"]:
             click.echo(f"    {f['kind']:<9} {f['offerer']} <-> {f['answerer']}")
+        for n in c["notes"]:
+            click.echo(f"    note: {n}")
         for e in c["events"]:
             click.echo(f"    {e['time']:.6f} {e['type']} {e.get('detail', '')}")
     for r in report["rejected"]:

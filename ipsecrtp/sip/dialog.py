@@ -1,15 +1,20 @@
-"""Dialog and offer/answer tracking, sans I/O (RFC 3261 §12-13, RFC 3264, RFC 6337).
+"""Dialog and offer/answer tracking, sans I/O (RFC 3261 §12-13, RFC 3262, 3264, 3311, 4028, 6337).
 
 Feed it SIP messages seen on the wire with their capture time; it returns events. Time only
 enters as an argument; timers are exposed as :meth:`DialogTracker.next_timer` and fired by
 :meth:`DialogTracker.handle_timer`, in the style of aioquic's connection.
+
+A *call* is everything under one Call-ID and From tag: the INVITE and every dialog (To tag)
+it forks into. Offer/answer runs per dialog; the call's media is that of the dialog that
+answered last while early, and of the confirmed dialog once a 2xx arrived. That is the one set
+of flows a gateway keys, and every change to it is a :class:`MediaChanged`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..media import Flow, flows
+from ..media import Flow, flows, notes
 from .message import SipMessage, SipParseError, parse_message
 from .sdp import SdpError, SessionDescription, parse_sdp
 
@@ -21,7 +26,7 @@ Address = tuple[str, int]
 @dataclass(frozen=True)
 class Event:
     call_id: str
-    time: float
+    time: float  # capture time of the message (or timer) that caused the event
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,13 @@ class MessageRejected(Event):
 class DialogEarly(Event):
     status: int
     to_tag: str | None
+    trigger: str = ""
 
 
 @dataclass(frozen=True)
 class DialogConfirmed(Event):
     to_tag: str | None
+    trigger: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,8 @@ class MediaNegotiated(Event):
     trigger: str  # the message carrying the answer
     answer_source: Address | None  # where the answer came from on the wire
     offerer: str  # "caller" or "callee"
+    to_tag: str | None = None
+    notes: tuple[str, ...] = ()  # rejected/held streams, directions, ICE, SDP keys present
 
 
 @dataclass(frozen=True)
@@ -55,12 +64,27 @@ class MediaChanged(Event):
     new: tuple[Flow, ...]
     trigger: str
     answer_source: Address | None
+    to_tag: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class DialogTerminated(Event):
     reason: str  # bye-by-caller, bye-by-callee, cancelled, rejected-486, timeout, media-timeout, ...
     trigger: str | None
+
+
+@dataclass(frozen=True)
+class Retransmission(Event):
+    trigger: str
+
+
+@dataclass(frozen=True)
+class ExtraDialog(Event):
+    """A second fork answered 2xx: the caller must ACK and BYE it (RFC 3261 §13.2.2.4); never keyed."""
+
+    to_tag: str | None
+    trigger: str
 
 
 # --- state ------------------------------------------------------------------------------------
@@ -73,6 +97,19 @@ class _Offer:
 
 
 @dataclass
+class Leg:
+    """One dialog of a call: the INVITE's transaction answered by one UAS (one To tag)."""
+
+    to_tag: str | None
+    offer: _Offer | None = None  # an offer inside this dialog waiting for its answer
+    flows: tuple[Flow, ...] = ()
+    invite_answered: bool = False  # the INVITE's own offer got its answer here
+    tentative: bool = False  # that answer came in an unreliable 18x: the 2xx may revise it
+    answered: set = field(default_factory=set)  # CSeqs whose offer was answered
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
 class Dialog:
     call_id: str
     from_tag: str | None
@@ -80,29 +117,54 @@ class Dialog:
     invite_cseq: int
     started: float
     state: str = "trying"  # trying, early, confirmed, terminated
-    to_tag: str | None = None
-    offer: _Offer | None = None
+    to_tag: str | None = None  # the confirmed dialog's tag, else the last early one
+    invite_offer: _Offer | None = None
+    legs: dict = field(default_factory=dict)  # to_tag -> Leg
+    extra: set = field(default_factory=set)  # tags of further 2xx forks (to be torn down)
     flows: tuple[Flow, ...] = ()
+    negotiated: bool = False
     cancelled: bool = False
     last_activity: float = 0.0
     ended: float | None = None
-    seen_requests: set = field(default_factory=set)  # (branch, method, cseq) for retransmissions
-    answered_cseqs: set = field(default_factory=set)
+    session_expires: float | None = None  # RFC 4028 interval from the last 2xx that set it
+    refreshed: float = 0.0
+    seen_requests: set = field(default_factory=set)  # (branch, method, cseq)
+    seen_responses: set = field(default_factory=set)  # (to_tag, cseq, status)
+
+    @property
+    def offer(self) -> _Offer | None:
+        """The offer awaiting an answer, if any (the INVITE's, or one inside the current dialog)."""
+        leg = self.legs.get(self.to_tag)
+        if leg is not None and leg.offer is not None:
+            return leg.offer
+        if leg is not None and leg.invite_answered:
+            return None
+        return self.invite_offer
 
 
 def _same(a: tuple[Flow, ...], b: tuple[Flow, ...]) -> bool:
-    norm = lambda fs: {(f.kind, frozenset(f.endpoints())) for f in fs}  # noqa: E731
+    def norm(fs: tuple[Flow, ...]) -> set:
+        return {(f.stream, f.kind, frozenset(f.endpoints())) for f in fs}
     return norm(a) == norm(b)
 
 
+def _session_expires(msg: SipMessage) -> float | None:
+    raw = msg.get("session-expires")
+    if not raw:
+        return None
+    delta = raw.split(";")[0].strip()
+    return float(delta) if delta.isdigit() and int(delta) > 0 else None
+
+
 class DialogTracker:
-    """Tracks every INVITE dialog seen; one instance per capture point."""
+    """Tracks every INVITE-initiated call seen; one instance per capture point."""
 
     def __init__(self, *, media_timeout: float | None = 30.0, invite_timeout: float = 180.0,
-                 linger: float = 32.0) -> None:
+                 linger: float = 32.0, session_timer_grace: float = 2.0) -> None:
         self.media_timeout = media_timeout
         self.invite_timeout = invite_timeout  # Timer C (RFC 3261 §16.6) bounds an unanswered INVITE
         self.linger = linger  # keep ended dialogs to recognise retransmissions (64*T1)
+        self.session_timer_grace = session_timer_grace
         self.dialogs: dict[str, Dialog] = {}
 
     # -- input ---------------------------------------------------------------------------------
@@ -116,17 +178,14 @@ class DialogTracker:
         return self.receive_message(msg, now, source)
 
     def receive_message(self, msg: SipMessage, now: float, source: Address | None = None) -> list[Event]:
+        body = msg.sdp_body()
         try:
-            cseq = msg.cseq
-        except (ValueError, IndexError):
-            return [MessageRejected(msg.call_id, now, "malformed CSeq", source)]
-        try:
-            sdp = parse_sdp(msg.sdp_body()) if msg.sdp_body() else None
+            sdp = parse_sdp(body) if body else None
         except SdpError as exc:
             return [MessageRejected(msg.call_id, now, f"bad SDP: {exc}", source)]
         if msg.is_request:
-            return self._request(msg, cseq, sdp, now, source)
-        return self._response(msg, cseq, sdp, now, source)
+            return self._request(msg, sdp, now, source)
+        return self._response(msg, sdp, now, source)
 
     def media_activity(self, call_id: str, now: float) -> None:
         d = self.dialogs.get(call_id)
@@ -135,15 +194,20 @@ class DialogTracker:
 
     # -- timers --------------------------------------------------------------------------------
 
-    def next_timer(self) -> float | None:
+    def _deadline(self, d: Dialog) -> float | None:
+        if d.state == "terminated":
+            return (d.ended or 0.0) + self.linger
+        if d.state in ("trying", "early"):
+            return d.last_activity + self.invite_timeout
         times = []
-        for d in self.dialogs.values():
-            if d.state == "terminated":
-                times.append((d.ended or 0.0) + self.linger)
-            elif d.state in ("trying", "early"):
-                times.append(d.last_activity + self.invite_timeout)
-            elif self.media_timeout is not None:
-                times.append(d.last_activity + self.media_timeout)
+        if self.media_timeout is not None:
+            times.append(d.last_activity + self.media_timeout)
+        if d.session_expires is not None:
+            times.append(d.refreshed + d.session_expires + self.session_timer_grace)
+        return min(times) if times else None
+
+    def next_timer(self) -> float | None:
+        times = [t for d in self.dialogs.values() if (t := self._deadline(d)) is not None]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> list[Event]:
@@ -154,9 +218,12 @@ class DialogTracker:
                     del self.dialogs[cid]
             elif d.state in ("trying", "early") and now >= d.last_activity + self.invite_timeout:
                 events.append(self._end(d, now, "timeout", None))
-            elif (d.state == "confirmed" and self.media_timeout is not None
-                  and now >= d.last_activity + self.media_timeout):
-                events.append(self._end(d, now, "media-timeout", None))
+            elif d.state == "confirmed":
+                if (d.session_expires is not None
+                        and now >= d.refreshed + d.session_expires + self.session_timer_grace):
+                    events.append(self._end(d, now, "session-expired", None))
+                elif self.media_timeout is not None and now >= d.last_activity + self.media_timeout:
+                    events.append(self._end(d, now, "media-timeout", None))
         return events
 
     # -- internals -----------------------------------------------------------------------------
@@ -165,97 +232,178 @@ class DialogTracker:
         d.state, d.ended = "terminated", now
         return DialogTerminated(d.call_id, now, reason, trigger)
 
-    def _side(self, d: Dialog, msg: SipMessage) -> str:
-        """Who sent a request inside the dialog: its From tag is the caller's for the caller."""
-        return "caller" if msg.from_tag == d.from_tag else "callee"
+    def _leg_of(self, d: Dialog, msg: SipMessage) -> tuple[Leg | None, str]:
+        """The dialog an in-dialog request belongs to, and who sent it."""
+        if msg.from_tag == d.from_tag:
+            return d.legs.get(msg.to_tag), "caller"
+        if msg.to_tag == d.from_tag:
+            return d.legs.get(msg.from_tag), "callee"
+        return None, "caller"
 
-    def _request(self, msg: SipMessage, cseq, sdp, now: float, source) -> list[Event]:
+    def _request(self, msg: SipMessage, sdp, now: float, source) -> list[Event]:
         method = msg.method.upper()
+        cseq = msg.cseq
         d = self.dialogs.get(msg.call_id)
-        vias = msg.vias
-        branch = vias[0].branch if vias else None
+        branch = msg.vias[0].branch
         key = (branch, method, cseq[0])
-        if d is not None and key in d.seen_requests and method != "ACK":
-            return []  # retransmission
+        trigger = msg.summary()
+        if d is not None and key in d.seen_requests:
+            if method != "ACK":
+                return [Retransmission(d.call_id, now, trigger)]
+            return []  # ACKs to each retransmitted 2xx repeat legitimately
         if method == "INVITE" and msg.to_tag is None:
             if d is not None and d.state != "terminated":
-                return []  # same Call-ID, new branch: a spiral or a retransmission through a proxy
+                # same Call-ID, new branch: a spiral through a proxy, or a retransmission re-sent by it
+                d.seen_requests.add(key)
+                return [Retransmission(d.call_id, now, trigger)]
             d = Dialog(msg.call_id, msg.from_tag, branch, cseq[0], now, last_activity=now)
             self.dialogs[msg.call_id] = d
             d.seen_requests.add(key)
             if sdp is not None:
-                d.offer = _Offer(sdp, "caller", cseq)
+                d.invite_offer = _Offer(sdp, "caller", cseq)
             return []
         if d is None or d.state == "terminated":
             return []
         d.seen_requests.add(key)
         d.last_activity = max(d.last_activity, now)
-        trigger = msg.summary()
         if method == "CANCEL":
             d.cancelled = True
             return []
+        leg, side = self._leg_of(d, msg)
+        if leg is None:
+            if method == "BYE" and msg.to_tag in d.extra:
+                return []  # the caller tearing down a fork's extra 2xx dialog
+            if d.state == "confirmed" or method not in ("PRACK", "UPDATE"):
+                return []
+            leg = d.legs.setdefault(msg.to_tag, Leg(msg.to_tag))  # PRACK/UPDATE before we saw its 18x
         if method == "BYE":
-            return [self._end(d, now, f"bye-by-{self._side(d, msg)}", trigger)]
+            if leg.to_tag != d.to_tag and d.state == "confirmed":
+                return []
+            return [self._end(d, now, f"bye-by-{side}", trigger)]
         if method == "ACK":
-            if d.offer is not None and d.offer.by == "callee" and sdp is not None:
-                return self._answer(d, sdp, now, trigger, source)
+            if leg.offer is not None and leg.offer.by == "callee" and sdp is not None:
+                return self._answer(d, leg, sdp, now, trigger, source)
             return []
-        if method in ("INVITE", "UPDATE") and sdp is not None:
-            d.offer = _Offer(sdp, self._side(d, msg), cseq)
-        elif method == "PRACK" and sdp is not None and d.offer is not None and d.offer.by == "callee":
-            return self._answer(d, sdp, now, trigger, source)
+        if method == "PRACK" and sdp is not None and leg.offer is not None and leg.offer.by == "callee":
+            return self._answer(d, leg, sdp, now, trigger, source)
+        if method in ("INVITE", "UPDATE", "PRACK") and sdp is not None:
+            leg.offer = _Offer(sdp, side, cseq)
         return []
 
-    def _response(self, msg: SipMessage, cseq, sdp, now: float, source) -> list[Event]:
+    def _response(self, msg: SipMessage, sdp, now: float, source) -> list[Event]:
         d = self.dialogs.get(msg.call_id)
         if d is None or d.state == "terminated":
             return []
-        status, method = msg.status or 0, cseq[1]
+        if msg.from_tag != d.from_tag and not (msg.to_tag == d.from_tag and d.state != "trying"):
+            return []  # not this call's (a From tag the INVITE did not carry)
+        status, cseq = msg.status or 0, msg.cseq
+        method = cseq[1]
         trigger = msg.summary()
-        events: list[Event] = []
+        rkey = (msg.to_tag, cseq, status)
+        if rkey in d.seen_responses and not 101 <= status <= 199:
+            return [Retransmission(d.call_id, now, trigger)]
+        reliable = msg.get("rseq") is not None
+        if rkey in d.seen_responses and reliable:
+            return [Retransmission(d.call_id, now, trigger)]
+        d.seen_responses.add(rkey)
         d.last_activity = max(d.last_activity, now)
+        events: list[Event] = []
         initial = method == "INVITE" and cseq[0] == d.invite_cseq
-        if initial and d.state in ("trying", "early"):
-            if 101 <= status <= 199:
-                if d.state == "trying" or d.to_tag != msg.to_tag:
-                    d.state, d.to_tag = "early", msg.to_tag
-                    events.append(DialogEarly(d.call_id, now, status, msg.to_tag))
-            elif 200 <= status <= 299:
-                d.state, d.to_tag = "confirmed", msg.to_tag
-                events.append(DialogConfirmed(d.call_id, now, msg.to_tag))
-            elif status >= 300:
-                reason = "cancelled" if d.cancelled or status == 487 else f"rejected-{status}"
-                return [self._end(d, now, reason, trigger)]
-        elif status >= 300 and method in ("INVITE", "UPDATE"):
-            if d.offer is not None and d.offer.cseq == cseq:
-                d.offer = None  # the offer died with its transaction (491 glare, 488, ...)
-            if status in (408, 481):  # RFC 5057: the dialog itself is gone
+        if status == 100:
+            return events
+        # a response to a request the callee sent carries the callee's tag in From
+        leg = d.legs.get(msg.to_tag if msg.from_tag == d.from_tag else msg.from_tag)
+        if initial:
+            if status >= 300:
+                if d.state in ("trying", "early"):
+                    reason = "cancelled" if d.cancelled or status == 487 else f"rejected-{status}"
+                    return [self._end(d, now, reason, trigger)]
+                return events
+            if msg.to_tag is None:
+                return events  # a 1xx/2xx without To tag creates no dialog (RFC 3261 §12.1)
+            if leg is None:
+                if d.state == "confirmed":
+                    d.extra.add(msg.to_tag)
+                    return [ExtraDialog(d.call_id, now, msg.to_tag, trigger)] if status >= 200 else []
+                leg = d.legs[msg.to_tag] = Leg(msg.to_tag)
+                if status < 200:
+                    d.state = "early"
+                    events.append(DialogEarly(d.call_id, now, status, msg.to_tag, trigger))
+            if status >= 200:
+                if d.state == "confirmed":
+                    if msg.to_tag != d.to_tag:
+                        d.extra.add(msg.to_tag)
+                        return [ExtraDialog(d.call_id, now, msg.to_tag, trigger)]
+                else:
+                    d.state = "confirmed"
+                    events.append(DialogConfirmed(d.call_id, now, msg.to_tag, trigger))
+                    events.extend(self._select(d, leg, now, trigger, source))
+                    for other in list(d.legs):
+                        if other != msg.to_tag:
+                            del d.legs[other]  # other forks' early dialogs end with this 2xx
+                    self._session_timer(d, msg, now)
+            if sdp is None:
+                return events
+            if d.invite_offer is not None:
+                if not leg.invite_answered or (leg.tentative and status >= 200):
+                    leg.invite_answered, leg.tentative = True, status < 200 and not reliable
+                    events.extend(self._apply(d, leg, d.invite_offer, sdp, now, trigger, source))
+            elif leg.offer is None and not leg.flows and (status >= 200 or reliable):
+                # late offer: no SDP in the INVITE, so this response offers; the ACK or PRACK answers
+                leg.offer = _Offer(sdp, "callee", cseq)
+            return events
+        if leg is None:
+            return events
+        if status >= 300:
+            if method in ("INVITE", "UPDATE", "PRACK") and leg.offer is not None and leg.offer.cseq == cseq:
+                leg.offer = None  # the offer died with its transaction (491 glare, 488, ...)
+            if status in (408, 481) and method != "BYE" and leg.to_tag == d.to_tag:  # RFC 5057
                 return [self._end(d, now, f"failed-{status}", trigger)]
             return events
-        elif status >= 300 and method == "BYE":
-            return events
-        if sdp is None or method not in ("INVITE", "UPDATE", "PRACK") or status >= 300:
-            return events
-        if d.offer is None or d.offer.cseq != cseq:
-            if method == "INVITE" and cseq not in d.answered_cseqs and (status >= 200 or msg.get("rseq")):
-                # no offer in the request: this response carries the offer, the ACK/PRACK the answer
-                # the offer comes from whoever received the request; the From tag names its sender
-                d.offer = _Offer(sdp, "callee" if msg.from_tag == d.from_tag else "caller", cseq)
-            return events
-        events.extend(self._answer(d, sdp, now, trigger, source))
+        if 200 <= status <= 299 and method in ("INVITE", "UPDATE"):
+            self._session_timer(d, msg, now)
+        if sdp is not None and leg.offer is not None and leg.offer.cseq == cseq:
+            events.extend(self._answer(d, leg, sdp, now, trigger, source))
         return events
 
-    def _answer(self, d: Dialog, answer: SessionDescription, now: float, trigger: str,
+    def _session_timer(self, d: Dialog, msg: SipMessage, now: float) -> None:
+        """A 2xx to INVITE/UPDATE starts or refreshes the session interval (RFC 4028 §10)."""
+        interval = _session_expires(msg)
+        if interval is not None:
+            d.session_expires = interval
+        d.refreshed = now
+
+    def _answer(self, d: Dialog, leg: Leg, answer: SessionDescription, now: float, trigger: str,
                 source) -> list[Event]:
-        assert d.offer is not None
-        offer = d.offer
-        new = flows(offer.sdp, answer)
-        d.answered_cseqs.add(offer.cseq)
-        d.offer = None
-        old = d.flows
+        assert leg.offer is not None
+        offer, leg.offer = leg.offer, None
+        leg.answered.add(offer.cseq)
+        return self._apply(d, leg, offer, answer, now, trigger, source)
+
+    def _apply(self, d: Dialog, leg: Leg, offer: _Offer, answer: SessionDescription, now: float, trigger: str,
+               source) -> list[Event]:
+        leg.flows = flows(offer.sdp, answer)
+        leg.notes = notes(offer.sdp, answer)
+        if d.state == "confirmed" and leg.to_tag != d.to_tag:
+            return []
+        d.to_tag = leg.to_tag
+        return self._publish(d, leg, now, trigger, source, offer.by)
+
+    def _select(self, d: Dialog, leg: Leg, now: float, trigger: str, source) -> list[Event]:
+        """The confirmed dialog's media becomes the call's (another fork may have answered last)."""
+        d.to_tag = leg.to_tag
+        if leg.flows and d.flows and not _same(d.flows, leg.flows):
+            return self._publish(d, leg, now, trigger, source, "caller")
+        return []
+
+    def _publish(self, d: Dialog, leg: Leg, now: float, trigger: str, source, offerer: str) -> list[Event]:
+        old, new = d.flows, leg.flows
         d.flows = new
         if not old:
-            return [MediaNegotiated(d.call_id, now, new, trigger, source, offer.by)]
+            if new or not d.negotiated:  # a first answer that leaves nothing to key is still reported
+                d.negotiated = True
+                return [MediaNegotiated(d.call_id, now, new, trigger, source, offerer, leg.to_tag, leg.notes)]
+            return []
         if _same(old, new):
             return []
-        return [MediaChanged(d.call_id, now, old, new, trigger, source)]
+        return [MediaChanged(d.call_id, now, old, new, trigger, source, leg.to_tag, leg.notes)]

@@ -12,6 +12,7 @@ from ipsecrtp.sip.dialog import (
     MediaChanged,
     MediaNegotiated,
     MessageRejected,
+    Retransmission,
 )
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "data")
@@ -30,9 +31,9 @@ def test_real_baresip_calls_from_the_lab_capture():
         assert rtp["offerer"].startswith("198.51.100.1:") and rtp["answerer"].startswith("198.51.100.2:")
         assert int(rtcp["offerer"].split(":")[1]) == int(rtp["offerer"].split(":")[1]) + 1
         types = [e["type"] for e in c["events"]]
-        assert types == ["DialogEarly", "DialogConfirmed", "MediaNegotiated", "DialogTerminated"]
+        assert types == ["Invite", "DialogEarly", "DialogConfirmed", "MediaNegotiated", "DialogTerminated"]
     assert calls[2]["flows"] == []
-    assert [e["type"] for e in calls[2]["events"]] == ["DialogEarly", "DialogTerminated"]
+    assert [e["type"] for e in calls[2]["events"]] == ["Invite", "DialogEarly", "DialogTerminated"]
 
 
 def msg(start: str, cseq: str, *, from_tag="ft", to_tag=None, branch="z9hG4bK1", body=b"", cid="call1") -> bytes:
@@ -68,8 +69,8 @@ def test_offer_answer_early_media_and_retransmissions():
               (0.1, msg("SIP/2.0 183 Session Progress", "1 INVITE", to_tag="tt", body=ANSWER)),
               (2.0, msg("SIP/2.0 200 OK", "1 INVITE", to_tag="tt", body=ANSWER)),
               (2.1, msg("SIP/2.0 200 OK", "1 INVITE", to_tag="tt", body=ANSWER)))  # retransmitted 200
-    assert [type(e) for e in ev] == [DialogEarly, MediaNegotiated, DialogConfirmed]
-    neg = ev[1]
+    assert [type(e) for e in ev] == [Retransmission, DialogEarly, MediaNegotiated, DialogConfirmed, Retransmission]
+    neg = ev[2]
     assert neg.time == 0.1 and neg.offerer == "caller"
     assert neg.flows[0].offerer == Endpoint("198.51.100.1", 10000)
     assert neg.flows[0].answerer == Endpoint("198.51.100.2", 20000)
