@@ -15,7 +15,9 @@ from .sip.dialog import (
     ExtraDialog,
     MediaChanged,
     MediaNegotiated,
+    MediaRenegotiated,
     MessageRejected,
+    Relayed,
     Retransmission,
 )
 from .sip.message import SipParseError
@@ -48,7 +50,8 @@ def replay(path: str, sip_ports: set[int]) -> dict:
     def call(cid: str) -> dict:
         return calls.setdefault(cid, {
             "call_id": cid, "state": "trying", "started": None, "early": None, "confirmed": None,
-            "ended": None, "end_reason": None, "to_tag": None, "flows": [], "notes": [], "retransmissions": 0,
+            "ended": None, "end_reason": None, "to_tag": None, "flows": [], "notes": [],
+            "retransmissions": 0, "relayed": 0,
             "events": [],
         })
 
@@ -99,7 +102,16 @@ def replay(path: str, sip_ports: set[int]) -> dict:
         elif isinstance(ev, Retransmission):
             c["retransmissions"] += 1
             rec["detail"] = ev.trigger
+        elif isinstance(ev, Relayed):
+            c["relayed"] += 1
+            rec["detail"] = ev.trigger
+        elif isinstance(ev, MediaRenegotiated):
+            c["notes"] = list(ev.notes)
+            rec["detail"] = f"{ev.trigger}: flows unchanged"
         elif isinstance(ev, ExtraDialog):
             rec["detail"] = f"{ev.trigger} to-tag {ev.to_tag} (extra fork, not keyed)"
         c["events"].append(rec)
+    for cid, d in tracker.dialogs.items():
+        if cid in calls:
+            calls[cid]["session_expires"] = d.session_expires
     return {"file": path, "messages": messages, "calls": list(calls.values()), "rejected": rejected}

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
-      libstrongswan-standard-plugins baresip-core sip-tester tshark tcpdump iproute2 nftables procps
+      libstrongswan-standard-plugins baresip-core sip-tester kamailio tshark tcpdump iproute2 nftables procps
       python3 python3-venv python3-pip)
 
 if [ "$(id -u)" != 0 ]; then
@@ -22,6 +22,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get -o DPkg::Lock::Timeout=120 update -qq
   apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# the lab starts its own kamailio per namespace; the packaged system service is not wanted
+if [ -d /run/systemd/system ] && systemctl is-enabled -q kamailio 2>/dev/null; then
+  systemctl disable --now -q kamailio || true
 fi
 
 PY=${PYTHON:-python3}

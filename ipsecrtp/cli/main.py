@@ -65,8 +65,9 @@ def calls(pcap: str, sip_ports: tuple[int, ...], as_json: bool) -> None:
         if t0 is not None:
             marks = [(k, c[k]) for k in ("early", "confirmed", "ended") if c[k] is not None]
             click.echo("    " + "  ".join(f"{k} +{(t - t0) * 1000:.1f} ms" for k, t in marks))
-        if c["retransmissions"]:
-            click.echo(f"    {c['retransmissions']} retransmissions")
+        if c["retransmissions"] or c["relayed"]:
+            click.echo(f"    {c['retransmissions']} retransmissions, "
+                       f"{c['relayed']} messages seen again one proxy hop on")
         for f in c["flows"]:
             click.echo(f"    {f['kind']:<9} {f['offerer']} <-> {f['answerer']}")
         for n in c["notes"]:

@@ -27,14 +27,15 @@ module aubridge.so
 module_app account.so
 module_app menu.so
 module_app ctrl_tcp.so
-ctrl_tcp_listen 127.0.0.1:4444
-"""
+ctrl_tcp_listen 127.0.0.1:{ctrl}
+{extra}"""
 
 
-def write_config(path: str, addr: str, accounts: list[str], rtp: tuple[int, int]) -> None:
+def write_config(path: str, addr: str, accounts: list[str], rtp: tuple[int, int], ctrl: int = 4444,
+                 extra: str = "") -> None:
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "config"), "w") as f:
-        f.write(CONFIG.format(addr=addr, rtp_lo=rtp[0], rtp_hi=rtp[1]))
+        f.write(CONFIG.format(addr=addr, rtp_lo=rtp[0], rtp_hi=rtp[1], ctrl=ctrl, extra=extra))
     with open(os.path.join(path, "accounts"), "w") as f:
         for a in accounts:
             f.write(a + "\n")

@@ -111,6 +111,7 @@ class Lab:
         self.dir = lab_dir(name)
         self.state_path = os.path.join(self.dir, "state.json")
         self.state: dict = {"name": name, "namespaces": [], "procs": [], "backend": None, "gateways": {}}
+        self.owned = False  # set once up() created the directory or load() read it: down() touches nothing else
 
     # -- state ------------------------------------------------------------------------------
 
@@ -126,6 +127,7 @@ class Lab:
         try:
             with open(lab.state_path) as f:
                 lab.state = json.load(f)
+            lab.owned = True
         except FileNotFoundError:
             raise LabError(f"no lab named {name!r} (no {lab.state_path})") from None
         return lab
@@ -156,6 +158,7 @@ class Lab:
         if os.path.exists(self.state_path):
             raise LabError(f"lab {self.name!r} exists already ({self.state_path}): run 'ipsecrtp lab down'")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.owned = True
         self._save()
         for gw in self.topology:
             ns = self.ns(gw.role)
@@ -270,7 +273,9 @@ class Lab:
 
     def down(self) -> list[str]:
         """Remove what the state file records. Returns what was removed."""
-        removed = []
+        removed: list[str] = []
+        if not self.owned:
+            return removed  # an up() that stopped before creating anything (another lab by that name)
         order = {"controller": 0, "baresip": 1, "charon": 2}
         for p in sorted(self.state.get("procs", []), key=lambda p: order.get(p["kind"], 9)):
             if proc.alive(p["pid"], p["start"]):

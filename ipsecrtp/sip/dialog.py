@@ -80,6 +80,21 @@ class Retransmission(Event):
 
 
 @dataclass(frozen=True)
+class Relayed(Event):
+    """The same message again, one proxy hop further (the capture point sees both sides of a proxy)."""
+
+    trigger: str
+
+
+@dataclass(frozen=True)
+class MediaRenegotiated(Event):
+    """An offer/answer that left the flows as they were (hold by sendonly, codec change, refresh)."""
+
+    trigger: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ExtraDialog(Event):
     """A second fork answered 2xx: the caller must ACK and BYE it (RFC 3261 §13.2.2.4); never keyed."""
 
@@ -129,7 +144,7 @@ class Dialog:
     session_expires: float | None = None  # RFC 4028 interval from the last 2xx that set it
     refreshed: float = 0.0
     seen_requests: set = field(default_factory=set)  # (branch, method, cseq)
-    seen_responses: set = field(default_factory=set)  # (to_tag, cseq, status)
+    seen_responses: dict = field(default_factory=dict)  # (to_tag, cseq, status) -> top Via branch
 
     @property
     def offer(self) -> _Offer | None:
@@ -251,6 +266,9 @@ class DialogTracker:
             if method != "ACK":
                 return [Retransmission(d.call_id, now, trigger)]
             return []  # ACKs to each retransmitted 2xx repeat legitimately
+        if d is not None and any((v.branch, method, cseq[0]) in d.seen_requests for v in msg.vias[1:]):
+            d.seen_requests.add(key)  # a proxy forwarded what we saw on its other side
+            return [Relayed(d.call_id, now, trigger)] if method != "ACK" else []
         if method == "INVITE" and msg.to_tag is None:
             if d is not None and d.state != "terminated":
                 # same Call-ID, new branch: a spiral through a proxy, or a retransmission re-sent by it
@@ -300,12 +318,12 @@ class DialogTracker:
         method = cseq[1]
         trigger = msg.summary()
         rkey = (msg.to_tag, cseq, status)
-        if rkey in d.seen_responses and not 101 <= status <= 199:
-            return [Retransmission(d.call_id, now, trigger)]
         reliable = msg.get("rseq") is not None
-        if rkey in d.seen_responses and reliable:
+        if rkey in d.seen_responses:
+            if d.seen_responses[rkey] != msg.vias[0].branch:
+                return [Relayed(d.call_id, now, trigger)]
             return [Retransmission(d.call_id, now, trigger)]
-        d.seen_responses.add(rkey)
+        d.seen_responses[rkey] = msg.vias[0].branch
         d.last_activity = max(d.last_activity, now)
         events: list[Event] = []
         initial = method == "INVITE" and cseq[0] == d.invite_cseq
@@ -346,8 +364,10 @@ class DialogTracker:
                 return events
             if d.invite_offer is not None:
                 if not leg.invite_answered or (leg.tentative and status >= 200):
+                    revision = leg.invite_answered  # the 2xx confirming an unreliable 18x's answer
                     leg.invite_answered, leg.tentative = True, status < 200 and not reliable
-                    events.extend(self._apply(d, leg, d.invite_offer, sdp, now, trigger, source))
+                    new = self._apply(d, leg, d.invite_offer, sdp, now, trigger, source)
+                    events.extend(e for e in new if not (revision and isinstance(e, MediaRenegotiated)))
             elif leg.offer is None and not leg.flows and (status >= 200 or reliable):
                 # late offer: no SDP in the INVITE, so this response offers; the ACK or PRACK answers
                 leg.offer = _Offer(sdp, "callee", cseq)
@@ -405,5 +425,5 @@ class DialogTracker:
                 return [MediaNegotiated(d.call_id, now, new, trigger, source, offerer, leg.to_tag, leg.notes)]
             return []
         if _same(old, new):
-            return []
+            return [MediaRenegotiated(d.call_id, now, trigger, leg.notes)]
         return [MediaChanged(d.call_id, now, old, new, trigger, source, leg.to_tag, leg.notes)]

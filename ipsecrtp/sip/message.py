@@ -113,9 +113,9 @@ class SipMessage:
         if ctype == "application/sdp":
             return self.body
         if ctype.startswith("multipart/"):
-            boundary = header_param(";" + (self.get("content-type") or "").split(";", 1)[-1], "boundary")
+            boundary = _boundary(self.get("content-type") or "")
             if boundary:
-                return _sdp_from_multipart(self.body, boundary.strip('"'))
+                return _sdp_from_multipart(self.body, boundary)
         return None
 
     def summary(self) -> str:
@@ -215,6 +215,21 @@ def parse_via(value: str) -> Via:
         if k.strip():
             params.append((k.strip().lower(), v.strip() if eq else None))
     return Via(transport, host, port, tuple(params))
+
+
+def _boundary(content_type: str) -> str | None:
+    """The multipart boundary (RFC 2046 §5.1.1), quoted or not; parse_message has validated it."""
+    for part in content_type.split(";")[1:]:
+        k, _, v = part.partition("=")
+        if k.strip().lower() == "boundary":
+            v = v.strip()
+            if len(v) >= 2 and v[0] == v[-1] == '"':
+                v = v[1:-1]
+            return v or None
+    return None
+
+
+_CTYPE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+/[A-Za-z0-9.!%*_+`'~-]+$")
 
 
 def _sdp_from_multipart(body: bytes, boundary: str) -> bytes | None:
@@ -387,6 +402,15 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
         if k == "contact":
             for c in split_commas(v):
                 check_name_addr(c, "contact")
+    ctype = seen.get("content-type")
+    if ctype is not None:
+        main_type = ctype.split(";")[0].strip()
+        if not _CTYPE.match(main_type):
+            raise SipParseError(f"malformed Content-Type: {ctype[:40]!r}")
+        if main_type.lower().startswith("multipart/"):
+            b = _boundary(ctype)
+            if not b or '"' in b or len(b) > 70:
+                raise SipParseError("multipart Content-Type without a usable boundary")
     vias = tuple(parse_via(v) for k, hv in headers if k == "via" for v in split_commas(hv))
     if not vias:
         raise SipParseError("missing via header")

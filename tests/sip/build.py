@@ -25,7 +25,7 @@ def sdp(addr: str, *media: str, version: int = 1) -> bytes:
     """An SDP body; each ``media`` is an m= line (without ``m=``) optionally followed by attribute lines
     separated by '|', e.g. ``"audio 10000 RTP/AVP 0|a=rtcp-mux"``."""
     fam = "IP6" if ":" in addr else "IP4"
-    out = [f"v=0", f"o=- 1 {version} IN {fam} {addr}", "s=-", f"c=IN {fam} {addr}", "t=0 0"]
+    out = ["v=0", f"o=- 1 {version} IN {fam} {addr}", "s=-", f"c=IN {fam} {addr}", "t=0 0"]
     for m in media or ("audio 10000 RTP/AVP 0",):
         first, *attrs = m.split("|")
         out.append("m=" + first)
