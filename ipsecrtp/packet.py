@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from dataclasses import dataclass
+from socket import AF_INET, AF_INET6, inet_ntop
 
 from .sip.message import SipParseError, StreamFramer
 
@@ -38,14 +38,14 @@ def decode_ip(data: bytes) -> Packet | None:
         if frag & 0x3FFF:  # MF set or non-zero offset: reassembly is not ours to do
             return None
         proto = data[9]
-        src, dst = str(ipaddress.IPv4Address(data[12:16])), str(ipaddress.IPv4Address(data[16:20]))
+        src, dst = inet_ntop(AF_INET, data[12:16]), inet_ntop(AF_INET, data[16:20])
         body = data[ihl:total] if total >= ihl else b""
     elif version == 6:
         if len(data) < 40:
             return None
         plen = struct.unpack_from("!H", data, 4)[0]
         proto = data[6]
-        src, dst = str(ipaddress.IPv6Address(data[8:24])), str(ipaddress.IPv6Address(data[24:40]))
+        src, dst = inet_ntop(AF_INET6, data[8:24]), inet_ntop(AF_INET6, data[24:40])
         body = data[40:40 + plen]
         # skip hop-by-hop, routing and destination options headers
         while proto in (0, 43, 60) and len(body) >= 8:

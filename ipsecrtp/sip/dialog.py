@@ -193,6 +193,11 @@ class DialogTracker:
         return self.receive_message(msg, now, source)
 
     def receive_message(self, msg: SipMessage, now: float, source: Address | None = None) -> list[Event]:
+        d = self.dialogs.get(msg.call_id)
+        if d is not None:
+            repeat = self._repeat(d, msg, now)
+            if repeat is not None:
+                return repeat  # seen before: no need to read its SDP again
         body = msg.sdp_body()
         try:
             sdp = parse_sdp(body) if body else None
@@ -255,6 +260,28 @@ class DialogTracker:
             return d.legs.get(msg.from_tag), "callee"
         return None, "caller"
 
+    def _repeat(self, d: Dialog, msg: SipMessage, now: float) -> list[Event] | None:
+        """Events for a message this call has seen already (retransmitted, or relayed by a proxy), else None."""
+        cseq = msg.cseq
+        if msg.is_request:
+            method = msg.method.upper()
+            key = (msg.vias[0].branch, method, cseq[0])
+            if key in d.seen_requests:
+                # ACKs to each retransmitted 2xx repeat legitimately
+                return [Retransmission(d.call_id, now, msg.summary())] if method != "ACK" else []
+            if any((v.branch, method, cseq[0]) in d.seen_requests for v in msg.vias[1:]):
+                d.seen_requests.add(key)  # a proxy forwarded what we saw on its other side
+                return [Relayed(d.call_id, now, msg.summary())] if method != "ACK" else []
+            return None
+        if d.state == "terminated":
+            return []
+        top = d.seen_responses.get((msg.to_tag, cseq, msg.status))
+        if top is None:
+            return None
+        if top != msg.vias[0].branch:
+            return [Relayed(d.call_id, now, msg.summary())]
+        return [Retransmission(d.call_id, now, msg.summary())]
+
     def _request(self, msg: SipMessage, sdp, now: float, source) -> list[Event]:
         method = msg.method.upper()
         cseq = msg.cseq
@@ -262,13 +289,6 @@ class DialogTracker:
         branch = msg.vias[0].branch
         key = (branch, method, cseq[0])
         trigger = msg.summary()
-        if d is not None and key in d.seen_requests:
-            if method != "ACK":
-                return [Retransmission(d.call_id, now, trigger)]
-            return []  # ACKs to each retransmitted 2xx repeat legitimately
-        if d is not None and any((v.branch, method, cseq[0]) in d.seen_requests for v in msg.vias[1:]):
-            d.seen_requests.add(key)  # a proxy forwarded what we saw on its other side
-            return [Relayed(d.call_id, now, trigger)] if method != "ACK" else []
         if method == "INVITE" and msg.to_tag is None:
             if d is not None and d.state != "terminated":
                 # same Call-ID, new branch: a spiral through a proxy, or a retransmission re-sent by it
@@ -319,10 +339,6 @@ class DialogTracker:
         trigger = msg.summary()
         rkey = (msg.to_tag, cseq, status)
         reliable = msg.get("rseq") is not None
-        if rkey in d.seen_responses:
-            if d.seen_responses[rkey] != msg.vias[0].branch:
-                return [Relayed(d.call_id, now, trigger)]
-            return [Retransmission(d.call_id, now, trigger)]
         d.seen_responses[rkey] = msg.vias[0].branch
         d.last_activity = max(d.last_activity, now)
         events: list[Event] = []

@@ -40,6 +40,8 @@ _LIST_HEADERS = frozenset(
 )
 
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+_HEADER_LINE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)")
+_VIA = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.*)$", re.IGNORECASE)
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) (\S+) SIP/(\d+\.\d+)$")
 _STATUS_LINE = re.compile(r"^SIP/(\d+\.\d+) (\d{3})(?: (.*))?$")
 
@@ -124,8 +126,18 @@ class SipMessage:
         return f"{self.status} {self.reason} ({self.cseq[1] if self.get('cseq') else '?'})"
 
 
+_LIST_ITEM = re.compile(r'(?:<[^>]*>|[^,<])+')
+
+
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas outside quoted strings and <...>."""
+    if '"' not in value:  # the common case (Via, Allow, Supported, most Contacts): no quoting to honour
+        if "," not in value:
+            v = value.strip()
+            return [v] if v else []
+        if "<" not in value:
+            return [v for v in (p.strip() for p in value.split(",")) if v]
+        return [v for v in (m.group(0).strip() for m in _LIST_ITEM.finditer(value)) if v]
     out, cur, quoted, angle, esc = [], [], False, False, False
     for ch in value:
         if esc:
@@ -188,7 +200,7 @@ def header_param(value: str, name: str) -> str | None:
 
 
 def parse_via(value: str) -> Via:
-    m = re.match(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.*)$", value, re.IGNORECASE)
+    m = _VIA.match(value)
     if not m:
         raise SipParseError(f"malformed Via: {value[:60]!r}")
     transport, rest = m.group(1).upper(), m.group(2)
@@ -257,7 +269,7 @@ def find_header_end(data: bytes) -> int:
     return i + 2 if i >= 0 else -1
 
 
-_SINGLE = ("call-id", "cseq", "from", "to", "content-length", "max-forwards", "content-type")
+_SINGLE = frozenset(("call-id", "cseq", "from", "to", "content-length", "max-forwards", "content-type"))
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
                    r"\d{4} \d{2}:\d{2}:\d{2} GMT$")
@@ -281,9 +293,9 @@ def check_name_addr(value: str, header: str) -> None:
     v = value.strip()
     if header == "contact" and v == "*":
         return
-    lt = -1
+    lt = -1 if '"' in v else v.find("<")
     quoted, esc = False, False
-    for i, ch in enumerate(v):
+    for i, ch in enumerate(v if lt < 0 else ""):
         if esc:
             esc = False
         elif quoted and ch == "\\":
@@ -315,6 +327,34 @@ def check_name_addr(value: str, header: str) -> None:
         raise SipParseError(f"{header} URI without a scheme")
 
 
+_HEADERS_ALL = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)$", re.MULTILINE)
+
+
+def _read_headers(rest: str) -> list[tuple[str, str]]:
+    """(lower-case full name, value) per header line; ``rest`` is the header block after the start line."""
+    if "\n " not in rest and "\n\t" not in rest and rest[:1] not in (" ", "\t"):
+        # no folding: one regex pass in C, then a count to prove every line was a header line
+        pairs = _HEADERS_ALL.findall(rest)
+        if len(pairs) == rest.count("\n") - 1:
+            return [(COMPACT.get(n, n), v.strip()) for n, v in ((n.lower(), v) for n, v in pairs)]
+    headers: list[tuple[str, str]] = []
+    for line in rest.split("\n"):
+        if line == "":
+            continue
+        if line[0] in " \t":  # folded continuation (RFC 3261 §7.3.1)
+            if not headers:
+                raise SipParseError("continuation line before any header")
+            k, v = headers[-1]
+            headers[-1] = (k, v + " " + line.strip())
+            continue
+        m = _HEADER_LINE.match(line)
+        if m is None:
+            raise SipParseError(f"malformed header line: {line[:60]!r}")
+        lname = m.group(1).lower()
+        headers.append((COMPACT.get(lname, lname), m.group(2).strip()))
+    return headers
+
+
 def parse_message(data: bytes, stream: bool = False) -> SipMessage:
     """Parse one complete SIP message.
 
@@ -330,12 +370,10 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
         head = data[:end].decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SipParseError(f"header block is not UTF-8 (byte {exc.start})") from None
-    lines = head.replace("\r\n", "\n").split("\n")
-    while lines and lines[0] == "":
-        lines.pop(0)  # leading CRLFs are keep-alives (RFC 5626) / robustness
-    if not lines:
+    text = head.replace("\r\n", "\n").lstrip("\n")  # leading CRLFs: keep-alives (RFC 5626), robustness
+    if not text:
         raise SipParseError("empty message")
-    start = lines[0]
+    start, _, rest = text.partition("\n")
     method = uri = reason = None
     status = None
     m = _STATUS_LINE.match(start)
@@ -355,31 +393,27 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
             raise SipParseError(f"unsupported SIP version {m.group(3)}")
         method, uri = m.group(1), m.group(2)
         _check_request_uri(uri)
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        if line == "":
-            continue
-        if line[0] in " \t":  # folded continuation (RFC 3261 §7.3.1)
-            if not headers:
-                raise SipParseError("continuation line before any header")
-            k, v = headers[-1]
-            headers[-1] = (k, v + " " + line.strip())
-            continue
-        name, colon, value = line.partition(":")
-        name = name.strip()
-        if not colon or not name or not _TOKEN.match(name):
-            raise SipParseError(f"malformed header line: {line[:60]!r}")
-        lname = name.lower()
-        headers.append((COMPACT.get(lname, lname), value.strip()))
+    headers = _read_headers(rest)
     seen: dict[str, str] = {}
+    via_values: list[str] = []
+    contacts: list[str] = []
+    date = None
     for k, v in headers:
         if k in _SINGLE:
             if k in seen:
                 raise SipParseError(f"more than one {k} header")
             seen[k] = v
-    for required in ("call-id", "cseq", "from", "to", "via"):
-        if required not in seen and not (required == "via" and any(k == "via" for k, _ in headers)):
+        elif k == "via":
+            via_values.append(v)
+        elif k == "contact":
+            contacts.append(v)
+        elif k == "date":
+            date = v
+    for required in ("call-id", "cseq", "from", "to"):
+        if required not in seen:
             raise SipParseError(f"missing {required} header")
+    if not via_values:
+        raise SipParseError("missing via header")
     call_id = seen["call-id"]
     if not call_id or any(c in call_id for c in " \t"):
         raise SipParseError(f"malformed Call-ID: {call_id[:60]!r}")
@@ -393,15 +427,13 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
     mf = seen.get("max-forwards")
     if mf is not None and (not mf.isdigit() or int(mf) > 255):
         raise SipParseError(f"malformed Max-Forwards: {mf[:20]!r}")
-    date = next((v for k, v in headers if k == "date"), None)
     if date is not None and not _DATE.match(date):
         raise SipParseError(f"Date is not an RFC 1123 GMT date: {date[:40]!r}")
     for k in ("from", "to"):
         check_name_addr(seen[k], k)
-    for k, v in headers:
-        if k == "contact":
-            for c in split_commas(v):
-                check_name_addr(c, "contact")
+    for v in contacts:
+        for c in split_commas(v):
+            check_name_addr(c, "contact")
     ctype = seen.get("content-type")
     if ctype is not None:
         main_type = ctype.split(";")[0].strip()
@@ -411,7 +443,7 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
             b = _boundary(ctype)
             if not b or '"' in b or len(b) > 70:
                 raise SipParseError("multipart Content-Type without a usable boundary")
-    vias = tuple(parse_via(v) for k, hv in headers if k == "via" for v in split_commas(hv))
+    vias = tuple(parse_via(v) for hv in via_values for v in split_commas(hv))
     if not vias:
         raise SipParseError("missing via header")
     from_tag = header_param(seen["from"], "tag")

@@ -7,6 +7,7 @@ repr so that logging an object cannot print it.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -39,7 +40,7 @@ class MediaDescription:
     @property
     def on_hold_address(self) -> bool:
         """RFC 2543-style hold: connection address 0.0.0.0 (or ::)."""
-        return self.address is not None and ipaddress.ip_address(self.address).is_unspecified
+        return self.address in ("0.0.0.0", "::")  # addresses are kept in canonical form
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,17 @@ class SessionDescription:
     key_present: bool = field(default=False, compare=False)
 
 
+_IPV4 = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
+
+
 def _parse_connection(value: str) -> str:
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise SdpError(f"malformed c= line: {value[:60]!r}")
     addr = parts[2].split("/")[0]  # multicast TTL / count suffixes
+    if parts[1] == "IP4" and _IPV4.match(addr):
+        if all(int(o) <= 255 for o in addr.split(".")) and not any(len(o) > 1 and o[0] == "0" for o in addr.split(".")):
+            return addr  # already canonical: skip ipaddress (it dominates SDP parsing time)
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
