@@ -55,6 +55,17 @@ def _prefixes(values, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+STRATEGIES = {"a": "ike-per-call", "b": "child-per-call", "c": "speculative"}
+
+
+def _strategy(value: str, where: str) -> str:
+    """Keying strategy, by name or by the letter the design discussion uses (a, b, c)."""
+    v = STRATEGIES.get(str(value), str(value))
+    if v not in STRATEGIES.values():
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(STRATEGIES.values())} (or a, b, c)")
+    return v
+
+
 def load(path: str) -> ControllerConfig:
     try:
         with open(path, "rb") as f:
@@ -101,6 +112,7 @@ def load(path: str) -> ControllerConfig:
             psk=psk,
             esp_proposals=tuple(p.get("esp_proposals", ("aes128gcm16", "aes128-sha256"))),
             rtp_ports=rtp,
+            strategy=_strategy(p.get("strategy", "child-per-call"), f"{where}.strategy"),
         ))
     if not peers:
         raise ConfigError(f"{path}: no [[peer]] configured")

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
-      libstrongswan-standard-plugins baresip-core sip-tester kamailio tshark tcpdump iproute2 nftables procps
+      libstrongswan-standard-plugins baresip-core sip-tester kamailio tshark tcpdump iproute2 iputils-ping nftables procps
       python3 python3-venv python3-pip)
 
 if [ "$(id -u)" != 0 ]; then

@@ -20,24 +20,83 @@ def lab() -> None:
     """Network-namespace lab: two gateways, each with charon and a controller."""
 
 
+def wan_options(f):
+    """--rtt/--jitter/--loss/--ike-loss/--rate: the emulated WAN link."""
+    for opt in reversed([
+        click.option("--rtt", type=float, default=None, help="round-trip time in ms (half each way)"),
+        click.option("--jitter", type=float, default=0.0, show_default=True, help="+- ms per direction"),
+        click.option("--loss", type=float, default=0.0, show_default=True, help="loss, percent of all frames"),
+        click.option("--ike-loss", type=float, default=0.0, show_default=True, help="loss, percent of IKE packets"),
+        click.option("--rate", type=float, default=0.0, show_default=True, help="kbit/s per direction, 0: none"),
+    ]):
+        f = opt(f)
+    return f
+
+
+def link_settings(rtt, jitter, loss, ike_loss, rate):
+    from ..netns.wanem import LinkSettings
+
+    if rtt is None and not (jitter or loss or ike_loss or rate):
+        return None
+    rtt = rtt or 0.0
+    if rtt < 0 or jitter < 0 or jitter > rtt / 2 or not (0 <= loss <= 100 and 0 <= ike_loss <= 100):
+        raise click.BadParameter("need rtt >= 0, 0 <= jitter <= rtt/2, losses within 0-100 %")
+    return LinkSettings(delay_ms=rtt / 2, jitter_ms=jitter, loss=loss / 100, ike_loss=ike_loss / 100,
+                        rate_kbit=rate)
+
+
 @lab.command()
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
 @click.option("--media-timeout", default=30.0, show_default=True, help="seconds without media before un-keying")
-def up(name: str, media_timeout: float) -> None:
-    """Create the lab (namespaces, WAN link, charons, controllers)."""
+@click.option("--strategy", default="child-per-call", show_default=True,
+              help="keying strategy: ike-per-call (a), child-per-call (b), speculative (c)")
+@wan_options
+def up(name: str, media_timeout: float, strategy: str, rtt, jitter, loss, ike_loss, rate) -> None:
+    """Create the lab (namespaces, WAN link, charons, controllers).
+
+    With --rtt/--jitter/--loss/--ike-loss/--rate the WAN goes through a user-space link
+    emulator in a third namespace (this kernel has no netem)."""
+    from ..config import STRATEGIES
     from ..netns.lab import Lab, LabError
 
+    strategy = STRATEGIES.get(strategy, strategy)
+    if strategy not in STRATEGIES.values():
+        raise click.BadParameter(f"{strategy!r} is not one of {', '.join(STRATEGIES.values())}")
+    wan = link_settings(rtt, jitter, loss, ike_loss, rate)
     lab_ = Lab(name)
     try:
-        lab_.up(media_timeout=media_timeout)
+        lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy)
     except (LabError, RuntimeError, OSError) as exc:
-        if not (isinstance(exc, LabError) and "exists already" in str(exc)):
-            lab_.down()
+        lab_.down()
         raise _fail(exc) from None
     st = lab_.status()
-    click.echo(f"lab {name} up: backend {st['backend']} ({st['esp_probe']})")
+    click.echo(f"lab {name} up: backend {st['backend']} ({st['esp_probe']}), strategy {strategy}")
+    if wan is not None:
+        click.echo(f"  wan: emulated link {wan.__dict__}")
     for role, gw in st["gateways"].items():
         click.echo(f"  {role}: namespace {gw['namespace']}, wan {gw['wan']}  capture: {gw['capture_hint']}")
+
+
+@lab.command()
+@click.option("--name", default=DEFAULT_NAME, show_default=True)
+@click.option("--measure/--no-measure", default=True, show_default=True, help="ping and capture after the change")
+@wan_options
+def wan(name: str, measure: bool, rtt, jitter, loss, ike_loss, rate) -> None:
+    """Change the emulated WAN link of a running lab, then measure it."""
+    from ..netns.lab import Lab, LabError
+    from ..netns.wancheck import measure as measure_link
+
+    settings = link_settings(rtt, jitter, loss, ike_loss, rate)
+    if settings is None:
+        raise click.UsageError("give at least --rtt")
+    try:
+        lab_ = Lab.load(name)
+        lab_.set_wan(settings)
+    except LabError as exc:
+        raise _fail(exc) from None
+    click.echo(f"lab {name}: wan now {settings.__dict__}")
+    if measure:
+        click.echo(f"  measured: {measure_link(lab_).to_json()}")
 
 
 @lab.command()

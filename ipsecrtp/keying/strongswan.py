@@ -31,6 +31,9 @@ class PeerConfig:
     psk: bytes = field(repr=False)
     esp_proposals: tuple[str, ...] = ("aes128gcm16", "aes128-sha256")
     rtp_ports: tuple[int, int] = (10000, 20000)
+    # a: an IKE_SA per call (2 RTT); b: one IKE_SA per peer, a CHILD_SA per call (1 RTT);
+    # c: b, started speculatively from the offer so that it is up before the answer
+    strategy: str = "child-per-call"
 
     @property
     def conn(self) -> str:

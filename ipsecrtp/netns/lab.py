@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from ..kernel.xfrm import probe_esp
 from . import proc
+from .wanem import LinkSettings
 
 CHARON = "/usr/lib/ipsec/charon"
 # not under /run: each charon mounts a private tmpfs over /run
@@ -58,6 +60,7 @@ charon {{
   load = random nonce aes sha1 sha2 hmac gcm kdf curve25519 x509 pubkey pkcs1 pem openssl {backend} socket-default vici
   install_routes = yes
   retransmit_timeout = 4.0
+{extra}
   filelog {{
     lab {{
       path = {dir}/charon.log
@@ -99,6 +102,7 @@ ike_remote = "{remote}"
 local_media = ["{local}/32"]
 remote_media = ["{remote}/32"]
 psk_file = "{psk}"
+strategy = "{strategy}"
 """
 
 
@@ -150,7 +154,13 @@ class Lab:
 
     # -- up ---------------------------------------------------------------------------------
 
-    def up(self, media_timeout: float = 30.0) -> None:
+    def up(self, media_timeout: float = 30.0, wan: LinkSettings | None = None,
+           strategy: str = "child-per-call", charon_extra: str = "") -> None:
+        """Build the lab. ``wan``: route the WAN through the user-space link emulator
+        (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
+        ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers)."""
+        self.state["strategy"] = strategy
+        self.state["charon_extra"] = charon_extra
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, veth, charon)")
         if not os.path.exists(CHARON):
@@ -169,8 +179,11 @@ class Lab:
             for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
                 proc.run(ns, "sysctl", "-qw", f"{key}=0")
         a, b = self.topology[0], self.topology[1]
-        proc.run(None, "ip", "-n", self.ns(a.role), "link", "add", "wan0", "type", "veth",
-                 "peer", "name", "wan0", "netns", self.ns(b.role))
+        if wan is None:
+            proc.run(None, "ip", "-n", self.ns(a.role), "link", "add", "wan0", "type", "veth",
+                     "peer", "name", "wan0", "netns", self.ns(b.role))
+        else:
+            self._build_wan(a, b, wan)
         for gw in self.topology:
             ns = self.ns(gw.role)
             proc.run(ns, "ip", "addr", "add", gw.wan, "dev", "wan0")
@@ -200,7 +213,8 @@ class Lab:
         conf = os.path.join(d, "strongswan.conf")
         with open(conf, "w") as f:
             f.write(STRONGSWAN_CONF.format(backend=backend if backend == "kernel-netlink"
-                                           else "kernel-libipsec kernel-netlink", dir=d))
+                                           else "kernel-libipsec kernel-netlink", dir=d,
+                                           extra=self.state.get("charon_extra", "")))
         # a private /run per charon: its pid file and default paths must not collide
         pid, st = proc.spawn(self.ns(gw.role), ["sh", "-c", f"mount -t tmpfs tmpfs /run && "
                                                 f"STRONGSWAN_CONF={conf} exec {CHARON}"],
@@ -220,7 +234,8 @@ class Lab:
         with open(cfg, "w") as f:
             f.write(CONTROLLER_TOML.format(sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
                                            peer=peer.role, local=gw.addr, remote=peer.addr, psk=psk,
-                                           media_timeout=media_timeout))
+                                           media_timeout=media_timeout,
+                                           strategy=self.state.get("strategy", "child-per-call")))
         log = self.controller_log(gw.role)
         pid, st = proc.spawn(self.ns(gw.role), [sys.executable, "-m", "ipsecrtp", "run", "--config", cfg], log)
         self._track(gw.role, "controller", pid, st, self.ns(gw.role))
@@ -246,6 +261,42 @@ class Lab:
             write_config(d, gw.addr, accounts, RTP_PORTS)
             pid, st = proc.spawn(self.ns(gw.role), ["baresip", "-f", d], os.path.join(d, "baresip.out"))
             self._track(gw.role, "baresip", pid, st, self.ns(gw.role))
+
+    # -- the emulated WAN -------------------------------------------------------------------
+
+    @property
+    def wan_config(self) -> str:
+        return os.path.join(self.dir, "wan.json")
+
+    def _build_wan(self, a: Gateway, b: Gateway, settings: LinkSettings) -> None:
+        ns = self.ns("wan")
+        proc.run(None, "ip", "netns", "add", ns)
+        self.state["namespaces"].append({"name": ns, "role": "wan"})
+        self._save()
+        proc.run(ns, "ip", "link", "set", "lo", "up")
+        proc.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        proc.run(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
+        for gw, side in ((a, "a0"), (b, "b0")):
+            proc.run(None, "ip", "-n", self.ns(gw.role), "link", "add", "wan0", "type", "veth",
+                     "peer", "name", side, "netns", ns)
+            proc.run(ns, "ip", "link", "set", side, "promisc", "on", "up")
+        settings.save(self.wan_config)
+        pid, st = proc.spawn(ns, [sys.executable, "-m", "ipsecrtp.netns.wanem", "--config", self.wan_config,
+                                  "a0", "b0"], os.path.join(self.dir, "wanem.out"))
+        self._track("wan", "wanem", pid, st, ns)
+        self.state["wan"] = {"namespace": ns, "settings": settings.__dict__}
+        self._save()
+
+    def set_wan(self, settings: LinkSettings) -> None:
+        """Change the emulated link in place (the emulator re-reads its file on SIGHUP)."""
+        p = next((p for p in self.state.get("procs", []) if p["kind"] == "wanem"), None)
+        if p is None or not proc.alive(p["pid"], p["start"]):
+            raise LabError("this lab has no running WAN emulator (lab up --rtt/--loss builds one)")
+        settings.save(self.wan_config)
+        os.kill(p["pid"], signal.SIGHUP)
+        self.state["wan"]["settings"] = settings.__dict__
+        self._save()
+        time.sleep(0.6)  # the emulator notices at its next wake-up (at most 0.5 s)
 
     # -- status / down ----------------------------------------------------------------------
 
@@ -276,7 +327,7 @@ class Lab:
         removed: list[str] = []
         if not self.owned:
             return removed  # an up() that stopped before creating anything (another lab by that name)
-        order = {"controller": 0, "baresip": 1, "charon": 2}
+        order = {"controller": 0, "baresip": 1, "charon": 2, "wanem": 3}
         for p in sorted(self.state.get("procs", []), key=lambda p: order.get(p["kind"], 9)):
             if proc.alive(p["pid"], p["start"]):
                 proc.kill(p["pid"], p["start"], grace=8.0 if p["kind"] == "controller" else 3.0)
