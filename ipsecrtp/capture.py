@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import time
 
 ETH_P_ALL = 0x0003
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TS = struct.Struct("@qq")
 
 
 class CaptureError(RuntimeError):
@@ -25,6 +28,8 @@ class Capture:
                     raise CaptureError(f"no interface named {ifname!r} in this network namespace")
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                # the kernel's receive timestamp, as tcpdump records it: timelines must agree with a capture
+                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 s.bind((ifname, ETH_P_ALL))
                 s.setblocking(False)
                 self.socks.append(s)
@@ -41,14 +46,21 @@ class Capture:
         return self.socks
 
     def read(self, s: socket.socket, limit: int = 256) -> list[tuple[float, bytes]]:
+        """(kernel receive time, IP packet) for what is waiting on one socket."""
         out = []
         for _ in range(limit):
             try:
-                data, addr = s.recvfrom(65535)
+                data, anc, _flags, addr = s.recvmsg(65535, 64)
             except BlockingIOError:
                 break
-            if addr[1] in (ETH_P_IP, ETH_P_IPV6):
-                out.append((time.time(), data))
+            if addr[1] not in (ETH_P_IP, ETH_P_IPV6):
+                continue
+            t = None
+            for level, kind, raw in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TS.size:
+                    sec, nsec = _TS.unpack_from(raw)
+                    t = sec + nsec / 1e9
+            out.append((t if t is not None else time.time(), data))
         return out
 
     def close(self) -> None:

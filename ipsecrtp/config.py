@@ -23,6 +23,8 @@ class ControllerConfig:
     media_timeout: float
     backend: str  # auto, kernel-netlink, kernel-libipsec
     teardown_delay: float = 1.0  # seconds an SA outlives its dialog, for trailing RTP
+    name: str = ""  # this gateway's name in logs and timelines
+    budget: str = "e721-toll"  # post-dial-delay profile the per-call verdict uses
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -116,5 +118,11 @@ def load(path: str) -> ControllerConfig:
         ))
     if not peers:
         raise ConfigError(f"{path}: no [[peer]] configured")
+    from .timing import BUDGETS
+
+    budget = str(c.get("budget", "e721-toll"))
+    if budget not in BUDGETS:
+        raise ConfigError(f"{path}: controller.budget must be one of {', '.join(BUDGETS)}")
     return ControllerConfig(interfaces, sip_ports, vici, tuple(peers),
-                            float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)))
+                            float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)),
+                            str(c.get("name", "")), budget)

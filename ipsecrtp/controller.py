@@ -14,7 +14,9 @@ That gateway sees (or sends) the answer first, so keying starts as early as poss
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import ipaddress
 import queue
 import select
 import struct
@@ -28,7 +30,7 @@ from .kernel.xfrm import probe_esp
 from .keying.routing import FlowRule, PolicyRouting, rules_for_child
 from .keying.strongswan import Charon, KeyingError, PeerConfig, listen, ts
 from .log import DecisionLog
-from .media import Flow, MediaPolicy
+from .media import Endpoint, Flow, MediaPolicy
 from .packet import UDP, SipExtractor, decode_ip
 from .sip.dialog import (
     DialogConfirmed,
@@ -38,11 +40,15 @@ from .sip.dialog import (
     Event,
     MediaChanged,
     MediaNegotiated,
+    MediaOffered,
     MessageRejected,
+    SipSeen,
 )
 from .sip.message import SipParseError
+from .timing import BUDGETS, CallTimeline, IkePacket, parse_ike, verdict
 
 NAT_T_PORT = 4500
+IKE_PORT = 500
 
 
 class ControllerError(RuntimeError):
@@ -62,6 +68,9 @@ class CallKeying:
     answered_at: float = 0.0
     terminated: bool = False
     sa_up_at: float | None = None
+    speculative: bool = False  # strategy c: keyed from the offer, before any answer
+    spec: CallKeying | None = None  # the speculative SA this exact one replaces once up
+    own_conn: bool = False  # strategy a: the child has a connection (and IKE_SA) of its own
 
 
 def child_name(call_id: str, generation: int) -> str:
@@ -80,7 +89,7 @@ class _Shared:
 class Controller:
     def __init__(self, cfg: ControllerConfig, log: DecisionLog) -> None:
         self.cfg, self.log = cfg, log
-        self.tracker = DialogTracker(media_timeout=cfg.media_timeout)
+        self.tracker = DialogTracker(media_timeout=cfg.media_timeout, report_messages=True)
         self.extractor = SipExtractor(set(cfg.sip_ports))
         self.policies = [(p, MediaPolicy.build(list(p.local_media), list(p.remote_media), p.rtp_ports))
                          for p in cfg.peers]
@@ -96,6 +105,10 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self._loaded: list[PeerConfig] = []  # peers this instance loaded into charon, and so unloads
         self.removals: list[tuple[float, CallKeying, str]] = []  # (due, call, reason)
+        # per-call timelines; the keying and event threads only set single attributes on them
+        self.timelines: dict[str, CallTimeline] = {}
+        self.ike_seen: collections.deque[IkePacket] = collections.deque(maxlen=4096)
+        self.budget = BUDGETS[cfg.budget]
 
     # -- start / stop ------------------------------------------------------------------------
 
@@ -131,6 +144,12 @@ class Controller:
         except KeyingError as exc:
             self.capture.close()
             raise ControllerError(str(exc)) from None
+        for peer in self.cfg.peers:
+            # b and c reuse one IKE_SA per peer: set it up now, not on the first call's path. One side
+            # (the lower address) initiates, so that the two gateways do not build two.
+            if peer.strategy != "ike-per-call" and ipaddress.ip_address(peer.ike_local) < \
+                    ipaddress.ip_address(peer.ike_remote):
+                self.jobs.put(("ike", peer))
         if self.backend == "kernel-libipsec":
             self.routing = PolicyRouting()
             removed = self.routing.remove_blanket()
@@ -146,6 +165,8 @@ class Controller:
 
     def shutdown(self) -> None:
         self.stop.set()
+        if self.timelines:
+            self._finish_timelines(time.time(), force=True)
         self.jobs.put(None)
         for t in self._threads:
             t.join(timeout=15)
@@ -193,6 +214,8 @@ class Controller:
             if nt is not None and nt <= now:
                 for ev in self.tracker.handle_timer(now):
                     self.on_event(ev)
+            if self.timelines:
+                self._finish_timelines(now)
 
     def on_packet(self, t: float, data: bytes) -> None:
         pkt = decode_ip(data)
@@ -203,23 +226,88 @@ class Controller:
                 if isinstance(item, SipParseError):
                     self.log("sip-rejected", reason=str(item), source=f"{pkt.src}:{pkt.sport}")
                     continue
-                for ev in self.tracker.receive(item, t, (pkt.src, pkt.sport), stream=stream):
+                for ev in self.tracker.receive(item, t, (pkt.src, pkt.sport), stream=stream,
+                                               destination=(pkt.dst, pkt.dport)):
                     self.on_event(ev)
             return
         if pkt.proto != UDP:
             return
         call = None
+        esp = False
+        if IKE_PORT in (pkt.sport, pkt.dport) or (NAT_T_PORT in (pkt.sport, pkt.dport) and
+                                                  pkt.payload[:4] == b"\0\0\0\0"):
+            ike = parse_ike(pkt.payload, NAT_T_PORT if NAT_T_PORT in (pkt.sport, pkt.dport) else IKE_PORT, t,
+                            pkt.src)
+            if ike is not None:
+                self.ike_seen.append(ike)
+            return
         if NAT_T_PORT in (pkt.sport, pkt.dport) and len(pkt.payload) >= 8:
             spi = struct.unpack_from("!I", pkt.payload)[0]
-            if spi:  # a zero marker means IKE, not ESP (RFC 3948)
-                call = self.shared.spi_calls.get(spi)
+            call, esp = self.shared.spi_calls.get(spi), True
         else:
             call = self.shared.rule_calls.get(FlowRule(pkt.src, pkt.dst, pkt.sport, pkt.dport)) or \
                 self.shared.rule_calls.get(FlowRule(pkt.dst, pkt.src, pkt.dport, pkt.sport))
         if call is not None:
             self.tracker.media_activity(call, t)
+            tl = self.timelines.get(call)
+            if tl is not None and tl.answer_sdp is not None:
+                if esp:
+                    if tl.first_esp is None:
+                        tl.first_esp = t
+                else:
+                    if tl.first_rtp is None:
+                        tl.first_rtp = t
+                    if tl.sa_up is None:
+                        tl.clear_after_answer += 1
+
+    def _timeline(self, ev: Event) -> None:
+        tl = self.timelines.get(ev.call_id)
+        if isinstance(ev, SipSeen):
+            if tl is None:
+                if ev.status is not None or ev.method != "INVITE":
+                    return
+                tl = self.timelines[ev.call_id] = CallTimeline(ev.call_id, gateway=self.cfg.name, invite=ev.time)
+                return
+            if ev.status is None:
+                if ev.method == "ACK" and tl.ack is None:
+                    tl.ack = ev.time
+                elif ev.method == "BYE" and tl.bye is None:
+                    tl.bye = ev.time
+            elif ev.method == "INVITE" and tl.final is None:
+                if ev.status < 200:
+                    tl.first_provisional = tl.first_provisional or ev.time
+                    if ev.status > 100 and tl.first_18x is None:
+                        tl.first_18x = ev.time
+                else:
+                    tl.final, tl.final_status = ev.time, ev.status
+            elif ev.method == "BYE" and ev.status >= 200 and tl.bye_response is None:
+                tl.bye_response = ev.time
+        elif tl is None:
+            return
+        elif isinstance(ev, (MediaNegotiated, MediaChanged)) and tl.answer_sdp is None:
+            tl.answer_sdp = ev.time
+        elif isinstance(ev, DialogTerminated):
+            tl.ended, tl.end_reason = ev.time, ev.reason
+
+    def _finish_timelines(self, now: float, force: bool = False) -> None:
+        """Log each ended call's timeline once its SA is gone (or never came)."""
+        for cid, tl in list(self.timelines.items()):
+            if tl.ended is None and not force:
+                continue
+            settled = (tl.sa_up is None or tl.sa_down is not None) and (tl.bye is None or tl.bye_response is not None)
+            late = tl.ended is not None and now > tl.ended + self.cfg.teardown_delay + 10.0
+            if not (settled or late or force):
+                continue
+            lo = tl.keying_started if tl.keying_started is not None else tl.answer_sdp
+            if lo is not None and tl.sa_up is not None:
+                tl.ike = [p for p in self.ike_seen if lo - 0.001 <= p.time <= tl.sa_up + 0.001]
+            d = tl.to_json()
+            d["verdict"] = verdict(d["metrics"], self.budget)
+            self.log("timeline", call=cid, **{k: v for k, v in d.items() if k != "call_id"})
+            del self.timelines[cid]
 
     def on_event(self, ev: Event) -> None:
+        self._timeline(ev)
         if isinstance(ev, MessageRejected):
             self.log("sip-rejected", call=ev.call_id or None, reason=ev.reason,
                      source=f"{ev.source[0]}:{ev.source[1]}" if ev.source else None)
@@ -227,6 +315,8 @@ class Controller:
             self.log("dialog-early", call=ev.call_id, status=ev.status, t=ev.time)
         elif isinstance(ev, DialogConfirmed):
             self.log("dialog-confirmed", call=ev.call_id, t=ev.time)
+        elif isinstance(ev, MediaOffered):
+            self.speculate(ev)
         elif isinstance(ev, MediaNegotiated):
             self.key(ev.call_id, ev.flows, ev.time, ev.trigger)
         elif isinstance(ev, MediaChanged):
@@ -251,25 +341,78 @@ class Controller:
                  reason="; ".join(reasons))
         return None
 
+    def speculate(self, ev: MediaOffered) -> None:
+        """Strategy c: key the offerer's endpoints to the peer's media range before any answer."""
+        eps = ev.endpoints
+        if not eps or ev.call_id in self.calls:
+            return
+        for peer, pol in self.policies:
+            if peer.strategy != "speculative":
+                continue
+            sides = {pol.side(ep) for ep in eps}
+            in_range = all(pol.port_min <= ep.port <= pol.port_max for ep in eps)
+            if not in_range or len(sides) != 1 or None in sides:
+                continue
+            lo, hi = peer.rtp_ports
+            ranged_remote = [f"{p}[udp/{lo}-{hi}]" for p in peer.remote_media]
+            if sides == {"local"}:
+                dest = ev.destination[0] if ev.destination else None
+                if dest is not None and dest != peer.ike_remote and pol.side(Endpoint(dest, lo)) != "remote":
+                    continue  # this INVITE goes elsewhere
+                local_ts, remote_ts, role = sorted({ts(ep) for ep in eps}), ranged_remote, "initiator"
+            else:
+                local_ts = [f"{p}[udp/{lo}-{hi}]" for p in peer.local_media]
+                remote_ts, role = sorted({ts(ep) for ep in eps}), "responder"
+            rules = frozenset(rules_for_child(local_ts, remote_ts))
+            st = CallKeying(ev.call_id, peer, role, (), rules, answered_at=ev.time, speculative=True)
+            self.calls[ev.call_id] = st
+            for r in rules:
+                self.shared.rule_calls[r] = ev.call_id
+            tl = self.timelines.get(ev.call_id)
+            if tl is not None:
+                tl.role, tl.strategy = role, peer.strategy
+                if role == "responder":
+                    tl.keying_started = ev.time
+            if role == "initiator":
+                st.child = "spec-" + child_name(ev.call_id, 0)[5:]
+                self.jobs.put(("install", st, local_ts, remote_ts))
+            self.log("keying-speculative", call=ev.call_id, t=ev.time, role=role, peer=peer.name, child=st.child,
+                     local_ts=local_ts, remote_ts=remote_ts)
+            return
+
     def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str, generation: int = 0) -> None:
+        prev = self.calls.get(call_id)
+        spec = prev if prev is not None and prev.speculative else None
         ok = self._authorise(call_id, flows, t, trigger)
         if ok is None:
+            if spec is not None:
+                self.unkey(call_id, "answer-refused", t)
             return
         peer, pol = ok
-        role = "initiator" if pol.side(flows[0].answerer) == "local" else "responder"
+        if peer.strategy == "speculative":
+            # the offerer's gateway keyed speculatively, so it also fits the SA to the answer
+            role = "initiator" if pol.side(flows[0].offerer) == "local" else "responder"
+        else:
+            role = "initiator" if pol.side(flows[0].answerer) == "local" else "responder"
         oriented = [pol.orient(f) for f in flows]
         rules = frozenset(FlowRule(lo.address, re.address, lo.port, re.port) for lo, re in oriented)
-        st = CallKeying(call_id, peer, role, flows, rules, generation=generation, answered_at=t)
+        st = CallKeying(call_id, peer, role, flows, rules, generation=generation, answered_at=t, spec=spec,
+                        own_conn=peer.strategy == "ike-per-call")
         self.calls[call_id] = st
         for r in rules:
             self.shared.rule_calls[r] = call_id
+        tl = self.timelines.get(call_id)
+        if tl is not None and not tl.role:
+            tl.role, tl.strategy = role, peer.strategy
+            if role == "responder":
+                tl.keying_started = t
         if role == "initiator":
             st.child = child_name(call_id, generation)
             local_ts = sorted({ts(lo) for lo, _ in oriented})
             remote_ts = sorted({ts(re) for _, re in oriented})
             self.jobs.put(("install", st, local_ts, remote_ts))
         self.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=st.child,
-                 flows=[f.to_json() for f in flows])
+                 flows=[f.to_json() for f in flows], strategy=peer.strategy)
 
     def rekey(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str) -> None:
         old = self.calls.get(call_id)
@@ -282,12 +425,16 @@ class Controller:
         if st is None:
             self.log("dialog-ended", call=call_id, reason=reason, t=t, keyed=False)
             return
-        st.terminated = True
-        self.log("unkeying", call=call_id, reason=reason, t=t, role=st.role, child=st.child)
-        if st.role == "initiator":
-            # Trailing RTP after a BYE would leave in clear if the SA went at once.
-            delay = 0.0 if reason == "media-changed" else self.cfg.teardown_delay
-            self.removals.append((time.time() + delay, st, reason))
+        for s_ in (st, st.spec):
+            if s_ is None or s_.terminated:
+                continue  # a speculative SA already replaced by the exact one
+            s_.terminated = True
+            self.log("unkeying", call=call_id, reason=reason, t=t, role=s_.role, child=s_.child,
+                     speculative=s_.speculative)
+            if s_.role == "initiator":
+                # Trailing RTP after a BYE would leave in clear if the SA went at once.
+                delay = 0.0 if reason == "media-changed" else self.cfg.teardown_delay
+                self.removals.append((time.time() + delay, s_, reason))
 
     # -- keying worker -----------------------------------------------------------------------
 
@@ -302,26 +449,60 @@ class Controller:
             if job is None:
                 break
             try:
+                if job[0] == "ike":
+                    self._preestablish(charon, job[1])
+                    continue
                 if job[0] == "install":
                     self._install(charon, *job[1:])
                 elif job[0] == "remove":
                     self._remove(job[1], job[2], charon)
             except KeyingError as exc:
-                self.log("keying-failed", call=job[1].call_id, child=job[1].child, reason=str(exc))
+                self.log("keying-failed", call=getattr(job[1], "call_id", None), child=getattr(job[1], "child", None),
+                         reason=str(exc))
             except Exception as exc:  # noqa: BLE001 - a worker must survive one bad job
-                self.log("keying-failed", call=job[1].call_id, reason=f"{type(exc).__name__}: {exc}")
+                self.log("keying-failed", call=getattr(job[1], "call_id", None), reason=f"{type(exc).__name__}: {exc}")
         charon.close()
+
+    def _preestablish(self, charon: Charon, peer: PeerConfig, tries: int = 5) -> None:
+        """The peer's long-lived IKE_SA. The peer's controller may not have loaded its side yet
+        (both start together): retry a few times, and leave it to the first call otherwise."""
+        for attempt in range(1, tries + 1):
+            if any(c.get("state") for c in charon.child_sas(peer.conn)) or charon.ike_established(peer.conn):
+                return
+            t0 = time.time()
+            try:
+                charon.initiate_ike(peer)
+                self.log("ike-preestablished", peer=peer.name, ms=round((time.time() - t0) * 1000, 3),
+                         attempt=attempt)
+                return
+            except KeyingError as exc:
+                if attempt == tries or self.stop.wait(1.0):
+                    self.log("ike-preestablish-failed", peer=peer.name, reason=str(exc),
+                             consequence="the first call sets up the IKE_SA (2 RTT)")
+                    return
 
     def _install(self, charon: Charon, st: CallKeying, local_ts: list[str], remote_ts: list[str]) -> None:
         if st.terminated:
             return
         assert st.child is not None
-        self.children[st.peer.name][st.child] = (local_ts, remote_ts)
-        charon.load_peer(st.peer, self.children[st.peer.name])
+        if st.own_conn:
+            charon.load_call_conn(st.peer, st.child, local_ts, remote_ts)
+        else:
+            self.children[st.peer.name][st.child] = (local_ts, remote_ts)
+            charon.load_peer(st.peer, self.children[st.peer.name])
         t0 = time.time()
-        charon.initiate(st.peer, st.child)
+        tl = self.timelines.get(st.call_id)
+        if tl is not None and tl.keying_started is None:
+            tl.keying_started = t0
+        if st.own_conn:
+            charon.initiate_conn(st.child)
+        else:
+            charon.initiate(st.peer, st.child)
         t1 = time.time()
-        for child in charon.child_sas(st.peer.conn):
+        if st.spec is not None and not st.spec.terminated:
+            st.spec.terminated = True  # the exact SA is up: the speculative one has done its job
+            self._remove(st.spec, "fitted-to-answer", charon)
+        for child in charon.child_sas(st.child if st.own_conn else st.peer.conn):
             if child.get("name") == st.child and child.get("state") == "INSTALLED":
                 st.uniqueid = child.get("uniqueid")
                 self.log("sa-initiated", call=st.call_id, child=st.child, sa=st.uniqueid,
@@ -335,10 +516,16 @@ class Controller:
     def _remove(self, st: CallKeying, reason: str, charon: Charon | None = None) -> None:
         charon = charon or self.charon
         assert charon is not None
-        if st.uniqueid:
+        if st.own_conn and st.child:
+            charon.terminate_ike(st.child)  # strategy a: the call's IKE_SA goes with it
+            charon.unload_conn(st.child)
+        elif st.uniqueid:
             charon.terminate_child(st.uniqueid)
         if st.child and self.children[st.peer.name].pop(st.child, None) is not None:
             charon.load_peer(st.peer, self.children[st.peer.name])
+        for r in st.rules if st.speculative else ():
+            if self.shared.rule_calls.get(r) == st.call_id:
+                self.shared.rule_calls.pop(r, None)
         self.log("sa-removed", call=st.call_id, child=st.child, sa=st.uniqueid, reason=reason)
 
     # -- charon events -----------------------------------------------------------------------
@@ -398,6 +585,12 @@ class Controller:
                         for r in rules:
                             self.routing.delete(r)
                             self.shared.routed.discard(r)
+                tl = self.timelines.get(call) if call else None
+                if tl is not None:
+                    if up and tl.sa_up is None:
+                        tl.sa_up = time.time()
+                    elif not up and tl.sa_up is not None and tl.sa_down is None and call not in self.calls:
+                        tl.sa_down = time.time()  # the call's last SA (not a speculative one it replaced)
                 self.log("sa-up" if up else "sa-down", call=call, conn=ike_name, child=child.get("name"),
                          sa=child.get("uniqueid"), local_ts=child.get("local-ts"),
                          remote_ts=child.get("remote-ts"), encap=child.get("encap") == "yes",

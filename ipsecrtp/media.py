@@ -76,6 +76,21 @@ def flows(offer: SessionDescription, answer: SessionDescription) -> tuple[Flow, 
     return tuple(out)
 
 
+def offer_endpoints(offer: SessionDescription) -> tuple[Endpoint, ...]:
+    """Every RTP and RTCP endpoint an offer names (before any answer exists): what speculative
+    keying can protect on the offerer's side."""
+    out: list[Endpoint] = []
+    for md in offer.media:
+        if not _keyable(md):
+            continue
+        for k in range(md.port_count):
+            p = md.port + k * (1 if md.rtcp_mux else 2)
+            out.append(Endpoint(md.address or "", p))
+            if not md.rtcp_mux:
+                out.append(_rtcp(md, p, k))
+    return tuple(dict.fromkeys(out))
+
+
 def notes(offer: SessionDescription, answer: SessionDescription) -> tuple[str, ...]:
     """What an operator should know about a negotiation beyond its flows (never key material)."""
     out: list[str] = []

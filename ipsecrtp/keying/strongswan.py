@@ -47,14 +47,21 @@ def ts(ep: Endpoint) -> str:
 
 def parse_ts(value: str) -> tuple[str, int, int | None]:
     """'198.51.100.1/32[udp/10000]' -> ('198.51.100.1/32', 17, 10000); ports may be absent."""
+    net, proto, ports = parse_ts_range(value)
+    return net, proto, ports[0] if ports and ports[0] == ports[1] else None
+
+
+def parse_ts_range(value: str) -> tuple[str, int, tuple[int, int] | None]:
+    """'198.51.100.0/24[udp/10000-10199]' -> ('198.51.100.0/24', 17, (10000, 10199))."""
     net, _, rest = value.partition("[")
-    proto, port = 0, None
+    proto, ports = 0, None
     if rest:
         p, _, port_s = rest.rstrip("]").partition("/")
         proto = 17 if p == "udp" else (6 if p == "tcp" else (int(p) if p.isdigit() else 0))
-        if port_s and port_s.isdigit():
-            port = int(port_s)
-    return net, proto, port
+        lo, _, hi = port_s.partition("-")
+        if lo.isdigit() and (hi.isdigit() or not hi):
+            ports = (int(lo), int(hi or lo))
+    return net, proto, ports
 
 
 def connect(path: str, timeout: float = 10.0) -> vici.Session:
@@ -130,14 +137,53 @@ class Charon:
         }
         for name, (local_ts, remote_ts) in calls.items():
             children[name] = dict(child_common, local_ts=local_ts, remote_ts=remote_ts)
-        conn = {
+        self._request("load_conn", "load-conn", {peer.conn: self._conn(peer, children)})
+
+    def _conn(self, peer: PeerConfig, children: dict) -> dict:
+        return {
             "version": "2", "local_addrs": [peer.ike_local], "remote_addrs": [peer.ike_remote],
             "proposals": ["aes128-sha256-x25519", "default"], "unique": "never",
             "local": {"auth": "psk", "id": peer.ike_local},
             "remote": {"auth": "psk", "id": peer.ike_remote},
             "children": children,
         }
-        self._request("load_conn", "load-conn", {peer.conn: conn})
+
+    def load_call_conn(self, peer: PeerConfig, name: str, local_ts: list[str], remote_ts: list[str]) -> None:
+        """Strategy a: a connection of its own for one call, so that it gets a fresh IKE_SA."""
+        child = {"mode": "tunnel", "esp_proposals": list(peer.esp_proposals), "start_action": "none",
+                 "close_action": "none", "dpd_action": "clear", "rekey_time": "1h",
+                 "local_ts": local_ts, "remote_ts": remote_ts}
+        self._request("load_conn", "load-conn", {name: self._conn(peer, {name: child})})
+
+    def initiate_ike(self, peer: PeerConfig, timeout_s: float = 10.0) -> None:
+        """An IKE_SA without a CHILD_SA, for the per-call children to reuse (strategies b and c)."""
+        try:
+            for _log in self.session.initiate({"ike": peer.conn, "timeout": int(timeout_s * 1000),
+                                               "init-limits": "no"}):
+                pass
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"initiate IKE_SA {peer.conn} failed: {exc}") from None
+
+    def initiate_conn(self, name: str, timeout_s: float = 10.0) -> None:
+        try:
+            for _log in self.session.initiate({"child": name, "ike": name, "timeout": int(timeout_s * 1000),
+                                               "init-limits": "no"}):
+                pass
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"initiate {name} failed: {exc}") from None
+
+    def terminate_ike(self, name: str, timeout_s: float = 5.0) -> None:
+        try:
+            for _log in self.session.terminate({"ike": name, "timeout": int(timeout_s * 1000)}):
+                pass
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"terminate IKE_SA {name} failed: {exc}") from None
+
+    def unload_conn(self, name: str) -> None:
+        try:
+            self.session.unload_conn({"name": name})
+        except vici.exception.CommandException:
+            pass
 
     def initiate(self, peer: PeerConfig, child: str, timeout_s: float = 10.0) -> None:
         try:
@@ -156,6 +202,13 @@ class Charon:
                     child["ike-id"] = ike_sa.get("uniqueid")
                     out.append(child)
         return out
+
+    def ike_established(self, conn: str) -> bool:
+        for ike in self.session.list_sas({"ike": conn}):
+            for ike_sa in _decode(ike).values():
+                if ike_sa.get("state") == "ESTABLISHED":
+                    return True
+        return False
 
     def conns(self) -> list[str]:
         return [name for c in self.session.list_conns() for name in _decode(c)]

@@ -120,14 +120,19 @@ class Phones:
         for c in self.ctl.values():
             c.close()
 
-    def call(self, scenario: str, talk: float = 2.0, timeout: float = 15.0) -> CallResult:
-        """scenario: 'caller-hangup', 'callee-hangup' or 'cancel' (callee rings, caller gives up)."""
+    def call(self, scenario: str, talk: float = 2.0, timeout: float = 15.0, ring: float | None = None) -> CallResult:
+        """scenario: 'caller-hangup', 'callee-hangup' or 'cancel' (callee rings, caller gives up).
+        ``ring``: the callee answers by hand after ringing this long (else at once, auto-answer)."""
         a, b = self.lab.topology[0], self.lab.topology[1]
         ca, cb = self.ctl[a.role], self.ctl[b.role]
-        user = "ring-" + b.user if scenario == "cancel" else b.user
+        user = "ring-" + b.user if scenario == "cancel" or ring is not None else b.user
         ca.events.clear()
         cb.events.clear()
         ca.command("dial", f"sip:{user}@{b.addr}")
+        if ring is not None and scenario != "cancel":
+            cb.wait_event({"CALL_INCOMING"}, timeout)
+            time.sleep(ring)
+            cb.command("accept")
         if scenario == "cancel":
             ev = ca.wait_event({"CALL_RINGING"}, timeout)
             res = CallResult(ev.get("id", ""), scenario, answered=False)

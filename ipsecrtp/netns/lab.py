@@ -89,6 +89,7 @@ charon {{
 
 CONTROLLER_TOML = """\
 [controller]
+name = "{name}"
 interfaces = ["wan0"]
 sip_ports = [{sip}]
 rtp_ports = "{rtp_lo}-{rtp_hi}"
@@ -232,7 +233,7 @@ class Lab:
         d = self.gw_dir(gw.role)
         cfg = os.path.join(d, "controller.toml")
         with open(cfg, "w") as f:
-            f.write(CONTROLLER_TOML.format(sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
+            f.write(CONTROLLER_TOML.format(name=gw.role, sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
                                            peer=peer.role, local=gw.addr, remote=peer.addr, psk=psk,
                                            media_timeout=media_timeout,
                                            strategy=self.state.get("strategy", "child-per-call")))

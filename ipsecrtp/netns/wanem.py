@@ -14,6 +14,7 @@ directory on SIGUSR1 and at exit.
 from __future__ import annotations
 
 import argparse
+import array
 import heapq
 import json
 import os
@@ -28,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
+SOL_PACKET, PACKET_AUXDATA = 263, 8
+TP_STATUS_CSUMNOTREADY = 8
 BUSY_WAIT = 0.0003  # the last 0.3 ms before a departure are spun, not slept: select() overshoots
 
 
@@ -60,6 +63,47 @@ class LinkSettings:
         with open(tmp, "w") as f:
             json.dump(asdict(self), f)
         os.replace(tmp, path)
+
+
+def _sum16(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(array.array("H", data))  # native order: fold, then swap back below if needed
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def complete_checksum(frame: bytes) -> bytes:
+    """Fill in the UDP/TCP checksum a sender left to offload (veth hands such frames over as is;
+    re-sent on another link unfinished, the receiver drops them)."""
+    if len(frame) < 14:
+        return frame
+    etype = struct.unpack_from("!H", frame, 12)[0]
+    if etype == 0x0800 and len(frame) >= 34:
+        ihl = (frame[14] & 0x0F) * 4
+        proto, l4 = frame[23], 14 + ihl
+        total = struct.unpack_from("!H", frame, 16)[0]
+        end = 14 + total
+        pseudo = frame[26:34] + struct.pack("!BBH", 0, proto, end - l4)
+    elif etype == 0x86DD and len(frame) >= 54:
+        proto, l4 = frame[20], 54
+        end = 54 + struct.unpack_from("!H", frame, 18)[0]
+        pseudo = frame[22:54] + struct.pack("!IxxxB", end - l4, proto)
+    else:
+        return frame
+    off = {17: 6, 6: 16}.get(proto)
+    if off is None or len(frame) < l4 + off + 2 or end > len(frame):
+        return frame
+    buf = bytearray(frame)
+    buf[l4 + off:l4 + off + 2] = b"\0\0"
+    c = _sum16(pseudo + bytes(buf[l4:end]))
+    c = socket.htons(c) if sys.byteorder == "little" else c
+    c = (~c) & 0xFFFF
+    if proto == 17 and c == 0:
+        c = 0xFFFF
+    struct.pack_into("!H", buf, l4 + off, c)
+    return bytes(buf)
 
 
 def is_ike(frame: bytes) -> bool:
@@ -103,6 +147,7 @@ class Emulator:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+            s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             s.bind((name, ETH_P_ALL))
             s.setblocking(False)
             self.socks.append(s)
@@ -131,11 +176,15 @@ class Emulator:
         st = self.settings
         for _ in range(512):
             try:
-                frame, addr = s.recvfrom(65535)
+                frame, anc, _flags, addr = s.recvmsg(65535, 64)
             except BlockingIOError:
                 return
             if addr[2] == PACKET_OUTGOING:
                 continue  # our own transmissions on this interface
+            for level, kind, raw in anc:
+                if level == SOL_PACKET and kind == PACKET_AUXDATA and struct.unpack_from("=I", raw)[0] & \
+                        TP_STATUS_CSUMNOTREADY:
+                    frame = complete_checksum(frame)
             d.stats["frames"] += 1
             if st.loss and self.rng.random() < st.loss:
                 d.stats["lost"] += 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..media import Flow, flows, notes
+from ..media import Endpoint, Flow, flows, notes, offer_endpoints
 from .message import SipMessage, SipParseError, parse_message
 from .sdp import SdpError, SessionDescription, parse_sdp
 
@@ -77,6 +77,24 @@ class DialogTerminated(Event):
 @dataclass(frozen=True)
 class Retransmission(Event):
     trigger: str
+
+
+@dataclass(frozen=True)
+class SipSeen(Event):
+    """Every new message of a tracked call (only with ``report_messages``): the raw timeline."""
+
+    method: str  # the request's method, or the CSeq method of a response
+    status: int | None  # None for a request
+    trigger: str
+
+
+@dataclass(frozen=True)
+class MediaOffered(Event):
+    """An INVITE's offer (only with ``report_messages``): the offerer's endpoints, before any answer."""
+
+    endpoints: tuple[Endpoint, ...]
+    trigger: str
+    destination: Address | None  # where the INVITE was going on the wire
 
 
 @dataclass(frozen=True)
@@ -175,7 +193,8 @@ class DialogTracker:
     """Tracks every INVITE-initiated call seen; one instance per capture point."""
 
     def __init__(self, *, media_timeout: float | None = 30.0, invite_timeout: float = 180.0,
-                 linger: float = 32.0, session_timer_grace: float = 2.0) -> None:
+                 linger: float = 32.0, session_timer_grace: float = 2.0, report_messages: bool = False) -> None:
+        self.report_messages = report_messages
         self.media_timeout = media_timeout
         self.invite_timeout = invite_timeout  # Timer C (RFC 3261 §16.6) bounds an unanswered INVITE
         self.linger = linger  # keep ended dialogs to recognise retransmissions (64*T1)
@@ -185,14 +204,15 @@ class DialogTracker:
     # -- input ---------------------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float, source: Address | None = None,
-                stream: bool = False) -> list[Event]:
+                stream: bool = False, destination: Address | None = None) -> list[Event]:
         try:
             msg = parse_message(data, stream=stream)
         except SipParseError as exc:
             return [MessageRejected("", now, str(exc), source)]
-        return self.receive_message(msg, now, source)
+        return self.receive_message(msg, now, source, destination)
 
-    def receive_message(self, msg: SipMessage, now: float, source: Address | None = None) -> list[Event]:
+    def receive_message(self, msg: SipMessage, now: float, source: Address | None = None,
+                        destination: Address | None = None) -> list[Event]:
         d = self.dialogs.get(msg.call_id)
         if d is not None:
             repeat = self._repeat(d, msg, now)
@@ -203,9 +223,15 @@ class DialogTracker:
             sdp = parse_sdp(body) if body else None
         except SdpError as exc:
             return [MessageRejected(msg.call_id, now, f"bad SDP: {exc}", source)]
-        if msg.is_request:
-            return self._request(msg, sdp, now, source)
-        return self._response(msg, sdp, now, source)
+        events = self._request(msg, sdp, now, source) if msg.is_request else self._response(msg, sdp, now, source)
+        if self.report_messages and msg.call_id in self.dialogs:
+            seen: list[Event] = [SipSeen(msg.call_id, now, msg.cseq[1], msg.status, msg.summary())]
+            d = self.dialogs[msg.call_id]
+            if msg.is_request and msg.method == "INVITE" and msg.to_tag is None and sdp is not None \
+                    and d.invite_offer is not None and d.invite_offer.sdp is sdp:
+                seen.append(MediaOffered(msg.call_id, now, offer_endpoints(sdp), msg.summary(), destination))
+            return [*seen, *events]
+        return events
 
     def media_activity(self, call_id: str, now: float) -> None:
         d = self.dialogs.get(call_id)
@@ -273,8 +299,6 @@ class DialogTracker:
                 d.seen_requests.add(key)  # a proxy forwarded what we saw on its other side
                 return [Relayed(d.call_id, now, msg.summary())] if method != "ACK" else []
             return None
-        if d.state == "terminated":
-            return []
         top = d.seen_responses.get((msg.to_tag, cseq, msg.status))
         if top is None:
             return None
@@ -330,7 +354,10 @@ class DialogTracker:
 
     def _response(self, msg: SipMessage, sdp, now: float, source) -> list[Event]:
         d = self.dialogs.get(msg.call_id)
-        if d is None or d.state == "terminated":
+        if d is None:
+            return []
+        if d.state == "terminated":
+            d.seen_responses[(msg.to_tag, msg.cseq, msg.status)] = msg.vias[0].branch  # e.g. the BYE's 200
             return []
         if msg.from_tag != d.from_tag and not (msg.to_tag == d.from_tag and d.state != "trying"):
             return []  # not this call's (a From tag the INVITE did not carry)
