@@ -25,6 +25,7 @@ class ControllerConfig:
     teardown_delay: float = 1.0  # seconds an SA outlives its dialog, for trailing RTP
     name: str = ""  # this gateway's name in logs and timelines
     budget: str = "e721-toll"  # post-dial-delay profile the per-call verdict uses
+    dry_run: bool = False  # track and decide, never key
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -125,4 +126,4 @@ def load(path: str) -> ControllerConfig:
         raise ConfigError(f"{path}: controller.budget must be one of {', '.join(BUDGETS)}")
     return ControllerConfig(interfaces, sip_ports, vici, tuple(peers),
                             float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)),
-                            str(c.get("name", "")), budget)
+                            str(c.get("name", "")), budget, bool(c.get("dry_run", False)))

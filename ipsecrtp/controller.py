@@ -113,6 +113,17 @@ class Controller:
     # -- start / stop ------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.cfg.dry_run:
+            # observe only: SIP, decisions and timelines, nothing asked of charon (a baseline, or a
+            # check of what would be keyed before turning keying on)
+            try:
+                self.capture = Capture(list(self.cfg.interfaces))
+            except Exception as exc:  # CaptureError; its message is the one line
+                raise ControllerError(str(exc)) from None
+            self.backend = "none (dry run)"
+            self.log("started", interfaces=self.cfg.interfaces, sip_ports=sorted(self.cfg.sip_ports),
+                     backend=self.backend, dry_run=True)
+            return
         try:
             self.charon = Charon(self.cfg.vici)
             version = self.charon.version()
@@ -209,7 +220,7 @@ class Controller:
             now = time.time()
             for item in [r for r in self.removals if r[0] <= now]:
                 self.removals.remove(item)
-                self.jobs.put(("remove", item[1], item[2]))
+                self._submit(("remove", item[1], item[2]))
             nt = self.tracker.next_timer()
             if nt is not None and nt <= now:
                 for ev in self.tracker.handle_timer(now):
@@ -375,7 +386,7 @@ class Controller:
                     tl.keying_started = ev.time
             if role == "initiator":
                 st.child = "spec-" + child_name(ev.call_id, 0)[5:]
-                self.jobs.put(("install", st, local_ts, remote_ts))
+                self._submit(("install", st, local_ts, remote_ts))
             self.log("keying-speculative", call=ev.call_id, t=ev.time, role=role, peer=peer.name, child=st.child,
                      local_ts=local_ts, remote_ts=remote_ts)
             return
@@ -410,7 +421,7 @@ class Controller:
             st.child = child_name(call_id, generation)
             local_ts = sorted({ts(lo) for lo, _ in oriented})
             remote_ts = sorted({ts(re) for _, re in oriented})
-            self.jobs.put(("install", st, local_ts, remote_ts))
+            self._submit(("install", st, local_ts, remote_ts))
         self.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=st.child,
                  flows=[f.to_json() for f in flows], strategy=peer.strategy)
 
@@ -437,6 +448,10 @@ class Controller:
                 self.removals.append((time.time() + delay, s_, reason))
 
     # -- keying worker -----------------------------------------------------------------------
+
+    def _submit(self, job: tuple) -> None:
+        if not self.cfg.dry_run:
+            self.jobs.put(job)
 
     def _worker(self) -> None:
         try:

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from .bench import bench
 from .lab import lab
 
 
@@ -79,6 +80,7 @@ def calls(pcap: str, sip_ports: tuple[int, ...], as_json: bool) -> None:
 
 
 main.add_command(lab)
+main.add_command(bench)
 
 if __name__ == "__main__":
     sys.exit(main())

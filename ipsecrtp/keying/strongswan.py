@@ -155,6 +155,21 @@ class Charon:
                  "local_ts": local_ts, "remote_ts": remote_ts}
         self._request("load_conn", "load-conn", {name: self._conn(peer, {name: child})})
 
+    def load_bench_conn(self, peer: PeerConfig, name: str, children: dict[str, tuple[list[str], list[str]]]) -> None:
+        """A connection with many fixed children (benchmarks)."""
+        common = {"mode": "tunnel", "esp_proposals": list(peer.esp_proposals), "start_action": "none",
+                  "close_action": "none", "dpd_action": "clear", "rekey_time": "1h"}
+        self._request("load_conn", "load-conn", {name: self._conn(peer, {
+            c: dict(common, local_ts=lt, remote_ts=rt) for c, (lt, rt) in children.items()})})
+
+    def initiate_child(self, conn: str, child: str, timeout_s: float = 10.0) -> None:
+        try:
+            for _log in self.session.initiate({"child": child, "ike": conn, "timeout": int(timeout_s * 1000),
+                                               "init-limits": "no"}):
+                pass
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"initiate {child} failed: {exc}") from None
+
     def initiate_ike(self, peer: PeerConfig, timeout_s: float = 10.0) -> None:
         """An IKE_SA without a CHILD_SA, for the per-call children to reuse (strategies b and c)."""
         try:

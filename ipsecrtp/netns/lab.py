@@ -90,6 +90,7 @@ charon {{
 CONTROLLER_TOML = """\
 [controller]
 name = "{name}"
+dry_run = {dry_run}
 interfaces = ["wan0"]
 sip_ports = [{sip}]
 rtp_ports = "{rtp_lo}-{rtp_hi}"
@@ -156,10 +157,12 @@ class Lab:
     # -- up ---------------------------------------------------------------------------------
 
     def up(self, media_timeout: float = 30.0, wan: LinkSettings | None = None,
-           strategy: str = "child-per-call", charon_extra: str = "") -> None:
+           strategy: str = "child-per-call", charon_extra: str = "", keying: bool = True,
+           controllers: bool = True) -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
-        ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers)."""
+        ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
+        ``keying=False``: no charon; the controllers only observe (a baseline for what keying costs)."""
         self.state["strategy"] = strategy
         self.state["charon_extra"] = charon_extra
         if os.geteuid() != 0:
@@ -200,9 +203,10 @@ class Lab:
         fd = os.open(psk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
-        for gw in self.topology:
+        for gw in self.topology if keying else ():
             self._start_charon(gw, backend)
-        for gw in self.topology:
+        self.state["keying"] = keying
+        for gw in self.topology if controllers else ():
             peer = b if gw is a else a
             self._start_controller(gw, peer, psk, media_timeout)
         self.state["up_at"] = time.time()
@@ -233,7 +237,8 @@ class Lab:
         d = self.gw_dir(gw.role)
         cfg = os.path.join(d, "controller.toml")
         with open(cfg, "w") as f:
-            f.write(CONTROLLER_TOML.format(name=gw.role, sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
+            f.write(CONTROLLER_TOML.format(name=gw.role, dry_run="false" if self.state.get("keying", True) else "true",
+                                           sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
                                            peer=peer.role, local=gw.addr, remote=peer.addr, psk=psk,
                                            media_timeout=media_timeout,
                                            strategy=self.state.get("strategy", "child-per-call")))

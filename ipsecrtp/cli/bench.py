@@ -1,0 +1,136 @@
+"""``ipsecrtp bench ...``: figures from the lab, printed (not asserted: the tests assert)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+
+def _floats(value: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"a comma-separated list of numbers, not {value!r}") from None
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        raise click.ClickException("the lab benchmarks need root (network namespaces)")
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks that drive the lab and print figures."""
+
+
+@bench.command()
+@click.option("--rtt", "rtts", default="0,20,100,300", show_default=True, help="RTTs in ms, comma-separated")
+@click.option("--calls", default=3, show_default=True, help="calls per RTT and strategy")
+@click.option("--strategy", "strategies", default="a,b,c", show_default=True,
+              help="a (IKE_SA per call), b (CHILD_SA per call on a long-lived IKE_SA), c (speculative)")
+@click.option("--ring", default=1.0, show_default=True, help="seconds the callee rings before answering")
+@click.option("--talk", default=1.0, show_default=True)
+@click.option("--budget", default="e721-toll", show_default=True)
+@click.option("--no-baseline", is_flag=True, help="skip the run without keying (SRD added is then unknown)")
+@click.option("--json", "as_json", is_flag=True)
+def pdd(rtts: str, calls: int, strategies: str, ring: float, talk: float, budget: str, no_baseline: bool,
+        as_json: bool) -> None:
+    """Real calls through the emulated WAN: SRD added, post-answer gap, RTTs, verdict."""
+    from ..netns.pdd import STRATEGY_LETTERS, run
+    from ..timing import BUDGETS
+
+    _need_root()
+    if budget not in BUDGETS:
+        raise click.BadParameter(f"budget must be one of {', '.join(BUDGETS)}")
+    strat = [s.strip() for s in strategies.split(",") if s.strip()]
+    bad = [s for s in strat if s not in STRATEGY_LETTERS and s not in STRATEGY_LETTERS.values()]
+    if bad:
+        raise click.BadParameter(f"unknown strategy {bad[0]!r}")
+    report = run(_floats(rtts), strat, calls=calls, ring=ring, talk=talk, budget=budget,
+                 baseline=not no_baseline, progress=(lambda m: None) if as_json else
+                 (lambda m: click.echo("  " + m, err=True)))
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    b = report["budget"]
+    click.echo(f"budget {b['name']}: PDD mean {b['pdd_mean_s']} s, post-answer gap {b['gap_ms']} ms "
+               f"({'verified' if b['verified'] else 'figures from memory, unverified'}); ring {ring} s")
+    head = (f"{'RTT':>5} {'measured':>8} {'strategy':<15} {'SRD':>7} {'+SRD':>6} {'gap':>7} {'gap/RTT':>7} "
+            f"{'clear':>5} {'keying':>7} {'RTTs':>5} {'IKE':>3}  verdict")
+    click.echo(head)
+    for r in report["rows"]:
+        def f(v, w):
+            return f"{'-':>{w}}" if v is None else f"{v:>{w}}"
+        verdict = "-" if r["fits_budget"] is None else ("fits" if r["fits_budget"] else "over budget")
+        click.echo(f"{r['rtt_set_ms']:>5.0f} {r['rtt_measured_ms']:>8.1f} {r['strategy']:<15} {f(r['srd_ms'], 7)} "
+                   f"{f(r['srd_added_ms'], 6)} {f(r['post_answer_gap_ms'], 7)} {f(r['gap_in_rtt'], 7)} "
+                   f"{f(r['clear_rtp_after_answer'], 5)} {f(r['keying_ms'], 7)} {f(r['keying_rtts'], 5)} "
+                   f"{f(r['ike_exchanges'], 3)}  {verdict}")
+    click.echo("times in ms; gap: 2xx to CHILD_SA installed (worse gateway); clear: RTP/RTCP of the call on the "
+               "WAN in clear after the answer; keying and RTTs at the initiating gateway")
+    for rtt, rows in report["what_if"].items():
+        click.echo(f"what-if at {rtt} ms RTT (keying started at answer; speculative hides up to the ring time):")
+        for w in rows:
+            click.echo(f"  {w['scheme']:<45} {w['rtts']:>4} RTT  {w['cost_ms']:>7.1f} ms  "
+                       f"{'fits' if w['fits'] else 'over'} (speculative gap {w['gap_ms']:.1f} ms)")
+
+
+@bench.command()
+@click.option("--rtt", "rtts", default="0,20,100,300", show_default=True)
+@click.option("--probes", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def wan(rtts: str, probes: int, as_json: bool) -> None:
+    """The emulated WAN measured: ping RTT and capture-timestamped one-way delay per setting."""
+    import secrets
+
+    from ..netns.lab import Lab
+    from ..netns.wancheck import measure
+    from ..netns.wanem import LinkSettings
+
+    _need_root()
+    lab = Lab("b" + secrets.token_hex(3))
+    out = []
+    try:
+        lab.up(wan=LinkSettings(), keying=False)
+        for rtt in _floats(rtts):
+            lab.set_wan(LinkSettings(delay_ms=rtt / 2))
+            m = measure(lab, probes=probes).to_json()
+            m["rtt_set_ms"] = rtt
+            out.append(m)
+    finally:
+        lab.down()
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    click.echo(f"{'set':>5} {'ping avg':>9} {'min':>8} {'max':>8} {'one-way mean':>12} {'min':>8} {'max':>8}  (ms)")
+    for m in out:
+        click.echo(f"{m['rtt_set_ms']:>5.0f} {m['rtt_ms']:>9.3f} {m['rtt_min_ms']:>8.3f} {m['rtt_max_ms']:>8.3f} "
+                   f"{m['one_way_mean_ms']:>12.3f} {m['one_way_min_ms']:>8.3f} {m['one_way_max_ms']:>8.3f}")
+
+
+@bench.command("ike-loss")
+@click.option("--loss", "losses", default="1,5", show_default=True, help="IKE packet loss in percent")
+@click.option("--rtt", default=100.0, show_default=True)
+@click.option("--children", default=100, show_default=True, help="CHILD_SAs set up per setting")
+@click.option("--tuned", default="retransmit_timeout = 0.5|retransmit_base = 1.4|retransmit_tries = 6",
+              show_default=True, help="charon settings for the tuned run, '|'-separated")
+@click.option("--json", "as_json", is_flag=True)
+def ike_loss(losses: str, rtt: float, children: int, tuned: str, as_json: bool) -> None:
+    """CHILD_SA setup time under IKE packet loss, default (4 s) and tuned retransmission timers."""
+    from ..netns.ikeloss import run
+
+    _need_root()
+    report = run(_floats(losses), rtt, children, tuned.split("|"),
+                 progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    click.echo(f"CHILD_SA set-up on an established IKE_SA at {rtt:.0f} ms RTT, {children} per row "
+               "(IKE packets dropped at random in both directions):")
+    click.echo(f"{'timers':<8} {'loss':>5} {'median':>8} {'p95':>8} {'max':>8} {'>1 s':>5} {'failed':>6}  (ms)")
+    for r in report["rows"]:
+        click.echo(f"{r['timers']:<8} {r['loss_pct']:>4.0f}% {r['median_ms']:>8.1f} {r['p95_ms']:>8.1f} "
+                   f"{r['max_ms']:>8.1f} {r['over_1s']:>5} {r['failed']:>6}")
+    click.echo(f"tuned timers: {report['tuned']}")
