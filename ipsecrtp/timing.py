@@ -186,7 +186,7 @@ def what_if(rtt_ms: float, budget: Budget, overhead_ms: float = 0.0, ring_ms: fl
         cost = rtts * rtt_ms + exchanges * overhead_ms
         gap = cost if ring_ms is None else max(0.0, cost - ring_ms)
         rows.append({"scheme": scheme, "rtts": rtts, "cost_ms": round(cost, 1), "gap_ms": round(gap, 1),
-                     "fits": gap <= budget.gap_ms})
+                     "fits_at_answer": cost <= budget.gap_ms, "fits_speculative": gap <= budget.gap_ms})
     return rows
 
 
@@ -202,4 +202,36 @@ def verdict(metrics: dict, budget: Budget) -> dict:
            "protected_from_first_packet": metrics.get("clear_rtp_after_answer", 0) == 0}
     oks = [v for v in (out["pdd_ok"], out["gap_ok"]) if v is not None]
     out["ok"] = all(oks) if oks else None
+    return out
+
+
+_MARKS = [("invite", "INVITE"), ("first_provisional", "first provisional"), ("first_18x", "first 18x"),
+          ("answer_sdp", "SDP answer"), ("final", "final response"), ("ack", "ACK"),
+          ("keying_started", "keying started"), ("sa_up", "CHILD_SA installed"), ("first_rtp", "first RTP in clear"),
+          ("first_esp", "first ESP of the call"), ("bye", "BYE"), ("bye_response", "BYE answered"),
+          ("ended", "dialog ended"), ("sa_down", "CHILD_SA removed")]
+
+
+def format_timeline(tl: dict) -> list[str]:
+    """Human-readable lines for one logged timeline (times relative to the INVITE)."""
+    t0 = tl.get("invite")
+    out = [f"{tl.get('gateway') or '?'}: {tl.get('role') or 'unkeyed'} ({tl.get('strategy') or '-'}), "
+           f"ended {tl.get('end_reason')}"]
+    rows = [(tl[k], label) for k, label in _MARKS if tl.get(k) is not None]
+    rows += [(p["time"], f"IKE {p['exchange']} {'response' if p['response'] else 'request'} from {p['src']}")
+             for p in tl.get("ike", [])]
+    for t, label in sorted(rows):
+        extra = f" {tl.get('final_status')}" if label == "final response" else ""
+        out.append(f"  {(t - t0) * 1000 if t0 else 0:>10.1f} ms  {label}{extra}")
+    m = tl.get("metrics", {})
+    out.append(f"  SRD {m.get('srd_ms')} ms, SDD {m.get('sdd_ms')} ms, keying {m.get('keying_ms')} ms in "
+               f"{len(m.get('ike_exchanges', []))} IKE exchanges {m.get('ike_exchanges')} "
+               f"(RTTs {m.get('ike_rtts_ms')} ms, {m.get('ike_retransmissions')} retransmitted)")
+    out.append(f"  post-answer gap {m.get('post_answer_gap_ms')} ms, {m.get('clear_rtp_after_answer')} RTP/RTCP "
+               f"packets in clear after the answer, SA up before the answer: {m.get('sa_before_answer')}")
+    v = tl.get("verdict")
+    if v:
+        out.append(f"  verdict ({v['budget']}): PDD {'ok' if v['pdd_ok'] else 'over' if v['pdd_ok'] is False else '-'},"
+                   f" gap {'ok' if v['gap_ok'] else 'over' if v['gap_ok'] is False else '-'},"
+                   f" protected from the first packet: {v['protected_from_first_packet']}")
     return out

@@ -71,10 +71,12 @@ def pdd(rtts: str, calls: int, strategies: str, ring: float, talk: float, budget
     click.echo("times in ms; gap: 2xx to CHILD_SA installed (worse gateway); clear: RTP/RTCP of the call on the "
                "WAN in clear after the answer; keying and RTTs at the initiating gateway")
     for rtt, rows in report["what_if"].items():
-        click.echo(f"what-if at {rtt} ms RTT (keying started at answer; speculative hides up to the ring time):")
+        click.echo(f"what-if at {rtt} ms RTT against the {b['gap_ms']:.0f} ms post-answer budget "
+                   f"(keyed at the answer / keyed from the offer, ringing {ring} s):")
         for w in rows:
-            click.echo(f"  {w['scheme']:<45} {w['rtts']:>4} RTT  {w['cost_ms']:>7.1f} ms  "
-                       f"{'fits' if w['fits'] else 'over'} (speculative gap {w['gap_ms']:.1f} ms)")
+            click.echo(f"  {w['scheme']:<45} {w['rtts']:>4} RTT {w['cost_ms']:>7.1f} ms "
+                       f"{'fits' if w['fits_at_answer'] else 'over':<5} / gap {w['gap_ms']:>6.1f} ms "
+                       f"{'fits' if w['fits_speculative'] else 'over'}")
 
 
 @bench.command()

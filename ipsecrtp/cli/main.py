@@ -79,6 +79,52 @@ def calls(pcap: str, sip_ports: tuple[int, ...], as_json: bool) -> None:
         click.echo(f"rejected {r['time']:.6f} {r['source']}: {r['reason']}")
 
 
+@main.command()
+@click.argument("call")
+@click.option("--lab", "lab_name", default=None, help="read the controllers' logs of this lab")
+@click.option("--log", "logs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="a controller's JSON-lines log (repeatable)")
+@click.option("--rtt", type=float, default=None, help="RTT for the what-if table (default: measured IKE RTT)")
+@click.option("--json", "as_json", is_flag=True)
+def report(call: str, lab_name: str | None, logs: tuple[str, ...], rtt: float | None, as_json: bool) -> None:
+    """A call's timeline on each gateway: SIP, IKE, SA, media; SRD/SDD; budget verdict; what-if."""
+    from ..netns.lab import Lab, LabError, read_log
+    from ..timing import BUDGETS, format_timeline, what_if
+
+    paths = list(logs)
+    if lab_name:
+        try:
+            lab_ = Lab.load(lab_name)
+        except LabError as exc:
+            raise click.ClickException(str(exc)) from None
+        paths += [lab_.controller_log(r) for r in lab_.state.get("gateways", {})]
+    if not paths:
+        raise click.UsageError("give --lab NAME or --log FILE")
+    found = [e for p in paths for e in read_log(p)
+             if e.get("event") == "timeline" and str(e.get("call", "")).startswith(call)]
+    if not found:
+        raise click.ClickException(f"no timeline for a call {call!r} in {', '.join(paths)} (logged when the call ends)")
+    if len({e["call"] for e in found}) > 1:
+        raise click.ClickException(f"{call!r} matches several calls: {sorted({e['call'] for e in found})}")
+    if as_json:
+        click.echo(json.dumps(found, indent=1))
+        return
+    click.echo(f"call {found[0]['call']}")
+    for tl in sorted(found, key=lambda e: e.get("gateway", "")):
+        for line in format_timeline(tl):
+            click.echo(line)
+    init = next((e for e in found if e.get("role") == "initiator"), found[0])
+    rtts = init.get("metrics", {}).get("ike_rtts_ms") or []
+    basis = rtt if rtt is not None else (sorted(rtts)[len(rtts) // 2] if rtts else None)
+    if basis is not None:
+        budget = BUDGETS[(init.get("verdict") or {}).get("budget", "e721-toll")]
+        click.echo(f"what-if at {basis:.1f} ms RTT ({'given' if rtt is not None else 'median IKE RTT measured'}),"
+                   f" post-answer budget {budget.gap_ms:.0f} ms:")
+        for w in what_if(basis, budget):
+            click.echo(f"  {w['scheme']:<45} {w['rtts']:>4} RTT {w['cost_ms']:>8.1f} ms  "
+                       f"{'fits' if w['fits_at_answer'] else 'over budget'}")
+
+
 main.add_command(lab)
 main.add_command(bench)
 

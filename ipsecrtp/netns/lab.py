@@ -235,6 +235,7 @@ class Lab:
 
     def _start_controller(self, gw: Gateway, peer: Gateway, psk: str, media_timeout: float) -> None:
         d = self.gw_dir(gw.role)
+        os.makedirs(d, mode=0o700, exist_ok=True)
         cfg = os.path.join(d, "controller.toml")
         with open(cfg, "w") as f:
             f.write(CONTROLLER_TOML.format(name=gw.role, dry_run="false" if self.state.get("keying", True) else "true",
