@@ -42,10 +42,9 @@ from .sip.dialog import (
     MediaNegotiated,
     MediaOffered,
     MessageRejected,
-    SipSeen,
 )
 from .sip.message import SipParseError
-from .timing import BUDGETS, CallTimeline, IkePacket, parse_ike, verdict
+from .timing import BUDGETS, CallTimeline, IkePacket, parse_ike, update_timeline, verdict
 
 NAT_T_PORT = 4500
 IKE_PORT = 500
@@ -272,33 +271,7 @@ class Controller:
                         tl.clear_after_answer += 1
 
     def _timeline(self, ev: Event) -> None:
-        tl = self.timelines.get(ev.call_id)
-        if isinstance(ev, SipSeen):
-            if tl is None:
-                if ev.status is not None or ev.method != "INVITE":
-                    return
-                tl = self.timelines[ev.call_id] = CallTimeline(ev.call_id, gateway=self.cfg.name, invite=ev.time)
-                return
-            if ev.status is None:
-                if ev.method == "ACK" and tl.ack is None:
-                    tl.ack = ev.time
-                elif ev.method == "BYE" and tl.bye is None:
-                    tl.bye = ev.time
-            elif ev.method == "INVITE" and tl.final is None:
-                if ev.status < 200:
-                    tl.first_provisional = tl.first_provisional or ev.time
-                    if ev.status > 100 and tl.first_18x is None:
-                        tl.first_18x = ev.time
-                else:
-                    tl.final, tl.final_status = ev.time, ev.status
-            elif ev.method == "BYE" and ev.status >= 200 and tl.bye_response is None:
-                tl.bye_response = ev.time
-        elif tl is None:
-            return
-        elif isinstance(ev, (MediaNegotiated, MediaChanged)) and tl.answer_sdp is None:
-            tl.answer_sdp = ev.time
-        elif isinstance(ev, DialogTerminated):
-            tl.ended, tl.end_reason = ev.time, ev.reason
+        update_timeline(self.timelines, ev, self.cfg.name)
 
     def _finish_timelines(self, now: float, force: bool = False) -> None:
         """Log each ended call's timeline once its SA is gone (or never came)."""

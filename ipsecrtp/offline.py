@@ -6,7 +6,7 @@ from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import PcapReader
 
-from .packet import SipExtractor, decode_ip
+from .packet import UDP, SipExtractor, decode_ip
 from .sip.dialog import (
     DialogConfirmed,
     DialogEarly,
@@ -15,12 +15,15 @@ from .sip.dialog import (
     ExtraDialog,
     MediaChanged,
     MediaNegotiated,
+    MediaOffered,
     MediaRenegotiated,
     MessageRejected,
     Relayed,
     Retransmission,
+    SipSeen,
 )
 from .sip.message import SipParseError
+from .timing import CallTimeline, IkePacket, parse_ike, update_timeline
 
 
 def ip_packets(path: str):
@@ -32,6 +35,28 @@ def ip_packets(path: str):
                 yield float(pkt.time), bytes(layer)
 
 
+def _media(pkt, t: float, timelines: dict, flow_calls: dict, ike: list) -> None:
+    """IKE, ESP and negotiated RTP/RTCP in the capture, for the calls' timelines."""
+    if 500 in (pkt.sport, pkt.dport) or (4500 in (pkt.sport, pkt.dport) and pkt.payload[:4] == b"\0\0\0\0"):
+        p = parse_ike(pkt.payload, 4500 if 4500 in (pkt.sport, pkt.dport) else 500, t, pkt.src)
+        if p is not None:
+            ike.append(p)
+        return
+    if 4500 in (pkt.sport, pkt.dport):
+        # ESP-in-UDP: the capture cannot tell whose without the SPIs; the first after a call's
+        # answer is that call's first protected packet, as good as a capture alone can say
+        for tl in timelines.values():
+            if tl.answer_sdp is not None and tl.first_esp is None and t >= tl.answer_sdp and tl.ended is None:
+                tl.first_esp = t
+        return
+    cid = flow_calls.get((pkt.src, pkt.sport, pkt.dst, pkt.dport))
+    tl = timelines.get(cid) if cid else None
+    if tl is not None and tl.answer_sdp is not None and t >= tl.answer_sdp:
+        tl.first_rtp = tl.first_rtp or t
+        if tl.first_esp is None:
+            tl.clear_after_answer += 1
+
+
 def _source(src) -> str:
     if not src:
         return ""
@@ -41,7 +66,7 @@ def _source(src) -> str:
 
 def replay(path: str, sip_ports: set[int]) -> dict:
     """Every dialog of a capture with its state, timestamps, flows and events, and what was rejected."""
-    tracker = DialogTracker(media_timeout=None)
+    tracker = DialogTracker(media_timeout=None, report_messages=True)
     extractor = SipExtractor(sip_ports)
     calls: dict[str, dict] = {}
     rejected = []
@@ -57,10 +82,16 @@ def replay(path: str, sip_ports: set[int]) -> dict:
 
     events = []
     last = 0.0
+    timelines: dict[str, CallTimeline] = {}
+    flow_calls: dict[tuple, str] = {}  # (src, sport, dst, dport) of every negotiated flow -> call
+    ike: list[IkePacket] = []
     for t, data in ip_packets(path):
         last = t
         pkt = decode_ip(data)
         if pkt is None:
+            continue
+        if not extractor.is_sip(pkt) and pkt.proto == UDP:
+            _media(pkt, t, timelines, flow_calls, ike)
             continue
         for item, stream in extractor.feed(pkt):
             src = (pkt.src, pkt.sport)
@@ -69,7 +100,15 @@ def replay(path: str, sip_ports: set[int]) -> dict:
                 continue
             messages += 1
             before = len(tracker.dialogs)
-            events.extend(tracker.receive(item, t, src, stream=stream))
+            for ev in tracker.receive(item, t, src, stream=stream):
+                update_timeline(timelines, ev)
+                if isinstance(ev, (MediaNegotiated, MediaChanged)):
+                    for f in ev.flows if isinstance(ev, MediaNegotiated) else ev.new:
+                        a, b = f.offerer, f.answerer
+                        flow_calls[(a.address, a.port, b.address, b.port)] = ev.call_id
+                        flow_calls[(b.address, b.port, a.address, a.port)] = ev.call_id
+                if not isinstance(ev, (SipSeen, MediaOffered)):
+                    events.append(ev)
             if len(tracker.dialogs) > before:  # a new INVITE: the call starts here
                 cid = next(reversed(tracker.dialogs))
                 call(cid)["started"] = t
@@ -114,4 +153,10 @@ def replay(path: str, sip_ports: set[int]) -> dict:
     for cid, d in tracker.dialogs.items():
         if cid in calls:
             calls[cid]["session_expires"] = d.session_expires
+    for cid, tl in timelines.items():
+        if cid in calls:
+            end = tl.first_esp if tl.first_esp is not None else tl.answer_sdp
+            if tl.invite is not None and end is not None:
+                tl.ike = [p for p in ike if tl.invite <= p.time <= end]
+            calls[cid]["timeline"] = tl.to_json()
     return {"file": path, "messages": messages, "calls": list(calls.values()), "rejected": rejected}

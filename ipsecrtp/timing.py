@@ -140,6 +140,39 @@ class CallTimeline:
         return d
 
 
+def update_timeline(timelines: dict[str, CallTimeline], ev, gateway: str = "") -> CallTimeline | None:
+    """Apply one dialog event (``SipSeen``, ``MediaNegotiated``, ...) to the calls' timelines."""
+    from .sip.dialog import DialogTerminated, MediaChanged, MediaNegotiated, SipSeen
+
+    tl = timelines.get(ev.call_id)
+    if isinstance(ev, SipSeen):
+        if tl is None:
+            if ev.status is None and ev.method == "INVITE":
+                tl = timelines[ev.call_id] = CallTimeline(ev.call_id, gateway=gateway, invite=ev.time)
+            return tl
+        if ev.status is None:
+            if ev.method == "ACK" and tl.ack is None:
+                tl.ack = ev.time
+            elif ev.method == "BYE" and tl.bye is None:
+                tl.bye = ev.time
+        elif ev.method == "INVITE" and tl.final is None:
+            if ev.status < 200:
+                tl.first_provisional = tl.first_provisional or ev.time
+                if ev.status > 100 and tl.first_18x is None:
+                    tl.first_18x = ev.time
+            else:
+                tl.final, tl.final_status = ev.time, ev.status
+        elif ev.method == "BYE" and ev.status >= 200 and tl.bye_response is None:
+            tl.bye_response = ev.time
+    elif tl is None:
+        return None
+    elif isinstance(ev, (MediaNegotiated, MediaChanged)) and tl.answer_sdp is None:
+        tl.answer_sdp = ev.time
+    elif isinstance(ev, DialogTerminated):
+        tl.ended, tl.end_reason = ev.time, ev.reason
+    return tl
+
+
 # --- budgets ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -66,6 +66,11 @@ def calls(pcap: str, sip_ports: tuple[int, ...], as_json: bool) -> None:
         if t0 is not None:
             marks = [(k, c[k]) for k in ("early", "confirmed", "ended") if c[k] is not None]
             click.echo("    " + "  ".join(f"{k} +{(t - t0) * 1000:.1f} ms" for k, t in marks))
+        tl = c.get("timeline", {}).get("metrics")
+        if tl:
+            click.echo(f"    SRD {tl['srd_ms']} ms, SDD {tl['sdd_ms']} ms, IKE {tl['ike_exchanges'] or '-'}, first ESP "
+                       f"{tl['first_esp_after_answer_ms']} ms after the answer, "
+                       f"{c['timeline']['clear_after_answer']} RTP/RTCP in clear before it")
         if c["retransmissions"] or c["relayed"]:
             click.echo(f"    {c['retransmissions']} retransmissions, "
                        f"{c['relayed']} messages seen again one proxy hop on")

@@ -1,0 +1,85 @@
+"""Keying strategies on a 100 ms RTT link (user-space WAN emulator), real baresip calls that ring
+1 s: (a) an IKE_SA per call costs 2 RTT after the answer, (b) a CHILD_SA on the pre-established
+IKE_SA 1 RTT, (c) speculative keying from the offer has the SA up before the answer, so that no
+RTP crosses the WAN in clear. Generous bounds: the figures themselves come from `bench pdd`."""
+
+import os
+import secrets
+import subprocess
+
+import pytest
+
+from ipsecrtp.keying.routing import PolicyRouting
+from ipsecrtp.netns.baresip import BaresipControl
+from ipsecrtp.netns.calls import child_sas
+from ipsecrtp.netns.lab import Lab, read_log
+from ipsecrtp.netns.pdd import _wait_ike, place_call, wait_timelines
+from ipsecrtp.netns.proc import in_netns
+from ipsecrtp.netns.wancheck import ping
+from ipsecrtp.netns.wanem import LinkSettings
+
+
+def calls_with(strategy: str, n: int = 2):
+    lab = Lab("s" + secrets.token_hex(4))
+    try:
+        lab.up(wan=LinkSettings(delay_ms=50.0), strategy=strategy)
+        lab.start_uas()
+        if strategy != "ike-per-call":
+            _wait_ike(lab)
+        rtt = ping(lab, count=5)[0]
+        ctl = {r: BaresipControl(lab.ns(r), timeout=15) for r in ("gwa", "gwb")}
+        try:
+            ids = [place_call(ctl["gwa"], ctl["gwb"], "sip:ring-bob@198.51.100.2", ring=1.0, talk=0.5)
+                   for _ in range(n)]
+        finally:
+            for c in ctl.values():
+                c.close()
+        tls = wait_timelines(lab, ids)
+        left = {r: child_sas(lab, r) for r in ("gwa", "gwb")}
+        rules = {r: in_netns(lab.ns(r), lambda: PolicyRouting().flow_rules()) for r in ("gwa", "gwb")}
+        logs = {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")}
+        return rtt, tls, left, rules, logs
+    finally:
+        lab.down()
+        assert f"irtp-{lab.name}-" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                                          text=True).stdout
+        assert not os.path.exists(lab.dir)
+
+
+def initiator(tls: dict) -> dict:
+    (tl,) = [t for t in tls.values() if t["role"] == "initiator"]
+    return tl
+
+
+@pytest.mark.parametrize("strategy", ["ike-per-call", "child-per-call", "speculative"])
+def test_strategy_costs_in_round_trips(strategy):
+    rtt, per_call, left, rules, logs = calls_with(strategy)
+    assert 99.0 < rtt < 102.0
+    for tls in per_call.values():
+        assert set(tls) == {"gwa", "gwb"}
+        m = initiator(tls)["metrics"]
+        # INFORMATIONAL exchanges (the previous call's DELETE, 1 s after its BYE) may fall in the window
+        m["ike_exchanges"] = [x for x in m["ike_exchanges"] if x != "INFORMATIONAL"]
+        gaps = [t["metrics"]["post_answer_gap_ms"] for t in tls.values()]
+        if strategy == "ike-per-call":
+            assert m["ike_exchanges"] == ["IKE_SA_INIT", "IKE_AUTH"]
+            assert 1.8 * rtt < m["keying_ms"] < 3.0 * rtt
+            assert max(gaps) > 1.8 * rtt
+        elif strategy == "child-per-call":
+            assert m["ike_exchanges"] == ["CREATE_CHILD_SA"]
+            assert 0.9 * rtt < m["keying_ms"] < 2.0 * rtt
+            assert 0.9 * rtt < max(gaps) < 2.0 * rtt
+        else:
+            assert m["ike_exchanges"] == ["CREATE_CHILD_SA"]
+            assert all(t["metrics"]["sa_before_answer"] for t in tls.values())
+            assert gaps == [0.0, 0.0]
+            assert all(t["metrics"]["clear_rtp_after_answer"] == 0 for t in tls.values())
+    if strategy == "speculative":
+        # each call's speculative SA was replaced by the exact one once the answer was known
+        fitted = [e for e in logs["gwa"] if e.get("event") == "sa-removed" and e.get("reason") == "fitted-to-answer"]
+        assert len(fitted) == len(per_call)
+    else:
+        assert all(t["metrics"]["clear_rtp_after_answer"] > 0 for tls in per_call.values() for t in tls.values())
+    # nothing left: no CHILD_SA, no per-flow routing rule
+    assert left == {"gwa": [], "gwb": []}
+    assert rules == {"gwa": set(), "gwb": set()}
