@@ -70,6 +70,7 @@ class CallKeying:
     speculative: bool = False  # strategy c: keyed from the offer, before any answer
     spec: CallKeying | None = None  # the speculative SA this exact one replaces once up
     own_conn: bool = False  # strategy a: the child has a connection (and IKE_SA) of its own
+    done: threading.Event = field(default_factory=threading.Event)  # its install job has finished
 
 
 def child_name(call_id: str, generation: int) -> str:
@@ -95,6 +96,11 @@ class Controller:
         self.calls: dict[str, CallKeying] = {}
         self.children: dict[str, dict[str, tuple[list[str], list[str]]]] = {p.name: {} for p in cfg.peers}
         self.jobs: queue.Queue = queue.Queue()
+        # removals have their own worker: a DELETE costs a round trip, and the next call's set-up
+        # must not wait behind the last call's teardown in our queue (charon may still serialise
+        # the two exchanges on one IKE_SA; that wait is real and shows in the timeline)
+        self.removal_jobs: queue.Queue = queue.Queue()
+        self._conf_lock = threading.Lock()  # self.children and the load-conn that mirrors it
         self.stop = threading.Event()
         self.shared = _Shared()
         self.routing: PolicyRouting | None = None
@@ -166,6 +172,8 @@ class Controller:
             self.log("routing-narrowed", removed_blanket_rules=removed, table=self.routing.table)
         ready = threading.Event()
         self._threads = [threading.Thread(target=self._worker, name="keying", daemon=True),
+                         threading.Thread(target=self._worker, args=(self.removal_jobs,), name="unkeying",
+                                          daemon=True),
                          threading.Thread(target=self._listener, args=(ready,), name="events", daemon=True)]
         for t in self._threads:
             t.start()
@@ -178,6 +186,7 @@ class Controller:
         if self.timelines:
             self._finish_timelines(time.time(), force=True)
         self.jobs.put(None)
+        self.removal_jobs.put(None)
         for t in self._threads:
             t.join(timeout=15)
         if self.charon is not None:
@@ -424,16 +433,17 @@ class Controller:
 
     def _submit(self, job: tuple) -> None:
         if not self.cfg.dry_run:
-            self.jobs.put(job)
+            (self.removal_jobs if job[0] == "remove" else self.jobs).put(job)
 
-    def _worker(self) -> None:
+    def _worker(self, jobs: queue.Queue | None = None) -> None:
+        jobs = jobs if jobs is not None else self.jobs
         try:
             charon = Charon(self.cfg.vici)
         except KeyingError as exc:
             self.log("keying-failed", reason=str(exc))
             return
         while True:
-            job = self.jobs.get()
+            job = jobs.get()
             if job is None:
                 break
             try:
@@ -443,6 +453,7 @@ class Controller:
                 if job[0] == "install":
                     self._install(charon, *job[1:])
                 elif job[0] == "remove":
+                    job[1].done.wait(30)  # never overtake the call's own set-up
                     self._remove(job[1], job[2], charon)
             except KeyingError as exc:
                 self.log("keying-failed", call=getattr(job[1], "call_id", None), child=getattr(job[1], "child", None),
@@ -470,14 +481,21 @@ class Controller:
                     return
 
     def _install(self, charon: Charon, st: CallKeying, local_ts: list[str], remote_ts: list[str]) -> None:
+        try:
+            self._install_job(charon, st, local_ts, remote_ts)
+        finally:
+            st.done.set()
+
+    def _install_job(self, charon: Charon, st: CallKeying, local_ts: list[str], remote_ts: list[str]) -> None:
         if st.terminated:
             return
         assert st.child is not None
         if st.own_conn:
             charon.load_call_conn(st.peer, st.child, local_ts, remote_ts)
         else:
-            self.children[st.peer.name][st.child] = (local_ts, remote_ts)
-            charon.load_peer(st.peer, self.children[st.peer.name])
+            with self._conf_lock:
+                self.children[st.peer.name][st.child] = (local_ts, remote_ts)
+                charon.load_peer(st.peer, dict(self.children[st.peer.name]))
         t0 = time.time()
         tl = self.timelines.get(st.call_id)
         if tl is not None and tl.keying_started is None:
@@ -509,8 +527,9 @@ class Controller:
             charon.unload_conn(st.child)
         elif st.uniqueid:
             charon.terminate_child(st.uniqueid)
-        if st.child and self.children[st.peer.name].pop(st.child, None) is not None:
-            charon.load_peer(st.peer, self.children[st.peer.name])
+        with self._conf_lock:
+            if st.child and self.children[st.peer.name].pop(st.child, None) is not None:
+                charon.load_peer(st.peer, dict(self.children[st.peer.name]))
         for r in st.rules if st.speculative else ():
             if self.shared.rule_calls.get(r) == st.call_id:
                 self.shared.rule_calls.pop(r, None)

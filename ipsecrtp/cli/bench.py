@@ -32,11 +32,13 @@ def bench() -> None:
               help="a (IKE_SA per call), b (CHILD_SA per call on a long-lived IKE_SA), c (speculative)")
 @click.option("--ring", default=1.0, show_default=True, help="seconds the callee rings before answering")
 @click.option("--talk", default=1.0, show_default=True)
+@click.option("--pause", default=2.0, show_default=True,
+              help="seconds between calls (0: back to back, the last call's DELETE then delays the next set-up)")
 @click.option("--budget", default="e721-toll", show_default=True)
 @click.option("--no-baseline", is_flag=True, help="skip the run without keying (SRD added is then unknown)")
 @click.option("--json", "as_json", is_flag=True)
-def pdd(rtts: str, calls: int, strategies: str, ring: float, talk: float, budget: str, no_baseline: bool,
-        as_json: bool) -> None:
+def pdd(rtts: str, calls: int, strategies: str, ring: float, talk: float, pause: float, budget: str,
+        no_baseline: bool, as_json: bool) -> None:
     """Real calls through the emulated WAN: SRD added, post-answer gap, RTTs, verdict."""
     from ..netns.pdd import STRATEGY_LETTERS, run
     from ..timing import BUDGETS
@@ -49,14 +51,15 @@ def pdd(rtts: str, calls: int, strategies: str, ring: float, talk: float, budget
     if bad:
         raise click.BadParameter(f"unknown strategy {bad[0]!r}")
     report = run(_floats(rtts), strat, calls=calls, ring=ring, talk=talk, budget=budget,
-                 baseline=not no_baseline, progress=(lambda m: None) if as_json else
+                 baseline=not no_baseline, pause=pause, progress=(lambda m: None) if as_json else
                  (lambda m: click.echo("  " + m, err=True)))
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
     b = report["budget"]
     click.echo(f"budget {b['name']}: PDD mean {b['pdd_mean_s']} s, post-answer gap {b['gap_ms']} ms "
-               f"({'verified' if b['verified'] else 'figures from memory, unverified'}); ring {ring} s")
+               f"({'verified' if b['verified'] else 'figures from memory, unverified'}); ring {ring} s, "
+               f"{pause} s between calls")
     head = (f"{'RTT':>5} {'measured':>8} {'strategy':<15} {'SRD':>7} {'+SRD':>6} {'gap':>7} {'gap/RTT':>7} "
             f"{'clear':>5} {'keying':>7} {'RTTs':>5} {'IKE':>3}  verdict")
     click.echo(head)

@@ -101,7 +101,8 @@ def summarise(strategy: str, rtt: float, measured_rtt: float, calls: dict[str, d
 
 
 def run(rtts: list[float], strategies: list[str], calls: int = 3, ring: float = 1.0, talk: float = 1.0,
-        budget: str = "e721-toll", baseline: bool = True, progress: Callable[[str], None] = print) -> dict:
+        budget: str = "e721-toll", baseline: bool = True, progress: Callable[[str], None] = print,
+        pause: float = 2.0) -> dict:
     b = BUDGETS[budget]
     rows: list[dict] = []
     baseline_srd: dict[float, float | None] = {}
@@ -120,7 +121,12 @@ def run(rtts: list[float], strategies: list[str], calls: int = 3, ring: float = 
                 for rtt in rtts:
                     lab.set_wan(LinkSettings(delay_ms=rtt / 2))
                     measured = ping(lab, count=5)[0]
-                    ids = [place_call(ctl["gwa"], ctl["gwb"], callee, ring, talk) for _ in range(calls)]
+                    ids = []
+                    for _ in range(calls):
+                        # a pause lets the last call's DELETE finish: on one IKE_SA charon runs one
+                        # exchange at a time, and a DELETE in flight delays the next CREATE_CHILD_SA
+                        time.sleep(pause)
+                        ids.append(place_call(ctl["gwa"], ctl["gwb"], callee, ring, talk))
                     tls = wait_timelines(lab, ids)
                     row = summarise(strategy, rtt, measured, tls, baseline_srd.get(rtt), b)
                     if strategy == "none":
@@ -133,9 +139,10 @@ def run(rtts: list[float], strategies: list[str], calls: int = 3, ring: float = 
                     c.close()
         finally:
             lab.down()
-    what = {rtt: what_if(next(r["rtt_measured_ms"] for r in rows if r["rtt_set_ms"] == rtt), b, ring_ms=ring * 1000)
-            for rtt in rtts}
-    return {"budget": b.__dict__, "ring_s": ring, "rows": rows, "what_if": {str(k): v for k, v in what.items()}}
+    measured_at = {r["rtt_set_ms"]: r["rtt_measured_ms"] for r in rows}
+    what = {rtt: what_if(measured_at[rtt], b, ring_ms=ring * 1000) for rtt in rtts}
+    return {"budget": b.__dict__, "ring_s": ring, "pause_s": pause, "rows": rows,
+            "what_if": {str(k): v for k, v in what.items()}}
 
 
 def _wait_ike(lab: Lab, timeout: float = 20.0) -> None:
