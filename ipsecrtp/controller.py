@@ -276,7 +276,7 @@ class Controller:
                 else:
                     if tl.first_rtp is None:
                         tl.first_rtp = t
-                    if tl.sa_up is None:
+                    if tl.first_esp is None:  # until the first protected packet (the issue's gap)
                         tl.clear_after_answer += 1
 
     def _timeline(self, ev: Event) -> None:
@@ -490,27 +490,38 @@ class Controller:
         if st.terminated:
             return
         assert st.child is not None
-        if st.own_conn:
-            charon.load_call_conn(st.peer, st.child, local_ts, remote_ts)
-        else:
-            with self._conf_lock:
+        # The lock also spans the initiate: a removal's load-conn replacing the peer's child configs
+        # while an initiate waits makes charon report a failure for a CHILD_SA that does come up.
+        with self._conf_lock:
+            if st.own_conn:
+                charon.load_call_conn(st.peer, st.child, local_ts, remote_ts)
+            else:
                 self.children[st.peer.name][st.child] = (local_ts, remote_ts)
                 charon.load_peer(st.peer, dict(self.children[st.peer.name]))
-        t0 = time.time()
-        tl = self.timelines.get(st.call_id)
-        if tl is not None and tl.keying_started is None:
-            tl.keying_started = t0
-        if st.own_conn:
-            charon.initiate_conn(st.child)
-        else:
-            charon.initiate(st.peer, st.child)
+            t0 = time.time()
+            tl = self.timelines.get(st.call_id)
+            if tl is not None and tl.keying_started is None:
+                tl.keying_started = t0
+            try:
+                if st.own_conn:
+                    charon.initiate_conn(st.child)
+                else:
+                    charon.initiate(st.peer, st.child)
+            except KeyingError as exc:
+                failure = exc
+            else:
+                failure = None
         t1 = time.time()
+        if failure is not None and not self._installed(charon, st):
+            raise failure
         if st.spec is not None and not st.spec.terminated:
             st.spec.terminated = True  # the exact SA is up: the speculative one has done its job
             self._remove(st.spec, "fitted-to-answer", charon)
         for child in charon.child_sas(st.child if st.own_conn else st.peer.conn):
             if child.get("name") == st.child and child.get("state") == "INSTALLED":
                 st.uniqueid = child.get("uniqueid")
+                if failure is not None:
+                    self.log("keying-recovered", call=st.call_id, child=st.child, reason=str(failure))
                 self.log("sa-initiated", call=st.call_id, child=st.child, sa=st.uniqueid,
                          keying_ms=round((t1 - t0) * 1000, 3), after_answer_ms=round((t1 - st.answered_at) * 1000, 3),
                          local_ts=child.get("local-ts"), remote_ts=child.get("remote-ts"),
@@ -519,9 +530,25 @@ class Controller:
         else:
             raise KeyingError(f"{st.child} not installed after initiate")
 
+    def _installed(self, charon: Charon, st: CallKeying, wait: float = 3.0) -> bool:
+        """Whether the call's CHILD_SA is installed after all (initiate may report a failure for
+        an exchange that completes later); polls briefly."""
+        deadline = time.time() + wait
+        while True:
+            for child in charon.child_sas(st.child if st.own_conn else st.peer.conn):
+                if child.get("name") == st.child and child.get("state") == "INSTALLED":
+                    return True
+            if time.time() > deadline:
+                return False
+            time.sleep(0.1)
+
     def _remove(self, st: CallKeying, reason: str, charon: Charon | None = None) -> None:
         charon = charon or self.charon
         assert charon is not None
+        if not st.own_conn and st.child and not st.uniqueid:
+            # never learnt its id (a failed or unconfirmed set-up): find it by name, leave nothing behind
+            st.uniqueid = next((c.get("uniqueid") for c in charon.child_sas(st.peer.conn)
+                                if c.get("name") == st.child), None)
         if st.own_conn and st.child:
             charon.terminate_ike(st.child)  # strategy a: the call's IKE_SA goes with it
             charon.unload_conn(st.child)

@@ -99,7 +99,7 @@ class CallTimeline:
     sa_up: float | None = None  # child-updown up, on this gateway
     first_rtp: float | None = None  # first cleartext RTP/RTCP packet of the call after the answer
     first_esp: float | None = None  # first ESP packet with one of the call's SPIs
-    clear_after_answer: int = 0  # cleartext RTP/RTCP packets of the call between answer and SA up
+    clear_after_answer: int = 0  # cleartext RTP/RTCP packets of the call between answer and first ESP
     bye: float | None = None
     bye_response: float | None = None
     sa_down: float | None = None

@@ -6,6 +6,7 @@ RTP crosses the WAN in clear. Generous bounds: the figures themselves come from 
 import os
 import secrets
 import subprocess
+import time
 
 import pytest
 
@@ -35,7 +36,12 @@ def calls_with(strategy: str, n: int = 2):
             for c in ctl.values():
                 c.close()
         tls = wait_timelines(lab, ids)
-        left = {r: child_sas(lab, r) for r in ("gwa", "gwb")}
+        deadline = time.monotonic() + 10  # the last SA goes teardown_delay (1 s) after its BYE
+        while True:
+            left = {r: child_sas(lab, r) for r in ("gwa", "gwb")}
+            if left == {"gwa": [], "gwb": []} or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         rules = {r: in_netns(lab.ns(r), lambda: PolicyRouting().flow_rules()) for r in ("gwa", "gwb")}
         logs = {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")}
         return rtt, tls, left, rules, logs
