@@ -26,6 +26,7 @@ class ControllerConfig:
     name: str = ""  # this gateway's name in logs and timelines
     budget: str = "e721-toll"  # post-dial-delay profile the per-call verdict uses
     dry_run: bool = False  # track and decide, never key
+    nat_private: tuple[str, ...] = ()  # extra prefixes the NAT tests treat as private
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -116,6 +117,7 @@ def load(path: str) -> ControllerConfig:
             esp_proposals=tuple(p.get("esp_proposals", ("aes128gcm16", "aes128-sha256"))),
             rtp_ports=rtp,
             strategy=_strategy(p.get("strategy", "child-per-call"), f"{where}.strategy"),
+            ike_remote_id=_addr(p["ike_remote_id"], f"{where}.ike_remote_id") if p.get("ike_remote_id") else "",
         ))
     if not peers:
         raise ConfigError(f"{path}: no [[peer]] configured")
@@ -124,6 +126,7 @@ def load(path: str) -> ControllerConfig:
     budget = str(c.get("budget", "e721-toll"))
     if budget not in BUDGETS:
         raise ConfigError(f"{path}: controller.budget must be one of {', '.join(BUDGETS)}")
+    nat_private = _prefixes(c["nat_private"], f"{path}: controller.nat_private") if c.get("nat_private") else ()
     return ControllerConfig(interfaces, sip_ports, vici, tuple(peers),
                             float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)),
-                            str(c.get("name", "")), budget, bool(c.get("dry_run", False)))
+                            str(c.get("name", "")), budget, bool(c.get("dry_run", False)), nat_private)

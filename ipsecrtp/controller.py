@@ -31,6 +31,7 @@ from .keying.routing import FlowRule, PolicyRouting, rules_for_child
 from .keying.strongswan import Charon, KeyingError, PeerConfig, listen, ts
 from .log import DecisionLog
 from .media import Endpoint, Flow, MediaPolicy
+from .nat import ike_encapsulation, ike_findings, sdp_findings, sip_findings
 from .packet import UDP, SipExtractor, decode_ip
 from .sip.dialog import (
     DialogConfirmed,
@@ -42,8 +43,10 @@ from .sip.dialog import (
     MediaNegotiated,
     MediaOffered,
     MessageRejected,
+    SipSeen,
 )
 from .sip.message import SipParseError
+from .sip.sdp import SdpError, parse_sdp
 from .timing import BUDGETS, CallTimeline, IkePacket, parse_ike, update_timeline, verdict
 
 NAT_T_PORT = 4500
@@ -84,6 +87,7 @@ class _Shared:
     spi_calls: dict[int, str] = field(default_factory=dict)
     rule_calls: dict[FlowRule, str] = field(default_factory=dict)
     routed: set[FlowRule] = field(default_factory=set)
+    nat_public: dict[str, str] = field(default_factory=dict)  # a peer's NAT address as IKE sees it -> peer
 
 
 class Controller:
@@ -114,6 +118,8 @@ class Controller:
         self.timelines: dict[str, CallTimeline] = {}
         self.ike_seen: collections.deque[IkePacket] = collections.deque(maxlen=4096)
         self.budget = BUDGETS[cfg.budget]
+        # addresses that count as private for NAT tests beyond RFC 1918/6598 (a lab's inside range)
+        self.private = tuple(ipaddress.ip_network(p) for p in cfg.nat_private)
 
     # -- start / stop ------------------------------------------------------------------------
 
@@ -155,7 +161,7 @@ class Controller:
                 self.charon.load_peer(peer, {})
                 self._loaded.append(peer)
                 self.log("peer-loaded", peer=peer.name, conn=peer.conn, ike_local=peer.ike_local,
-                         ike_remote=peer.ike_remote, local_media=peer.local_media,
+                         ike_remote=peer.ike_remote, remote_id=peer.remote_id, local_media=peer.local_media,
                          remote_media=peer.remote_media, rtp_ports=peer.rtp_ports)
         except KeyingError as exc:
             self.capture.close()
@@ -164,7 +170,7 @@ class Controller:
             # b and c reuse one IKE_SA per peer: set it up now, not on the first call's path. One side
             # (the lower address) initiates, so that the two gateways do not build two.
             if peer.strategy != "ike-per-call" and ipaddress.ip_address(peer.ike_local) < \
-                    ipaddress.ip_address(peer.ike_remote):
+                    ipaddress.ip_address(peer.remote_id):
                 self.jobs.put(("ike", peer))
         if self.backend == "kernel-libipsec":
             self.routing = PolicyRouting()
@@ -281,6 +287,8 @@ class Controller:
 
     def _timeline(self, ev: Event) -> None:
         update_timeline(self.timelines, ev, self.cfg.name)
+        if isinstance(ev, SipSeen):
+            self._sip_nat(ev)
 
     def _finish_timelines(self, now: float, force: bool = False) -> None:
         """Log each ended call's timeline once its SA is gone (or never came)."""
@@ -330,6 +338,11 @@ class Controller:
             if not problems:
                 return peer, pol
             reasons.append(f"{peer.name}: {problems[0]}")
+        natted = sorted({ep.address for f in flows for ep in f.endpoints() if ep.address in self.shared.nat_public})
+        if natted:
+            reasons.insert(0, f"{', '.join(natted)} is where peer {self.shared.nat_public[natted[0]]} is seen through "
+                              "a NAT: a SIP ALG rewrote the SDP to the NAT's address, while tunnel selectors need the "
+                              "peer's own media address (turn the ALG off, or let the controller key without it)")
         self.log("refused", call=call_id, t=t, trigger=trigger, flows=[f.to_json() for f in flows],
                  reason="; ".join(reasons))
         return None
@@ -584,6 +597,8 @@ class Controller:
                                      remote=ike.get("remote-host"), encap=ike.get("encap") == "yes",
                                      nat_local=ike.get("nat-local") == "yes",
                                      nat_remote=ike.get("nat-remote") == "yes")
+                            if up:
+                                self._ike_nat(ike_name, ike)
         except KeyingError as exc:
             self.log("events-lost", reason=str(exc))
         except OSError as exc:
@@ -591,6 +606,38 @@ class Controller:
                 self.log("events-lost", reason=str(exc))
         finally:
             ready.set()
+
+    def _ike_nat(self, conn: str, ike: dict) -> None:
+        """NAT between this gateway and a peer, from charon's NAT-D results (issue: told apart from
+        kernel-libipsec's forced encapsulation by where the peer is really seen)."""
+        peer = next((p for p in self.cfg.peers if p.conn == conn or conn.startswith("call-")), None)
+        if peer is None:
+            return
+        found = ike_findings(ike, peer.remote_id, self.backend)
+        host = ike.get("remote-host", "")
+        if any(f.test in ("ike-nat-remote", "ike-peer-moved") for f in found) and host != peer.remote_id:
+            self.shared.nat_public[host] = peer.name  # SDP naming this address names the peer's NAT
+        self.log("nat-ike", peer=peer.name, conn=conn, nat=bool(found), findings=[f.to_json() for f in found],
+                 encapsulation=ike_encapsulation(ike, self.backend), seen_as=f"{host}:{ike.get('remote-port')}")
+
+    def _sip_nat(self, ev: SipSeen) -> None:
+        msg = ev.message
+        if msg is None or ev.source is None:
+            return
+        initial = (msg.is_request and msg.method == "INVITE" and msg.to_tag is None) or \
+            (not msg.is_request and ev.method == "INVITE" and 200 <= (msg.status or 0) < 300)
+        if not initial:
+            return
+        found = sip_findings(msg, ev.source, self.private)
+        body = msg.sdp_body()
+        if body:
+            try:
+                found += sdp_findings(parse_sdp(body), ev.source, self.private)
+            except SdpError:
+                pass
+        if found:
+            self.log("nat-sip", call=ev.call_id, message=msg.summary(), source=f"{ev.source[0]}:{ev.source[1]}",
+                     findings=[f.to_json() for f in found])
 
     def _child_updown(self, payload: dict) -> None:
         up = payload.get("up") == "yes"

@@ -86,7 +86,7 @@ def sip_findings(msg: SipMessage, source: tuple[str, int], private: tuple = ()) 
     else:
         # a response carries our own Via back: received/rport tell what the next hop saw of us
         rec, rport = via.param("received"), via.param("rport")
-        if rec:
+        if rec and _ip(rec) != _ip(via.host):  # RFC 3581 servers add received even when it is the same
             out.append(NatFinding("via-received", "sip", f"next hop saw {via.host} as {rec} (RFC 3581 received)"))
         if rport and rport.isdigit() and via.port is not None and int(rport) != via.port:
             out.append(NatFinding("via-rport", "sip", f"next hop saw port {via.port} as {rport} (RFC 3581 rport)"))
@@ -116,11 +116,13 @@ def media_finding(sdp_addr: str, sdp_port: int, seen_addr: str, seen_port: int) 
                       f"SDP said {sdp_addr}:{sdp_port}, RTP came from {seen_addr}:{seen_port}")
 
 
-def ike_findings(ike_sa: dict, ike_remote: str, backend: str) -> list[NatFinding]:
-    """charon's view of one IKE_SA (``list-sas`` entry) against the configured peer address."""
+def ike_findings(ike_sa: dict, peer_address: str, backend: str) -> list[NatFinding]:
+    """charon's view of one IKE_SA (``list-sas`` entry) against the peer's own address (its IKE
+    identity): seen from elsewhere, something translated it."""
     out = []
     yes = {k for k in ("nat-local", "nat-remote", "nat-fake", "nat-any", "encap") if ike_sa.get(k) == "yes"}
     host, port = ike_sa.get("remote-host", ""), ike_sa.get("remote-port", "")
+    ike_remote = peer_address
     moved = _ip(host) != _ip(ike_remote) or port not in ("500", "4500")
     if "nat-local" in yes:
         local = f"{ike_sa.get('local-host')}:{ike_sa.get('local-port')}"

@@ -50,8 +50,12 @@ def link_settings(rtt, jitter, loss, ike_loss, rate):
 @click.option("--media-timeout", default=30.0, show_default=True, help="seconds without media before un-keying")
 @click.option("--strategy", default="child-per-call", show_default=True,
               help="keying strategy: ike-per-call (a), child-per-call (b), speculative (c)")
+@click.option("--topology", type=click.Choice(["direct", "nat"]), default="direct", show_default=True,
+              help="nat: a NAT router (nftables masquerade) between the gateways")
+@click.option("--sip-alg", is_flag=True, help="with --topology nat: the kernel's SIP ALG rewrites SIP and SDP")
 @wan_options
-def up(name: str, media_timeout: float, strategy: str, rtt, jitter, loss, ike_loss, rate) -> None:
+def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: bool, rtt, jitter, loss, ike_loss,
+       rate) -> None:
     """Create the lab (namespaces, WAN link, charons, controllers).
 
     With --rtt/--jitter/--loss/--ike-loss/--rate the WAN goes through a user-space link
@@ -65,7 +69,8 @@ def up(name: str, media_timeout: float, strategy: str, rtt, jitter, loss, ike_lo
     wan = link_settings(rtt, jitter, loss, ike_loss, rate)
     lab_ = Lab(name)
     try:
-        lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy)
+        lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy,
+                nat="between" if topology == "nat" else None, sip_alg=sip_alg)
     except (LabError, RuntimeError, OSError) as exc:
         lab_.down()
         raise _fail(exc) from None

@@ -10,6 +10,7 @@ import click
 
 from .bench import bench
 from .lab import lab
+from .natcheck import nat_check
 
 
 @click.group()
@@ -132,6 +133,7 @@ def report(call: str, lab_name: str | None, logs: tuple[str, ...], rtt: float | 
 
 main.add_command(lab)
 main.add_command(bench)
+main.add_command(nat_check)
 
 if __name__ == "__main__":
     sys.exit(main())

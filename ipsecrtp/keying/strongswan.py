@@ -34,6 +34,13 @@ class PeerConfig:
     # a: an IKE_SA per call (2 RTT); b: one IKE_SA per peer, a CHILD_SA per call (1 RTT);
     # c: b, started speculatively from the offer so that it is up before the answer
     strategy: str = "child-per-call"
+    # the peer's IKE identity when it differs from the address we reach it at (a NAT in front of
+    # it: ike_remote is then the NAT's public address, this the peer's own)
+    ike_remote_id: str = ""
+
+    @property
+    def remote_id(self) -> str:
+        return self.ike_remote_id or self.ike_remote
 
     @property
     def conn(self) -> str:
@@ -118,7 +125,7 @@ class Charon:
     def load_secret(self, peer: PeerConfig) -> None:
         self._request("load_shared", "load-shared", {
             "id": f"psk-{peer.name}", "type": "IKE", "data": peer.psk,
-            "owners": [peer.ike_local, peer.ike_remote],
+            "owners": [peer.ike_local, peer.remote_id],
         })
 
     def load_peer(self, peer: PeerConfig, calls: dict[str, tuple[list[str], list[str]]]) -> None:
@@ -144,7 +151,7 @@ class Charon:
             "version": "2", "local_addrs": [peer.ike_local], "remote_addrs": [peer.ike_remote],
             "proposals": ["aes128-sha256-x25519", "default"], "unique": "never",
             "local": {"auth": "psk", "id": peer.ike_local},
-            "remote": {"auth": "psk", "id": peer.ike_remote},
+            "remote": {"auth": "psk", "id": peer.remote_id},
             "children": children,
         }
 

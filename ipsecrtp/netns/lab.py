@@ -41,6 +41,10 @@ class Gateway:
 
 # The embedded default topology: host mode, two gateways anchoring media, one WAN link.
 DEFAULT_TOPOLOGY = (Gateway("gwa", "198.51.100.1/24", "alice"), Gateway("gwb", "198.51.100.2/24", "bob"))
+# A NAT router between the gateways: gwa inside (192.0.2.0/24 stands for a private range: the lab
+# uses documentation addresses only), gwb outside, the router masquerading as 203.0.113.254.
+NAT_TOPOLOGY = (Gateway("gwa", "192.0.2.1/24", "alice"), Gateway("gwb", "203.0.113.2/24", "bob"))
+NAT_INSIDE, NAT_OUTSIDE = "192.0.2.254/24", "203.0.113.254/24"
 
 
 class LabError(RuntimeError):
@@ -87,9 +91,32 @@ charon {{
 }}
 """
 
+NFT_NAT = """\
+table ip nat {
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "out0" masquerade
+  }
+}
+"""
+
+# the kernel's SIP ALG: conntrack helper on 5060, whose NAT half rewrites Via/Contact/SDP
+NFT_SIP_ALG = """\
+table ip alg {
+  ct helper sip5060 {
+    type "sip" protocol udp;
+  }
+  chain pre {
+    type filter hook prerouting priority filter; policy accept;
+    udp dport 5060 ct helper set "sip5060"
+  }
+}
+"""
+
 CONTROLLER_TOML = """\
 [controller]
 name = "{name}"
+nat_private = [{nat_private}]
 dry_run = {dry_run}
 interfaces = ["wan0"]
 sip_ports = [{sip}]
@@ -100,7 +127,8 @@ media_timeout = {media_timeout}
 [[peer]]
 name = "{peer}"
 ike_local = "{local}"
-ike_remote = "{remote}"
+ike_remote = "{ike_remote}"
+ike_remote_id = "{remote}"
 local_media = ["{local}/32"]
 remote_media = ["{remote}/32"]
 psk_file = "{psk}"
@@ -134,6 +162,8 @@ class Lab:
             with open(lab.state_path) as f:
                 lab.state = json.load(f)
             lab.owned = True
+            if (lab.state.get("nat") or {}).get("topology"):
+                lab.topology = NAT_TOPOLOGY
         except FileNotFoundError:
             raise LabError(f"no lab named {name!r} (no {lab.state_path})") from None
         return lab
@@ -158,11 +188,20 @@ class Lab:
 
     def up(self, media_timeout: float = 30.0, wan: LinkSettings | None = None,
            strategy: str = "child-per-call", charon_extra: str = "", keying: bool = True,
-           controllers: bool = True) -> None:
+           controllers: bool = True, nat: str | None = None, sip_alg: bool = False) -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
-        ``keying=False``: no charon; the controllers only observe (a baseline for what keying costs)."""
+        ``keying=False``: no charon; the controllers only observe (a baseline for what keying costs);
+        ``nat="between"``: a NAT router (nftables masquerade) between the gateways, with the kernel's
+        SIP ALG (nf_conntrack_sip / nf_nat_sip) when ``sip_alg``."""
+        if nat not in (None, "between"):
+            raise LabError(f"unknown NAT topology {nat!r} (known: between)")
+        if nat is not None and wan is not None:
+            raise LabError("the NAT topology and the emulated WAN do not combine yet")
+        if nat is not None:
+            self.topology = NAT_TOPOLOGY
+        self.state["nat"] = {"topology": nat, "sip_alg": sip_alg} if nat else None
         self.state["strategy"] = strategy
         self.state["charon_extra"] = charon_extra
         if os.geteuid() != 0:
@@ -183,7 +222,9 @@ class Lab:
             for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
                 proc.run(ns, "sysctl", "-qw", f"{key}=0")
         a, b = self.topology[0], self.topology[1]
-        if wan is None:
+        if nat is not None:
+            self._build_nat(a, b, sip_alg)
+        elif wan is None:
             proc.run(None, "ip", "-n", self.ns(a.role), "link", "add", "wan0", "type", "veth",
                      "peer", "name", "wan0", "netns", self.ns(b.role))
         else:
@@ -192,6 +233,8 @@ class Lab:
             ns = self.ns(gw.role)
             proc.run(ns, "ip", "addr", "add", gw.wan, "dev", "wan0")
             proc.run(ns, "ip", "link", "set", "wan0", "up")
+            if nat is not None and gw is a:  # the inside gateway reaches the world through the NAT
+                proc.run(ns, "ip", "route", "add", "default", "via", NAT_INSIDE.split("/")[0])
             self.state["gateways"][gw.role] = {"namespace": ns, "wan_if": "wan0", "wan": gw.wan,
                                                "media": [f"{gw.addr}/32"], "user": gw.user}
         probe = proc.in_netns(self.ns(a.role), probe_esp)
@@ -233,6 +276,13 @@ class Lab:
                 raise LabError(f"charon in {self.ns(gw.role)} did not open its VICI socket")
             time.sleep(0.05)
 
+    def _reach(self, gw: Gateway, peer: Gateway) -> str:
+        """The address gw reaches peer's IKE at: behind the NAT router, its public address."""
+        nat = self.state.get("nat_router")
+        if nat and gw.role == "gwb":
+            return nat["public"]
+        return peer.addr
+
     def _start_controller(self, gw: Gateway, peer: Gateway, psk: str, media_timeout: float) -> None:
         d = self.gw_dir(gw.role)
         os.makedirs(d, mode=0o700, exist_ok=True)
@@ -241,6 +291,8 @@ class Lab:
             f.write(CONTROLLER_TOML.format(name=gw.role, dry_run="false" if self.state.get("keying", True) else "true",
                                            sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
                                            peer=peer.role, local=gw.addr, remote=peer.addr, psk=psk,
+                                           ike_remote=self._reach(gw, peer),
+                                           nat_private='"192.0.2.0/24"' if self.state.get("nat_router") else "",
                                            media_timeout=media_timeout,
                                            strategy=self.state.get("strategy", "child-per-call")))
         log = self.controller_log(gw.role)
@@ -268,6 +320,29 @@ class Lab:
             write_config(d, gw.addr, accounts, RTP_PORTS)
             pid, st = proc.spawn(self.ns(gw.role), ["baresip", "-f", d], os.path.join(d, "baresip.out"))
             self._track(gw.role, "baresip", pid, st, self.ns(gw.role))
+
+    # -- the NAT router --------------------------------------------------------------------
+
+    def _build_nat(self, a: Gateway, b: Gateway, sip_alg: bool) -> None:
+        ns = self.ns("nat")
+        proc.run(None, "ip", "netns", "add", ns)
+        self.state["namespaces"].append({"name": ns, "role": "nat"})
+        self._save()
+        proc.run(ns, "ip", "link", "set", "lo", "up")
+        for gw, side, addr in ((a, "in0", NAT_INSIDE), (b, "out0", NAT_OUTSIDE)):
+            proc.run(None, "ip", "-n", self.ns(gw.role), "link", "add", "wan0", "type", "veth",
+                     "peer", "name", side, "netns", ns)
+            proc.run(ns, "ip", "addr", "add", addr, "dev", side)
+            proc.run(ns, "ip", "link", "set", side, "up")
+        proc.run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        rules = NFT_NAT + (NFT_SIP_ALG if sip_alg else "")
+        path = os.path.join(self.dir, "nat.nft")
+        with open(path, "w") as f:
+            f.write(rules)
+        proc.run(ns, "nft", "-f", path)
+        self.state["nat_router"] = {"namespace": ns, "public": NAT_OUTSIDE.split("/")[0],
+                                    "inside": NAT_INSIDE.split("/")[0], "sip_alg": sip_alg}
+        self._save()
 
     # -- the emulated WAN -------------------------------------------------------------------
 

@@ -86,6 +86,8 @@ class SipSeen(Event):
     method: str  # the request's method, or the CSeq method of a response
     status: int | None  # None for a request
     trigger: str
+    message: SipMessage | None = field(default=None, repr=False, compare=False)
+    source: Address | None = None
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,7 @@ class DialogTracker:
             return [MessageRejected(msg.call_id, now, f"bad SDP: {exc}", source)]
         events = self._request(msg, sdp, now, source) if msg.is_request else self._response(msg, sdp, now, source)
         if self.report_messages and msg.call_id in self.dialogs:
-            seen: list[Event] = [SipSeen(msg.call_id, now, msg.cseq[1], msg.status, msg.summary())]
+            seen: list[Event] = [SipSeen(msg.call_id, now, msg.cseq[1], msg.status, msg.summary(), msg, source)]
             d = self.dialogs[msg.call_id]
             if msg.is_request and msg.method == "INVITE" and msg.to_tag is None and sdp is not None \
                     and d.invite_offer is not None and d.invite_offer.sdp is sdp:

@@ -1,0 +1,98 @@
+"""NAT between the gateways (nftables masquerade), with and without the kernel's SIP ALG, and a
+topology without NAT: detection from SIP and IKE against the topology, keying through the NAT,
+a clear refusal where the ALG makes the flows impossible to key consistently, nothing left after."""
+
+import os
+import secrets
+import time
+
+import pytest
+
+from ipsecrtp.cli.natcheck import gateway_report
+from ipsecrtp.netns.baresip import BaresipControl
+from ipsecrtp.netns.calls import Capture, child_sas, wire_stats
+from ipsecrtp.netns.lab import Lab, read_log
+from ipsecrtp.netns.pdd import _wait_ike, place_call, wait_timelines
+
+
+def run_call(nat: str | None, sip_alg: bool, tmp) -> dict:
+    lab = Lab("n" + secrets.token_hex(4))
+    try:
+        lab.up(nat=nat, sip_alg=sip_alg)
+        lab.start_uas()
+        _wait_ike(lab)
+        callee = f"sip:ring-bob@{lab.topology[1].addr}"
+        cap = Capture(lab, "gwb", str(tmp / "gwb.pcap"))  # the outside, beyond the NAT
+        ctl = {r: BaresipControl(lab.ns(r), timeout=15) for r in ("gwa", "gwb")}
+        try:
+            call = place_call(ctl["gwa"], ctl["gwb"], callee, ring=0.5, talk=1.5)
+        finally:
+            for c in ctl.values():
+                c.close()
+            cap.stop()
+        tls = wait_timelines(lab, [call], timeout=15)[call]
+        deadline = time.monotonic() + 10
+        while any(child_sas(lab, r) for r in ("gwa", "gwb")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return {"call": call, "timelines": tls, "wire": wire_stats(cap.path),
+                "left": {r: child_sas(lab, r) for r in ("gwa", "gwb")},
+                "check": {r: gateway_report(r, lab.vici(r), lab.controller_log(r), None, True) for r in ("gwa", "gwb")},
+                "logs": {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")}}
+    finally:
+        lab.down()
+        assert not os.path.exists(lab.dir)
+
+
+def ike_tests_of(report: dict, peer: str) -> set[str]:
+    (p,) = [p for p in report["peers"] if p["peer"] == peer]
+    return {f["test"] for s in p["ike_sas"] for f in s["findings"]}
+
+
+def sip_tests(report: dict, call: str) -> set[str]:
+    return {f["test"] for c in report["calls"] if c["call"] == call for m in c["messages"] for f in m["findings"]}
+
+
+def test_nat_between_gateways_without_alg_is_detected_and_keyed_through(tmp_path):
+    r = run_call("between", False, tmp_path)
+    call, check = r["call"], r["check"]
+    # IKE: the inside gateway knows it is behind a NAT; the outside one sees its peer translated
+    assert "ike-nat-local" in ike_tests_of(check["gwa"], "gwb")
+    assert "ike-nat-remote" in ike_tests_of(check["gwb"], "gwa")
+    # SIP at the outside gateway: the INVITE's Via and SDP name the inside address, the packet the NAT
+    assert {"via-host-vs-source", "sdp-vs-source", "via-private"} <= sip_tests(check["gwb"], call)
+    # keyed with the inside address as selector, from the outside, over the inside gateway's NAT-T IKE_SA
+    up = [e for e in r["logs"]["gwb"] if e.get("event") == "sa-up" and e.get("call") == call]
+    assert up and up[0]["remote_ts"][0].startswith("192.0.2.1/32") and up[0]["encap"]
+    for tl in r["timelines"].values():
+        assert tl["first_esp"] is not None and tl["sa_up"] is not None
+    # beyond the NAT: ESP-in-UDP both ways between the outside gateway and the NAT's address
+    w = r["wire"]
+    assert {(s, d) for _t, s, d, _spi in w.esp} == {("203.0.113.254", "203.0.113.2"), ("203.0.113.2", "203.0.113.254")}
+    sa_up, sa_down = r["timelines"]["gwb"]["sa_up"], r["timelines"]["gwb"]["sa_down"]
+    assert not [p for p in w.rtp_clear if sa_up + 0.05 < p[0] < sa_down - 0.05]  # nothing in clear while keyed
+    assert r["left"] == {"gwa": [], "gwb": []}
+
+
+def test_nat_with_sip_alg_is_detected_and_refused_with_a_reason(tmp_path):
+    r = run_call("between", True, tmp_path)
+    call, check = r["call"], r["check"]
+    assert "ike-nat-local" in ike_tests_of(check["gwa"], "gwb")
+    assert "ike-nat-remote" in ike_tests_of(check["gwb"], "gwa")
+    # the ALG rewrote the SDP to the NAT's address: the outside gateway cannot key that as a selector
+    refused = [e for e in r["logs"]["gwb"] if e.get("event") == "refused" and e.get("call") == call]
+    assert refused and "SIP ALG" in refused[0]["reason"] and "203.0.113.254" in refused[0]["reason"]
+    assert all(f["offerer"].startswith("203.0.113.254:") for f in refused[0]["flows"])
+    assert not r["wire"].esp and r["left"] == {"gwa": [], "gwb": []}
+
+
+def test_no_nat_no_false_positive_from_forced_encapsulation(tmp_path):
+    r = run_call(None, False, tmp_path)
+    for gw, peer in (("gwa", "gwb"), ("gwb", "gwa")):
+        (p,) = [p for p in r["check"][gw]["peers"] if p["peer"] == peer]
+        assert p["nat"] is False and p["ike_sas"], p
+        assert all(s["encapsulation"].startswith("forced") for s in p["ike_sas"])
+        assert r["check"][gw]["calls"] == []
+    assert r["wire"].esp and r["left"] == {"gwa": [], "gwb": []}
+
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
