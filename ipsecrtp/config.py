@@ -27,6 +27,7 @@ class ControllerConfig:
     budget: str = "e721-toll"  # post-dial-delay profile the per-call verdict uses
     dry_run: bool = False  # track and decide, never key
     nat_private: tuple[str, ...] = ()  # extra prefixes the NAT tests treat as private
+    nat_translate: bool = True  # key flows an ALG rewrote to a peer's NAT address (local DNAT back)
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -129,4 +130,5 @@ def load(path: str) -> ControllerConfig:
     nat_private = _prefixes(c["nat_private"], f"{path}: controller.nat_private") if c.get("nat_private") else ()
     return ControllerConfig(interfaces, sip_ports, vici, tuple(peers),
                             float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)),
-                            str(c.get("name", "")), budget, bool(c.get("dry_run", False)), nat_private)
+                            str(c.get("name", "")), budget, bool(c.get("dry_run", False)), nat_private,
+                            bool(c.get("nat_translate", True)))

@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from .capture import Capture
 from .config import ControllerConfig
 from .kernel.xfrm import probe_esp
+from .keying.dnat import DnatError
+from .keying.dnat import add as dnat_add
+from .keying.dnat import delete as dnat_delete
+from .keying.dnat import drop_table as dnat_drop_table
 from .keying.routing import FlowRule, PolicyRouting, rules_for_child
 from .keying.strongswan import Charon, KeyingError, PeerConfig, listen, ts
 from .log import DecisionLog
@@ -74,6 +78,7 @@ class CallKeying:
     spec: CallKeying | None = None  # the speculative SA this exact one replaces once up
     own_conn: bool = False  # strategy a: the child has a connection (and IKE_SA) of its own
     done: threading.Event = field(default_factory=threading.Event)  # its install job has finished
+    dnat: str | None = None  # the nftables chain translating a NAT address back (keying/dnat.py)
 
 
 def child_name(call_id: str, generation: int) -> str:
@@ -114,6 +119,8 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self._loaded: list[PeerConfig] = []  # peers this instance loaded into charon, and so unloads
         self.removals: list[tuple[float, CallKeying, str]] = []  # (due, call, reason)
+        self._dnat_used = False
+        self.pending_dnat: dict[str, str] = {}  # call -> chain made at the offer, not yet owned by a CallKeying
         # per-call timelines; the keying and event threads only set single attributes on them
         self.timelines: dict[str, CallTimeline] = {}
         self.ike_seen: collections.deque[IkePacket] = collections.deque(maxlen=4096)
@@ -210,6 +217,8 @@ class Controller:
                 except KeyingError:
                     pass
             self.charon.close()
+        if self._dnat_used:
+            dnat_drop_table()  # this process made it: its per-call chains go with it
         if self.routing is not None:
             for rule in list(self.shared.routed):
                 self.routing.delete(rule)
@@ -317,6 +326,7 @@ class Controller:
         elif isinstance(ev, DialogConfirmed):
             self.log("dialog-confirmed", call=ev.call_id, t=ev.time)
         elif isinstance(ev, MediaOffered):
+            self._offer_dnat(ev)
             self.speculate(ev)
         elif isinstance(ev, MediaNegotiated):
             self.key(ev.call_id, ev.flows, ev.time, ev.trigger)
@@ -346,6 +356,27 @@ class Controller:
         self.log("refused", call=call_id, t=t, trigger=trigger, flows=[f.to_json() for f in flows],
                  reason="; ".join(reasons))
         return None
+
+    def _offer_dnat(self, ev: MediaOffered) -> None:
+        """An offer naming a peer's NAT address (ALG): translate before the answer, so that the phone's
+        first RTP already gets the translation (conntrack decides NAT on a flow's first packet)."""
+        if not self.shared.nat_public or not self.cfg.nat_translate or self.cfg.dry_run:
+            return
+        flows = tuple(Flow(0, "rtp", ep, ep) for ep in ev.endpoints)
+        _, rules = self._translate(ev.call_id, flows)
+        if not rules or ev.call_id in self.pending_dnat:
+            return
+        tag = child_name(ev.call_id, 0)[5:]
+        try:
+            dnat_add(tag, sorted(set(rules)))
+        except DnatError as exc:
+            self.log("nat-translate-failed", call=ev.call_id, reason=str(exc))
+            return
+        self._dnat_used = True
+        self.pending_dnat[ev.call_id] = tag
+        self.log("nat-translated", call=ev.call_id, rules=[f"{a}:{p} -> {b}:{q}" for a, p, b, q in sorted(set(rules))],
+                 reason="the SDP names the peer's NAT address (SIP ALG): media is sent to the peer's own "
+                        "address, which the CHILD_SA's selectors hold")
 
     def speculate(self, ev: MediaOffered) -> None:
         """Strategy c: key the offerer's endpoints to the peer's media range before any answer."""
@@ -386,9 +417,29 @@ class Controller:
                      local_ts=local_ts, remote_ts=remote_ts)
             return
 
+    def _translate(self, call_id: str, flows: tuple[Flow, ...]) -> tuple[tuple[Flow, ...], list]:
+        """Flows naming a peer's NAT address (a SIP ALG rewrote the SDP) keyed with the peer's own
+        address instead, the port kept (an ALG keeps it when it can); plus the local DNAT rules
+        that send the phone's media there."""
+        if not self.shared.nat_public or not self.cfg.nat_translate:
+            return flows, []
+        inside = {nat: p.remote_id for nat, name in self.shared.nat_public.items()
+                  for p in self.cfg.peers if p.name == name}
+        out, rules = [], []
+        for f in flows:
+            eps = []
+            for ep in f.endpoints():
+                if ep.address in inside:
+                    rules.append((ep.address, ep.port, inside[ep.address], ep.port))
+                    ep = Endpoint(inside[ep.address], ep.port)
+                eps.append(ep)
+            out.append(Flow(f.stream, f.kind, eps[0], eps[1]))
+        return tuple(out), sorted(set(rules))
+
     def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str, generation: int = 0) -> None:
         prev = self.calls.get(call_id)
         spec = prev if prev is not None and prev.speculative else None
+        flows, dnat = self._translate(call_id, flows)
         ok = self._authorise(call_id, flows, t, trigger)
         if ok is None:
             if spec is not None:
@@ -405,6 +456,20 @@ class Controller:
         st = CallKeying(call_id, peer, role, flows, rules, generation=generation, answered_at=t, spec=spec,
                         own_conn=peer.strategy == "ike-per-call")
         self.calls[call_id] = st
+        pending = self.pending_dnat.pop(call_id, None)
+        if pending is not None:
+            st.dnat = pending  # installed at the offer already
+        elif dnat and not self.cfg.dry_run:
+            tag = child_name(call_id, generation)[5:]
+            try:
+                dnat_add(tag, dnat)
+                st.dnat = tag
+                self._dnat_used = True
+                self.log("nat-translated", call=call_id, rules=[f"{a}:{p} -> {b}:{q}" for a, p, b, q in dnat],
+                         reason="the SDP names the peer's NAT address (SIP ALG): media is sent to the peer's own "
+                                "address, which the CHILD_SA's selectors hold")
+            except DnatError as exc:
+                self.log("nat-translate-failed", call=call_id, reason=str(exc))
         for r in rules:
             self.shared.rule_calls[r] = call_id
         tl = self.timelines.get(call_id)
@@ -428,6 +493,9 @@ class Controller:
 
     def unkey(self, call_id: str, reason: str, t: float) -> None:
         st = self.calls.pop(call_id, None)
+        pending = self.pending_dnat.pop(call_id, None)
+        if pending is not None:
+            dnat_delete(pending)  # translated at the offer, never keyed (cancelled, refused)
         if st is None:
             self.log("dialog-ended", call=call_id, reason=reason, t=t, keyed=False)
             return
@@ -441,6 +509,9 @@ class Controller:
                 # Trailing RTP after a BYE would leave in clear if the SA went at once.
                 delay = 0.0 if reason == "media-changed" else self.cfg.teardown_delay
                 self.removals.append((time.time() + delay, s_, reason))
+            elif s_.dnat:
+                dnat_delete(s_.dnat)
+                s_.dnat = None
 
     # -- keying worker -----------------------------------------------------------------------
 
@@ -573,6 +644,9 @@ class Controller:
         for r in st.rules if st.speculative else ():
             if self.shared.rule_calls.get(r) == st.call_id:
                 self.shared.rule_calls.pop(r, None)
+        if st.dnat:
+            dnat_delete(st.dnat)
+            st.dnat = None
         self.log("sa-removed", call=st.call_id, child=st.child, sa=st.uniqueid, reason=reason)
 
     # -- charon events -----------------------------------------------------------------------

@@ -116,6 +116,7 @@ table ip alg {
 CONTROLLER_TOML = """\
 [controller]
 name = "{name}"
+nat_translate = {nat_translate}
 nat_private = [{nat_private}]
 dry_run = {dry_run}
 interfaces = ["wan0"]
@@ -188,7 +189,8 @@ class Lab:
 
     def up(self, media_timeout: float = 30.0, wan: LinkSettings | None = None,
            strategy: str = "child-per-call", charon_extra: str = "", keying: bool = True,
-           controllers: bool = True, nat: str | None = None, sip_alg: bool = False) -> None:
+           controllers: bool = True, nat: str | None = None, sip_alg: bool = False,
+           nat_translate: bool = True) -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
@@ -202,6 +204,7 @@ class Lab:
         if nat is not None:
             self.topology = NAT_TOPOLOGY
         self.state["nat"] = {"topology": nat, "sip_alg": sip_alg} if nat else None
+        self.state["nat_translate"] = nat_translate
         self.state["strategy"] = strategy
         self.state["charon_extra"] = charon_extra
         if os.geteuid() != 0:
@@ -292,6 +295,7 @@ class Lab:
                                            sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
                                            peer=peer.role, local=gw.addr, remote=peer.addr, psk=psk,
                                            ike_remote=self._reach(gw, peer),
+                                           nat_translate="true" if self.state.get("nat_translate", True) else "false",
                                            nat_private='"192.0.2.0/24"' if self.state.get("nat_router") else "",
                                            media_timeout=media_timeout,
                                            strategy=self.state.get("strategy", "child-per-call")))

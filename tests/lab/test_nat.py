@@ -15,10 +15,10 @@ from ipsecrtp.netns.lab import Lab, read_log
 from ipsecrtp.netns.pdd import _wait_ike, place_call, wait_timelines
 
 
-def run_call(nat: str | None, sip_alg: bool, tmp) -> dict:
+def run_call(nat: str | None, sip_alg: bool, tmp, translate: bool = True) -> dict:
     lab = Lab("n" + secrets.token_hex(4))
     try:
-        lab.up(nat=nat, sip_alg=sip_alg)
+        lab.up(nat=nat, sip_alg=sip_alg, nat_translate=translate)
         lab.start_uas()
         _wait_ike(lab)
         callee = f"sip:ring-bob@{lab.topology[1].addr}"
@@ -34,7 +34,9 @@ def run_call(nat: str | None, sip_alg: bool, tmp) -> dict:
         deadline = time.monotonic() + 10
         while any(child_sas(lab, r) for r in ("gwa", "gwb")) and time.monotonic() < deadline:
             time.sleep(0.2)
-        return {"call": call, "timelines": tls, "wire": wire_stats(cap.path),
+        from ipsecrtp.netns.proc import run
+        nft = run(lab.ns("gwb"), "nft", "list", "ruleset", check=False).stdout
+        return {"call": call, "timelines": tls, "wire": wire_stats(cap.path), "nft_gwb": nft,
                 "left": {r: child_sas(lab, r) for r in ("gwa", "gwb")},
                 "check": {r: gateway_report(r, lab.vici(r), lab.controller_log(r), None, True) for r in ("gwa", "gwb")},
                 "logs": {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")}}
@@ -73,15 +75,32 @@ def test_nat_between_gateways_without_alg_is_detected_and_keyed_through(tmp_path
     assert r["left"] == {"gwa": [], "gwb": []}
 
 
-def test_nat_with_sip_alg_is_detected_and_refused_with_a_reason(tmp_path):
+def test_nat_with_sip_alg_is_detected_and_keyed_by_translating_back(tmp_path):
     r = run_call("between", True, tmp_path)
     call, check = r["call"], r["check"]
     assert "ike-nat-local" in ike_tests_of(check["gwa"], "gwb")
     assert "ike-nat-remote" in ike_tests_of(check["gwb"], "gwa")
-    # the ALG rewrote the SDP to the NAT's address: the outside gateway cannot key that as a selector
-    refused = [e for e in r["logs"]["gwb"] if e.get("event") == "refused" and e.get("call") == call]
+    # the ALG rewrote the INVITE: its Via and SDP now match the packet, SIP alone sees no NAT there
+    assert not {"via-host-vs-source", "sdp-vs-source"} & sip_tests(check["gwb"], call)
+    # the SDP names the NAT's address: the outside gateway keys the peer's own address and sends there
+    tr = [e for e in r["logs"]["gwb"] if e.get("event") == "nat-translated" and e.get("call") == call]
+    assert tr and all(x.startswith("203.0.113.254:") and "-> 192.0.2.1:" in x for x in tr[0]["rules"])
+    up = [e for e in r["logs"]["gwb"] if e.get("event") == "sa-up" and e.get("call") == call]
+    assert up and up[0]["remote_ts"][0].startswith("192.0.2.1/32")
+    w = r["wire"]
+    assert {(s, d) for _t, s, d, _spi in w.esp} == {("203.0.113.254", "203.0.113.2"), ("203.0.113.2", "203.0.113.254")}
+    sa_up, sa_down = r["timelines"]["gwb"]["sa_up"], r["timelines"]["gwb"]["sa_down"]
+    assert not [p for p in w.rtp_clear if sa_up + 0.05 < p[0] < sa_down - 0.05]
+    for tl in r["timelines"].values():
+        assert tl["first_esp"] is not None
+    assert r["left"] == {"gwa": [], "gwb": []}
+    assert "dnat-" not in r["nft_gwb"]  # the call's translation went with its SA
+
+
+def test_nat_with_sip_alg_refused_with_a_reason_when_translation_is_off(tmp_path):
+    r = run_call("between", True, tmp_path, translate=False)
+    refused = [e for e in r["logs"]["gwb"] if e.get("event") == "refused" and e.get("call") == r["call"]]
     assert refused and "SIP ALG" in refused[0]["reason"] and "203.0.113.254" in refused[0]["reason"]
-    assert all(f["offerer"].startswith("203.0.113.254:") for f in refused[0]["flows"])
     assert not r["wire"].esp and r["left"] == {"gwa": [], "gwb": []}
 
 
