@@ -3,6 +3,7 @@ within 1 ms: every SIP milestone, every IKE packet and the first ESP packet, on 
 
 import os
 import secrets
+import shutil
 import subprocess
 
 import pytest
@@ -50,6 +51,8 @@ def run(tmp_path_factory):
                 c.close()
             for c in caps.values():
                 c.stop()
+        for r in ("gwa", "gwb"):  # kept for the report test: the lab directory goes with the lab
+            shutil.copy(lab.controller_log(r), tmp / f"{r}.log")
         yield call, tls, {r: tshark(c.path) for r, c in caps.items()}, {r: c.path for r, c in caps.items()}
     finally:
         lab.down()
@@ -109,3 +112,24 @@ def test_offline_replay_of_the_capture_gives_the_same_timeline(run, gw):
         assert abs(off[key] - live[key]) < 0.001, key
     assert "CREATE_CHILD_SA" in off["metrics"]["ike_exchanges"]
     assert off["clear_after_answer"] == live["clear_after_answer"]
+
+
+def test_report_command_prints_the_calls_timeline(run):
+    import json
+
+    from click.testing import CliRunner
+
+    from ipsecrtp.cli.main import main
+
+    call, _tls, _frames, pcaps = run
+    logs = [os.path.join(os.path.dirname(pcaps[r]), f"{r}.log") for r in ("gwa", "gwb")]
+    args = ["report", call[:8], "--log", logs[0], "--log", logs[1]]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"call {call}") and "gwa: responder" in r.output and "gwb: initiator" in r.output
+    assert "IKE CREATE_CHILD_SA request" in r.output and "CHILD_SA installed" in r.output
+    assert "what-if at" in r.output and "IKEv1 main + quick mode" in r.output
+    r = CliRunner().invoke(main, [*args, "--json"])
+    assert sorted(t["gateway"] for t in json.loads(r.output)) == ["gwa", "gwb"]
+    r = CliRunner().invoke(main, ["report", "nosuchcall", "--log", logs[0]])
+    assert r.exit_code == 1 and "no timeline" in r.output
