@@ -169,30 +169,23 @@ class Charon:
         self._request("load_conn", "load-conn", {name: self._conn(peer, {
             c: dict(common, local_ts=lt, remote_ts=rt) for c, (lt, rt) in children.items()})})
 
-    def initiate_child(self, conn: str, child: str, timeout_s: float = 10.0) -> None:
+    def _initiate(self, what: str, timeout_s: float, **params: str) -> None:
         try:
-            for _log in self.session.initiate({"child": child, "ike": conn, "timeout": int(timeout_s * 1000),
-                                               "init-limits": "no"}):
+            for _log in self.session.initiate({**params, "timeout": int(timeout_s * 1000), "init-limits": "no"}):
                 pass
         except vici.exception.CommandException as exc:
-            raise KeyingError(f"initiate {child} failed: {exc}") from None
+            raise KeyingError(f"initiate {what} failed: {exc}") from None
+
+    def initiate_child(self, conn: str, child: str, timeout_s: float = 10.0) -> None:
+        self._initiate(child, timeout_s, child=child, ike=conn)
 
     def initiate_ike(self, peer: PeerConfig, timeout_s: float = 10.0) -> None:
         """An IKE_SA without a CHILD_SA, for the per-call children to reuse (strategies b and c)."""
-        try:
-            for _log in self.session.initiate({"ike": peer.conn, "timeout": int(timeout_s * 1000),
-                                               "init-limits": "no"}):
-                pass
-        except vici.exception.CommandException as exc:
-            raise KeyingError(f"initiate IKE_SA {peer.conn} failed: {exc}") from None
+        self._initiate(f"IKE_SA {peer.conn}", timeout_s, ike=peer.conn)
 
     def initiate_conn(self, name: str, timeout_s: float = 10.0) -> None:
-        try:
-            for _log in self.session.initiate({"child": name, "ike": name, "timeout": int(timeout_s * 1000),
-                                               "init-limits": "no"}):
-                pass
-        except vici.exception.CommandException as exc:
-            raise KeyingError(f"initiate {name} failed: {exc}") from None
+        """Strategy a: the call's own connection, its IKE_SA and CHILD_SA in one go."""
+        self._initiate(name, timeout_s, child=name, ike=name)
 
     def terminate_ike(self, name: str, timeout_s: float = 5.0) -> None:
         try:
@@ -208,12 +201,7 @@ class Charon:
             pass
 
     def initiate(self, peer: PeerConfig, child: str, timeout_s: float = 10.0) -> None:
-        try:
-            for _log in self.session.initiate({"child": child, "ike": peer.conn,
-                                               "timeout": int(timeout_s * 1000), "init-limits": "no"}):
-                pass
-        except vici.exception.CommandException as exc:
-            raise KeyingError(f"initiate {child} failed: {exc}") from None
+        self._initiate(child, timeout_s, child=child, ike=peer.conn)
 
     def child_sas(self, conn: str | None = None) -> list[dict]:
         out = []

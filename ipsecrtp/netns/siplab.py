@@ -231,6 +231,17 @@ class SipLab(Lab):
                 raise LabError(f"{what} did not finish")
             time.sleep(0.05)
 
+    def _sipp_pair(self, scenario: str, agents: dict[str, str], proxy: str, *uac_args: str) -> None:
+        """sipp uas-SCENARIO in the background, then uac-SCENARIO calling it through the proxy."""
+        def hp(addr: str) -> str:
+            return f"[{addr}]" if ":" in addr else addr
+
+        pid, st = self.sipp(f"uas-{scenario}", "-i", agents["uas"], "-p", "5060", background=True)
+        self._wait_port(self.agents_ns, hp(agents["uas"]), "sipp uas")
+        self.sipp(f"uac-{scenario}", f"{hp(agents['uas'])}:5060", "-rsa", f"{hp(proxy)}:5060", "-i", agents["uac"],
+                  "-p", "5060", *uac_args)
+        self._wait_exit(pid, st, f"sipp uas-{scenario}")
+
     def run_all(self) -> list[str]:
         """Play every scenario once, in a fixed order; returns their names."""
         done = []
@@ -240,24 +251,12 @@ class SipLab(Lab):
         self.baresip_call("carol", "bob", hangup_by="bob")
         done.append("baresip-tcp-proxied")
         # late offer, IPv4 UDP, both legs through the proxy
-        pid, st = self.sipp("uas-late-offer", "-i", AGENTS4["uas"], "-p", "5060", background=True)
-        self._wait_port(self.agents_ns, AGENTS4["uas"], "sipp uas")
-        self.sipp("uac-late-offer", f"{AGENTS4['uas']}:5060", "-rsa", f"{PROXY4}:5060", "-i", AGENTS4["uac"],
-                  "-p", "5060")
-        self._wait_exit(pid, st, "sipp uas-late-offer")
+        self._sipp_pair("late-offer", AGENTS4, PROXY4)
         done.append("sipp-late-offer")
         # reliable 183 + PRACK, session timer, hold, UPDATE: IPv6, TCP to the proxy, UDP beyond it
-        pid, st = self.sipp("uas-100rel", "-i", AGENTS6["uas"], "-p", "5060", background=True)
-        self._wait_port(self.agents_ns, f"[{AGENTS6['uas']}]", "sipp uas")
-        self.sipp("uac-100rel", f"[{AGENTS6['uas']}]:5060", "-rsa", f"[{PROXY6}]:5060", "-i", AGENTS6["uac"],
-                  "-p", "5060", "-t", "t1")
-        self._wait_exit(pid, st, "sipp uas-100rel")
+        self._sipp_pair("100rel", AGENTS6, PROXY6, "-t", "t1")
         done.append("sipp-100rel-ipv6-tcp")
-        pid, st = self.sipp("uas-rejected", "-i", AGENTS4["uas"], "-p", "5060", background=True)
-        self._wait_port(self.agents_ns, AGENTS4["uas"], "sipp uas")
-        self.sipp("uac-rejected", f"{AGENTS4['uas']}:5060", "-rsa", f"{PROXY4}:5060", "-i", AGENTS4["uac"],
-                  "-p", "5060")
-        self._wait_exit(pid, st, "sipp uas-rejected")
+        self._sipp_pair("rejected", AGENTS4, PROXY4)
         done.append("sipp-rejected")
         # forking: a sipp phone registers as bob too; it rings, bob answers, the proxy cancels it
         self.sipp("register", f"{PROXY4}:5060", "-i", AGENTS4["fork"], "-p", "5060", "-s", "bob")

@@ -74,24 +74,30 @@ def _sum16(data: bytes) -> int:
     return total
 
 
+def _l4(frame: bytes) -> tuple[int, int, int, bytes] | None:
+    """(protocol, offset of the transport header, end of the IP payload, checksum pseudo-header)
+    of an Ethernet frame carrying IPv4 or IPv6 (no extension headers), else None."""
+    if len(frame) < 14:
+        return None
+    etype = struct.unpack_from("!H", frame, 12)[0]
+    if etype == 0x0800 and len(frame) >= 34:
+        proto, l4 = frame[23], 14 + (frame[14] & 0x0F) * 4
+        end = 14 + struct.unpack_from("!H", frame, 16)[0]
+        return proto, l4, end, frame[26:34] + struct.pack("!BBH", 0, proto, end - l4)
+    if etype == 0x86DD and len(frame) >= 54:
+        proto, l4 = frame[20], 54
+        end = 54 + struct.unpack_from("!H", frame, 18)[0]
+        return proto, l4, end, frame[22:54] + struct.pack("!IxxxB", end - l4, proto)
+    return None
+
+
 def complete_checksum(frame: bytes) -> bytes:
     """Fill in the UDP/TCP checksum a sender left to offload (veth hands such frames over as is;
     re-sent on another link unfinished, the receiver drops them)."""
-    if len(frame) < 14:
+    hdr = _l4(frame)
+    if hdr is None:
         return frame
-    etype = struct.unpack_from("!H", frame, 12)[0]
-    if etype == 0x0800 and len(frame) >= 34:
-        ihl = (frame[14] & 0x0F) * 4
-        proto, l4 = frame[23], 14 + ihl
-        total = struct.unpack_from("!H", frame, 16)[0]
-        end = 14 + total
-        pseudo = frame[26:34] + struct.pack("!BBH", 0, proto, end - l4)
-    elif etype == 0x86DD and len(frame) >= 54:
-        proto, l4 = frame[20], 54
-        end = 54 + struct.unpack_from("!H", frame, 18)[0]
-        pseudo = frame[22:54] + struct.pack("!IxxxB", end - l4, proto)
-    else:
-        return frame
+    proto, l4, end, pseudo = hdr
     off = {17: 6, 6: 16}.get(proto)
     if off is None or len(frame) < l4 + off + 2 or end > len(frame):
         return frame
@@ -108,18 +114,10 @@ def complete_checksum(frame: bytes) -> bytes:
 
 def is_ike(frame: bytes) -> bool:
     """Ethernet + IPv4/IPv6 + UDP to or from 500, or 4500 carrying the zero non-ESP marker."""
-    if len(frame) < 14:
+    hdr = _l4(frame)
+    if hdr is None or hdr[0] != 17 or len(frame) < hdr[1] + 8:
         return False
-    etype = struct.unpack_from("!H", frame, 12)[0]
-    if etype == 0x0800 and len(frame) >= 34:
-        ihl = (frame[14] & 0x0F) * 4
-        proto, l4 = frame[23], 14 + ihl
-    elif etype == 0x86DD and len(frame) >= 54:
-        proto, l4 = frame[20], 54
-    else:
-        return False
-    if proto != 17 or len(frame) < l4 + 8:
-        return False
+    l4 = hdr[1]
     sport, dport = struct.unpack_from("!HH", frame, l4)
     if 500 in (sport, dport):
         return True
