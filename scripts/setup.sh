@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
       libstrongswan-standard-plugins baresip-core sip-tester kamailio tshark tcpdump iproute2 iputils-ping nftables procps
+      qemu-system-x86 kmod
       python3 python3-venv python3-pip)
 
 if [ "$(id -u)" != 0 ]; then
@@ -40,4 +41,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# the real-kernel tier's kernel (Debian's stock image, unpacked once into /opt/ipsecrtp/kernel)
+.venv/bin/python -m ipsecrtp.netns.vm --fetch >/dev/null
 echo "setup done: $(.venv/bin/ipsecrtp --help | head -n 1)"

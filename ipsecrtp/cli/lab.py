@@ -206,3 +206,24 @@ def demo(name: str, keep: bool, talk: float) -> None:
     if not keep:
         lab_.down()
         click.echo(f"lab {name} removed")
+
+
+@lab.command("vm", context_settings={"ignore_unknown_options": True})
+@click.option("--timeout", default=1200.0, show_default=True, help="hard limit in seconds (the guest is killed)")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def vm_cmd(timeout: float, command: tuple[str, ...]) -> None:
+    """Boot Debian's kernel under qemu and run COMMAND (default: the kernel tier's tests) in the
+    checkout there; the guest's kernel does ESP, so the lab in it uses charon's kernel-netlink."""
+    from ..netns import vm
+
+    line = " ".join(command) or (".venv/bin/python -m pytest -q -p no:cacheprovider -rs tests/kernel "
+                                 "tests/lab/test_calls.py")
+    try:
+        res = vm.run(line, timeout=timeout)
+    except vm.VmError as exc:
+        raise _fail(exc) from None
+    click.echo(res.output, nl=False)
+    click.echo(f"guest: exit {res.exit_code}, booted in {res.boot_seconds or float('nan'):.1f} s, "
+               f"{res.seconds:.1f} s in all")
+    if res.exit_code != 0:
+        raise SystemExit(1)

@@ -11,6 +11,7 @@ import click
 from .bench import bench
 from .lab import lab
 from .natcheck import nat_check
+from .sas import sas
 
 
 @click.group()
@@ -134,6 +135,7 @@ def report(call: str, lab_name: str | None, logs: tuple[str, ...], rtt: float | 
 main.add_command(lab)
 main.add_command(bench)
 main.add_command(nat_check)
+main.add_command(sas)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Kernel xfrm SAs over NETLINK_XFRM, on pyroute2's netlink marshalling.
+"""Kernel xfrm SAs and policies over NETLINK_XFRM, on pyroute2's netlink marshalling.
 
 pyroute2 ships no xfrm SA/policy messages; these classes add them (linux/xfrm.h layouts,
 x86_64/aarch64 alignment). Used for backend detection (does this kernel do ESP?) and for
@@ -85,9 +85,39 @@ class xfrm_usersa_id(nlmsg):
     nla_map = _NLA
 
 
+class xfrm_userpolicy_info(nlmsg):
+    """struct xfrm_userpolicy_info (168 bytes)."""
+
+    prefix = "XFRMA_"
+    fields = _SELECTOR + (
+        ("lft_soft_byte", "Q"), ("lft_hard_byte", "Q"), ("lft_soft_packet", "Q"), ("lft_hard_packet", "Q"),
+        ("lft_soft_add", "Q"), ("lft_hard_add", "Q"), ("lft_soft_use", "Q"), ("lft_hard_use", "Q"),
+        ("cur_bytes", "Q"), ("cur_packets", "Q"), ("cur_add_time", "Q"), ("cur_use_time", "Q"),
+        ("priority", "I"), ("index", "I"), ("dir", "B"), ("action", "B"), ("flags", "B"), ("share", "B"),
+        ("__pad", "4x"),
+    )
+    nla_map = _NLA
+
+
+class xfrm_userpolicy_id(nlmsg):
+    """struct xfrm_userpolicy_id (64 bytes)."""
+
+    prefix = "XFRMA_"
+    fields = _SELECTOR + (("index", "I"), ("dir", "B"), ("__pad", "3x"))
+    nla_map = _NLA
+
+
+# struct xfrm_user_tmpl (64 bytes), carried in XFRMA_TMPL
+_TMPL = struct.Struct("=16sIB3xH2x16sIBBBxIII")
+
+XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_FWD = 0, 1, 2
+XFRM_POLICY_ALLOW = 0
+
+
 class MarshalXfrm(Marshal):
     msg_map = {XFRM_MSG_NEWSA: xfrm_usersa_info, XFRM_MSG_DELSA: xfrm_usersa_id,
-               XFRM_MSG_GETSA: xfrm_usersa_id}
+               XFRM_MSG_GETSA: xfrm_usersa_id, XFRM_MSG_NEWPOLICY: xfrm_userpolicy_info,
+               XFRM_MSG_DELPOLICY: xfrm_userpolicy_id, XFRM_MSG_GETPOLICY: xfrm_userpolicy_id}
 
 
 class XfrmSocket(NetlinkSocket):
@@ -188,3 +218,91 @@ def probe_esp() -> EspProbe:
     finally:
         sock.close()
     return EspProbe(True, "kernel accepted an ESP SA (cbc(aes)+hmac(sha256))")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A flow selector: prefixes, protocol and exact ports (0: any)."""
+
+    src: str
+    dst: str
+    proto: int = 17
+    sport: int = 0
+    dport: int = 0
+
+    def fill(self, msg) -> None:
+        sp, family = _addr(self.src.split("/")[0])
+        dp, _ = _addr(self.dst.split("/")[0])
+        full = 32 if family == socket.AF_INET else 128
+        msg.update({"sel_saddr": sp, "sel_daddr": dp, "sel_family": family, "sel_proto": self.proto,
+                    "sel_prefixlen_s": int(self.src.split("/")[1]) if "/" in self.src else full,
+                    "sel_prefixlen_d": int(self.dst.split("/")[1]) if "/" in self.dst else full,
+                    "sel_sport": self.sport, "sel_sport_mask": 0xFFFF if self.sport else 0,
+                    "sel_dport": self.dport, "sel_dport_mask": 0xFFFF if self.dport else 0,
+                    "sel_ifindex": 0, "sel_user": 0})
+
+
+@dataclass(frozen=True)
+class KernelPolicy:
+    selector: Selector
+    dir: int
+    priority: int
+    tmpl_src: str | None  # the ESP tunnel's endpoints (None for transport or no template)
+    tmpl_dst: str | None
+    reqid: int
+    mode: int
+    bytes: int
+    packets: int
+
+
+def _zeroed(cls):
+    msg = cls()
+    for name, fmt in cls.fields:
+        if not name.startswith("__"):
+            msg[name] = b"" if fmt.endswith("s") else 0
+    return msg
+
+
+def add_policy(sock: XfrmSocket, sel: Selector, direction: int, tmpl_src: str, tmpl_dst: str, reqid: int,
+               mode: int = XFRM_MODE_TUNNEL, priority: int = 1000) -> None:
+    """An IPsec policy: traffic matching ``sel`` in ``direction`` uses ESP between the template's ends."""
+    msg = _zeroed(xfrm_userpolicy_info)
+    sel.fill(msg)
+    for k in ("lft_soft_byte", "lft_hard_byte", "lft_soft_packet", "lft_hard_packet"):
+        msg[k] = 2**64 - 1
+    msg.update({"priority": priority, "dir": direction, "action": XFRM_POLICY_ALLOW})
+    d, family = _addr(tmpl_dst)
+    src, _ = _addr(tmpl_src)
+    tmpl = _TMPL.pack(d, 0, IPPROTO_ESP, family, src, reqid, mode, 0, 0, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
+    msg["attrs"] = [("XFRMA_TMPL", tmpl)]
+    tuple(sock.nlm_request(msg, XFRM_MSG_NEWPOLICY, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL))
+
+
+def del_policy(sock: XfrmSocket, sel: Selector, direction: int) -> None:
+    msg = _zeroed(xfrm_userpolicy_id)
+    sel.fill(msg)
+    msg["dir"] = direction
+    tuple(sock.nlm_request(msg, XFRM_MSG_DELPOLICY, NLM_F_REQUEST | NLM_F_ACK))
+
+
+def dump_policies(sock: XfrmSocket) -> list[KernelPolicy]:
+    msg = _zeroed(xfrm_userpolicy_id)
+    out = []
+    for m in sock.nlm_request(msg, XFRM_MSG_GETPOLICY, NLM_F_REQUEST | NLM_F_DUMP):
+        if m["header"]["type"] != XFRM_MSG_NEWPOLICY:
+            continue
+        fam = m["sel_family"]
+        if fam not in (socket.AF_INET, socket.AF_INET6):
+            continue  # charon's per-socket bypass policies and the like
+        sel = Selector(f"{_unaddr(m['sel_saddr'], fam)}/{m['sel_prefixlen_s']}",
+                       f"{_unaddr(m['sel_daddr'], fam)}/{m['sel_prefixlen_d']}", m["sel_proto"],
+                       m["sel_sport"], m["sel_dport"])
+        raw = m.get_attr("XFRMA_TMPL")
+        tsrc = tdst = None
+        reqid = mode = 0
+        if raw and len(raw) >= _TMPL.size:
+            d, _spi, _proto, tfam, src, reqid, mode, *_ = _TMPL.unpack_from(raw)
+            tsrc, tdst = _unaddr(src, tfam), _unaddr(d, tfam)
+        out.append(KernelPolicy(sel, m["dir"], m["priority"], tsrc, tdst, reqid, mode, m["cur_bytes"],
+                                m["cur_packets"]))
+    return out

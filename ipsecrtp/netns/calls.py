@@ -28,6 +28,7 @@ class CallResult:
     sa_up: dict[str, float] = field(default_factory=dict)  # gateway -> wall-clock time of sa-up
     sa_down: dict[str, float] = field(default_factory=dict)
     children: dict[str, list[dict]] = field(default_factory=dict)  # gateway -> child SAs while up
+    kernel: dict[str, dict] = field(default_factory=dict)  # gateway -> xfrm SAs/policies while up (kernel-netlink)
     keying: list[dict] = field(default_factory=list)
     established_at: float | None = None
     answered_at: float | None = None  # the 200 OK as the answering gateway's controller saw it
@@ -56,7 +57,7 @@ class Capture:
     def __init__(self, lab: Lab, role: str, path: str) -> None:
         self.path = path
         ns = lab.ns(role)
-        argv = ["tcpdump", "--immediate-mode", "-U", "-n", "-i", "wan0", "-w", path, "udp or tcp"]
+        argv = ["tcpdump", "--immediate-mode", "-U", "-n", "-i", "wan0", "-w", path, "udp or tcp or esp"]
         self.pid, self.start = proc.spawn(ns, argv, path + ".log")
         lab._track(role, "tcpdump", self.pid, self.start, ns)
         deadline = time.monotonic() + 5
@@ -77,9 +78,27 @@ class WireStats:
     rtp_clear: list[tuple[float, str, int, str, int]] = field(default_factory=list)
 
 
+def _plain_esp(data: bytes) -> tuple[str, str, int] | None:
+    """(src, dst, SPI) of an IPv4/IPv6 packet carrying ESP directly (IP protocol 50)."""
+    import ipaddress
+
+    if len(data) >= 28 and data[0] >> 4 == 4 and data[9] == 50:
+        ihl = (data[0] & 0x0F) * 4
+        return (str(ipaddress.IPv4Address(data[12:16])), str(ipaddress.IPv4Address(data[16:20])),
+                struct.unpack_from("!I", data, ihl)[0])
+    if len(data) >= 48 and data[0] >> 4 == 6 and data[6] == 50:
+        return (str(ipaddress.IPv6Address(data[8:24])), str(ipaddress.IPv6Address(data[24:40])),
+                struct.unpack_from("!I", data, 40)[0])
+    return None
+
+
 def wire_stats(pcap: str) -> WireStats:
     out = WireStats()
     for t, data in ip_packets(pcap):
+        esp = _plain_esp(data)
+        if esp is not None:  # kernel ESP without NAT is not UDP-encapsulated (kernel-netlink)
+            out.esp.append((t, *esp))
+            continue
         p = decode_ip(data)
         if p is None or p.proto != UDP:
             if p is not None and SIP_PORT in (p.sport, p.dport):
@@ -153,6 +172,10 @@ class Phones:
         time.sleep(talk)
         for gw in (a, b):
             res.children[gw.role] = child_sas(self.lab, gw.role)
+            if self.lab.state.get("backend") == "kernel-netlink":
+                from ..kernel.view import kernel_view
+
+                res.kernel[gw.role] = proc.in_netns(self.lab.ns(gw.role), kernel_view)
         (ca if scenario == "caller-hangup" else cb).command("hangup")
         ca.wait_event({"CALL_CLOSED"}, timeout)
         cb.wait_event({"CALL_CLOSED"}, timeout)
