@@ -133,7 +133,7 @@ class Phones:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.ctl = {gw.role: BaresipControl(lab.ns(gw.role), timeout=15) for gw in lab.topology}
+        self.ctl = {gw.role: BaresipControl(lab.ua_ns(gw.role), timeout=15) for gw in lab.topology}
 
     def close(self) -> None:
         for c in self.ctl.values():
@@ -147,7 +147,7 @@ class Phones:
         user = "ring-" + b.user if scenario == "cancel" or ring is not None else b.user
         ca.events.clear()
         cb.events.clear()
-        ca.command("dial", f"sip:{user}@{b.addr}")
+        ca.command("dial", f"sip:{user}@{self.lab.ua_addr(b.role)}")
         if ring is not None and scenario != "cancel":
             cb.wait_event({"CALL_INCOMING"}, timeout)
             time.sleep(ring)

@@ -7,6 +7,7 @@ by pid (checked against their start time), never by name.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -45,6 +46,9 @@ DEFAULT_TOPOLOGY = (Gateway("gwa", "198.51.100.1/24", "alice"), Gateway("gwb", "
 # uses documentation addresses only), gwb outside, the router masquerading as 203.0.113.254.
 NAT_TOPOLOGY = (Gateway("gwa", "192.0.2.1/24", "alice"), Gateway("gwb", "203.0.113.2/24", "bob"))
 NAT_INSIDE, NAT_OUTSIDE = "192.0.2.254/24", "203.0.113.254/24"
+# Router mode: a phone behind each gateway on a LAN of its own; the gateways forward, media flows
+# are the phones' and the CHILD_SAs' selectors name the phones' addresses (needs kernel ESP).
+PHONES = {"gwa": ("pa", "192.0.2.10/24", "192.0.2.1/24"), "gwb": ("pb", "203.0.113.10/24", "203.0.113.1/24")}
 
 
 class LabError(RuntimeError):
@@ -130,8 +134,8 @@ name = "{peer}"
 ike_local = "{local}"
 ike_remote = "{ike_remote}"
 ike_remote_id = "{remote}"
-local_media = ["{local}/32"]
-remote_media = ["{remote}/32"]
+local_media = ["{local_media}"]
+remote_media = ["{remote_media}"]
 psk_file = "{psk}"
 strategy = "{strategy}"
 """
@@ -190,13 +194,18 @@ class Lab:
     def up(self, media_timeout: float = 30.0, wan: LinkSettings | None = None,
            strategy: str = "child-per-call", charon_extra: str = "", keying: bool = True,
            controllers: bool = True, nat: str | None = None, sip_alg: bool = False,
-           nat_translate: bool = True) -> None:
+           nat_translate: bool = True, mode: str = "host") -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
         ``keying=False``: no charon; the controllers only observe (a baseline for what keying costs);
         ``nat="between"``: a NAT router (nftables masquerade) between the gateways, with the kernel's
         SIP ALG (nf_conntrack_sip / nf_nat_sip) when ``sip_alg``."""
+        if mode not in ("host", "router"):
+            raise LabError(f"unknown mode {mode!r} (host or router)")
+        if mode == "router" and (nat or wan):
+            raise LabError("router mode does not combine with the NAT or WAN-emulation topologies yet")
+        self.state["mode"] = mode
         if nat not in (None, "between"):
             raise LabError(f"unknown NAT topology {nat!r} (known: between)")
         if nat is not None and wan is not None:
@@ -242,6 +251,11 @@ class Lab:
                                                "media": [f"{gw.addr}/32"], "user": gw.user}
         probe = proc.in_netns(self.ns(a.role), probe_esp)
         backend = "kernel-netlink" if probe.supported else "kernel-libipsec"
+        if mode == "router":
+            if not probe.supported:
+                raise LabError("router mode needs kernel ESP (charon's kernel-netlink); this kernel has none: "
+                               "run it in the real-kernel tier (ipsecrtp lab vm)")
+            self._build_lans(a, b)
         self.state["backend"] = backend
         self.state["esp_probe"] = probe.detail
         self._save()
@@ -295,6 +309,8 @@ class Lab:
                                            sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
                                            peer=peer.role, local=gw.addr, remote=peer.addr, psk=psk,
                                            ike_remote=self._reach(gw, peer),
+                                           local_media=self.state["gateways"][gw.role]["media"][0],
+                                           remote_media=self.state["gateways"][peer.role]["media"][0],
                                            nat_translate="true" if self.state.get("nat_translate", True) else "false",
                                            nat_private='"192.0.2.0/24"' if self.state.get("nat_router") else "",
                                            media_timeout=media_timeout,
@@ -320,10 +336,47 @@ class Lab:
 
         for gw in self.topology:
             d = os.path.join(self.gw_dir(gw.role), "baresip")
-            accounts = [account(gw.user, gw.addr, "auto"), account("ring-" + gw.user, gw.addr, "manual")]
-            write_config(d, gw.addr, accounts, RTP_PORTS)
-            pid, st = proc.spawn(self.ns(gw.role), ["baresip", "-f", d], os.path.join(d, "baresip.out"))
-            self._track(gw.role, "baresip", pid, st, self.ns(gw.role))
+            addr = self.ua_addr(gw.role)
+            accounts = [account(gw.user, addr, "auto"), account("ring-" + gw.user, addr, "manual")]
+            write_config(d, addr, accounts, RTP_PORTS)
+            ns = self.ua_ns(gw.role)
+            pid, st = proc.spawn(ns, ["baresip", "-f", d], os.path.join(d, "baresip.out"))
+            self._track(gw.role, "baresip", pid, st, ns)
+
+    # -- router mode ------------------------------------------------------------------------
+
+    def _build_lans(self, a: Gateway, b: Gateway) -> None:
+        for gw, peer in ((a, b), (b, a)):
+            role, addr, gw_addr = PHONES[gw.role]
+            ns = self.ns(role)
+            proc.run(None, "ip", "netns", "add", ns)
+            self.state["namespaces"].append({"name": ns, "role": role})
+            self._save()
+            proc.run(ns, "ip", "link", "set", "lo", "up")
+            proc.run(None, "ip", "-n", self.ns(gw.role), "link", "add", "lan0", "type", "veth",
+                     "peer", "name", "lan0", "netns", ns)
+            proc.run(ns, "ip", "addr", "add", addr, "dev", "lan0")
+            proc.run(ns, "ip", "link", "set", "lan0", "up")
+            proc.run(ns, "ip", "route", "add", "default", "via", gw_addr.split("/")[0])
+            gns = self.ns(gw.role)
+            proc.run(gns, "ip", "addr", "add", gw_addr, "dev", "lan0")
+            proc.run(gns, "ip", "link", "set", "lan0", "up")
+            proc.run(gns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            other = PHONES[peer.role][1]
+            net = str(ipaddress.ip_network(other, strict=False))
+            proc.run(gns, "ip", "route", "add", net, "via", peer.addr)
+            self.state["gateways"][gw.role]["media"] = [str(ipaddress.ip_network(addr, strict=False))]
+            self.state["gateways"][gw.role]["phone"] = {"namespace": ns, "address": addr.split("/")[0]}
+        self._save()
+
+    def ua_ns(self, role: str) -> str:
+        """Where a gateway's user agent runs: the gateway itself (host mode) or its phone (router mode)."""
+        phone = self.state.get("gateways", {}).get(role, {}).get("phone")
+        return phone["namespace"] if phone else self.ns(role)
+
+    def ua_addr(self, role: str) -> str:
+        phone = self.state.get("gateways", {}).get(role, {}).get("phone")
+        return phone["address"] if phone else self.state["gateways"][role]["wan"].split("/")[0]
 
     # -- the NAT router --------------------------------------------------------------------
 
