@@ -60,14 +60,14 @@ def _prefixes(values, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-STRATEGIES = {"a": "ike-per-call", "b": "child-per-call", "c": "speculative"}
+STRATEGIES = {"a": "ike-per-call", "b": "child-per-call", "c": "speculative", "0": "pre-keyed"}
 
 
 def _strategy(value: str, where: str) -> str:
     """Keying strategy, by name or by the letter the design discussion uses (a, b, c)."""
     v = STRATEGIES.get(str(value), str(value))
     if v not in STRATEGIES.values():
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(STRATEGIES.values())} (or a, b, c)")
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(STRATEGIES.values())} (or a, b, c, 0)")
     return v
 
 

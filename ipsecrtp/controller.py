@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 from .capture import Capture
 from .config import ControllerConfig
-from .kernel.xfrm import probe_esp
+from .kernel.xfrm import XfrmSocket, probe_esp
+from .keying import prekeyed
 from .keying.dnat import DnatError
 from .keying.dnat import add as dnat_add
 from .keying.dnat import delete as dnat_delete
@@ -79,6 +80,7 @@ class CallKeying:
     own_conn: bool = False  # strategy a: the child has a connection (and IKE_SA) of its own
     done: threading.Event = field(default_factory=threading.Event)  # its install job has finished
     dnat: str | None = None  # the nftables chain translating a NAT address back (keying/dnat.py)
+    prekeyed: tuple | None = None  # (keys, policies) installed directly with xfrm (strategy pre-keyed)
 
 
 def child_name(call_id: str, generation: int) -> str:
@@ -158,6 +160,9 @@ class Controller:
                                   "load charon's kernel-libipsec plugin instead")
         if self.backend == "unknown":
             raise ControllerError("charon has neither kernel-netlink nor kernel-libipsec loaded")
+        if not probe.supported and any(p.strategy == "pre-keyed" for p in self.cfg.peers):
+            raise ControllerError("strategy pre-keyed installs ESP SAs in the kernel, which has no ESP here: "
+                                  "use an IKE strategy (a, b, c) or a kernel with ESP")
         try:
             self.capture = Capture(list(self.cfg.interfaces))
         except Exception as exc:  # CaptureError; its message is the one line
@@ -176,7 +181,7 @@ class Controller:
         for peer in self.cfg.peers:
             # b and c reuse one IKE_SA per peer: set it up now, not on the first call's path. One side
             # (the lower address) initiates, so that the two gateways do not build two.
-            if peer.strategy != "ike-per-call" and ipaddress.ip_address(peer.ike_local) < \
+            if peer.strategy in ("child-per-call", "speculative") and ipaddress.ip_address(peer.ike_local) < \
                     ipaddress.ip_address(peer.remote_id):
                 self.jobs.put(("ike", peer))
         if self.backend == "kernel-libipsec":
@@ -207,7 +212,7 @@ class Controller:
                 self._remove(st, reason)
             self.removals.clear()
             for st in list(self.calls.values()):
-                if st.role == "initiator" and st.uniqueid and not st.terminated:
+                if st.role == "initiator" and (st.uniqueid or st.prekeyed) and not st.terminated:
                     self._remove(st, "controller-stopped")
             for peer in self._loaded:
                 try:
@@ -477,6 +482,11 @@ class Controller:
             tl.role, tl.strategy = role, peer.strategy
             if role == "responder":
                 tl.keying_started = t
+        if peer.strategy == "pre-keyed":
+            self.log("keying", call=call_id, t=t, trigger=trigger, role="both", peer=peer.name, child=None,
+                     flows=[f.to_json() for f in flows], strategy=peer.strategy)
+            self._prekey(st, oriented)
+            return
         if role == "initiator":
             st.child = child_name(call_id, generation)
             local_ts = sorted({ts(lo) for lo, _ in oriented})
@@ -484,6 +494,36 @@ class Controller:
             self._submit(("install", st, local_ts, remote_ts))
         self.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=st.child,
                  flows=[f.to_json() for f in flows], strategy=peer.strategy)
+
+    def _prekey(self, st: CallKeying, oriented: list[tuple[Endpoint, Endpoint]]) -> None:
+        """0 RTT: both gateways derive the same SAs (HKDF over the peer secret and the dialog) and
+        install them with xfrm; nothing crosses the network."""
+        if self.cfg.dry_run:
+            return
+        peer = st.peer
+        keys = prekeyed.derive(peer.psk, st.call_id, st.generation, peer.ike_local, peer.remote_id)
+        pairs = sorted(set(oriented))
+        pols = prekeyed.policies_for(keys, pairs)
+        t0 = time.time()
+        sock = XfrmSocket()
+        try:
+            prekeyed.install(sock, keys, peer.ike_local, pairs)
+        except Exception as exc:  # noqa: BLE001 - NetlinkError and friends: one line, nothing left
+            self.log("keying-failed", call=st.call_id, reason=f"pre-keyed install: {exc}")
+            return
+        finally:
+            sock.close()
+        st.prekeyed = (keys, pols)
+        st.role = "initiator"  # it removes its own SAs, after teardown_delay like an initiator
+        for k in keys:
+            self.shared.spi_calls[k.spi] = st.call_id
+        tl = self.timelines.get(st.call_id)
+        if tl is not None:
+            tl.role, tl.strategy = "pre-keyed", peer.strategy
+            tl.keying_started, tl.sa_up = t0, time.time()
+        self.log("sa-up", call=st.call_id, child="pre-keyed", spis=[f"{k.spi:08x}" for k in keys],
+                 local_ts=[ts(lo) for lo, _ in pairs], remote_ts=[ts(re) for _, re in pairs],
+                 keying_ms=round((time.time() - t0) * 1000, 3))
 
     def rekey(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str) -> None:
         old = self.calls.get(call_id)
@@ -530,6 +570,12 @@ class Controller:
             job = jobs.get()
             if job is None:
                 break
+            if job[0] == "remove" and job[1].prekeyed is not None:
+                try:
+                    self._remove(job[1], job[2])
+                except Exception as exc:  # noqa: BLE001 - a worker must survive one bad job
+                    self.log("keying-failed", call=job[1].call_id, reason=f"pre-keyed removal: {exc}")
+                continue
             try:
                 if job[0] == "ike":
                     self._preestablish(charon, job[1])
@@ -627,6 +673,23 @@ class Controller:
             time.sleep(0.1)
 
     def _remove(self, st: CallKeying, reason: str, charon: Charon | None = None) -> None:
+        if st.prekeyed is not None:
+            keys, pols = st.prekeyed
+            sock = XfrmSocket()
+            try:
+                prekeyed.remove(sock, keys, pols)
+            finally:
+                sock.close()
+            st.prekeyed = None
+            for k in keys:
+                self.shared.spi_calls.pop(k.spi, None)
+            tl = self.timelines.get(st.call_id)
+            if tl is not None and tl.sa_down is None:
+                tl.sa_down = time.time()
+            self.log("sa-removed", call=st.call_id, child="pre-keyed", spis=[f"{k.spi:08x}" for k in keys],
+                     reason=reason)
+            self.log("sa-down", call=st.call_id, child="pre-keyed")
+            return
         charon = charon or self.charon
         assert charon is not None
         if not st.own_conn and st.child and not st.uniqueid:

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.vm,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None,
                                  reason="needs root and qemu (scripts/setup.sh)")]
 
-GUEST_TESTS = "tests/kernel tests/lab/test_calls.py tests/lab/test_router.py"
+GUEST_TESTS = "tests/kernel tests/lab/test_calls.py tests/lab/test_router.py tests/lab/test_prekeyed.py"
 
 
 def test_real_kernel_tier_keys_calls_in_the_kernel():
@@ -28,7 +28,7 @@ def test_real_kernel_tier_keys_calls_in_the_kernel():
     assert res.exit_code == 0, tail
     assert "ESP: EspProbe(supported=True" in res.output  # the guest kernel really does ESP
     m = re.search(r"(\d+) passed", res.output)
-    assert m and int(m.group(1)) >= 10, tail  # 2 xfrm round trips, 7 lab call tests, router mode
+    assert m and int(m.group(1)) >= 11, tail  # 2 xfrm round trips, 7 lab call tests, router mode, pre-keyed
     skips = re.findall(r"SKIPPED \[\d+\] (.+)", res.output)
-    assert all("this kernel does ESP" in x for x in skips), skips  # only the no-ESP refusal test may skip
+    assert all("this kernel does ESP" in x for x in skips), skips  # only the no-ESP refusal tests may skip
     print(f"guest booted in {res.boot_seconds:.1f} s, tier took {res.seconds:.1f} s")

@@ -323,6 +323,7 @@ class Lab:
             events = read_log(log)
             if any(e.get("event") == "started" for e in events):
                 return
+            proc._reap(pid)  # an exited child stays a zombie (and "alive") until reaped
             if not proc.alive(pid, st):
                 last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else []
                 raise LabError(f"controller in {self.ns(gw.role)} exited: {last}")
