@@ -7,6 +7,16 @@ import json
 import click
 
 
+def _covers(policy: dict, child: dict) -> bool:
+    """A kernel policy whose selector is one of the child's (local, remote) pairs, either way round."""
+    from ..kernel.view import _ts_ports
+
+    sel = policy["selector"]
+    ends = {(sel["src"].split("/")[0], sel["sport"]), (sel["dst"].split("/")[0], sel["dport"])}
+    return any(ends == {_ts_ports(lt), _ts_ports(rt)} for lt in child.get("local-ts", [])
+               for rt in child.get("remote-ts", []))
+
+
 def gateway_sas(name: str, vici: str, log_path: str | None, ns: str | None) -> dict:
     from ..kernel.view import compare, kernel_view
     from ..keying.strongswan import Charon, KeyingError
@@ -34,6 +44,7 @@ def gateway_sas(name: str, vici: str, log_path: str | None, ns: str | None) -> d
                      "local_ts": c.get("local-ts"), "remote_ts": c.get("remote-ts"),
                      "charon_bytes": {"in": c.get("bytes-in"), "out": c.get("bytes-out")},
                      "kernel_sas": [by_spi[s] for s in spis if s in by_spi],
+                     "kernel_policies": [p for p in kernel["policies"] if _covers(p, c)],
                      "problems": compare([c], kernel) if backend == "kernel-netlink" else []})
     return {"gateway": name, "backend": backend, "children": rows, "kernel": kernel}
 
@@ -75,5 +86,9 @@ def sas(lab_name, vici, log_path, as_json) -> None:
             for k in c["kernel_sas"]:
                 click.echo(f"    kernel SA spi {k['spi']:#010x} {k['src']} -> {k['dst']}: {k['bytes']} bytes, "
                            f"{k['packets']} packets")
+            for p in c["kernel_policies"]:
+                sel = p["selector"]
+                click.echo(f"    kernel policy dir {['in', 'out', 'fwd'][p['dir']] if p['dir'] < 3 else p['dir']} "
+                           f"{sel['src']}:{sel['sport']} -> {sel['dst']}:{sel['dport']} reqid {p['reqid']}")
             for p in c["problems"]:
                 click.echo(f"    MISMATCH: {p}")

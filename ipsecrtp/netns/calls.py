@@ -29,6 +29,7 @@ class CallResult:
     sa_down: dict[str, float] = field(default_factory=dict)
     children: dict[str, list[dict]] = field(default_factory=dict)  # gateway -> child SAs while up
     kernel: dict[str, dict] = field(default_factory=dict)  # gateway -> xfrm SAs/policies while up (kernel-netlink)
+    sas: dict[str, dict] = field(default_factory=dict)  # gateway -> `ipsecrtp sas` report while up
     keying: list[dict] = field(default_factory=list)
     established_at: float | None = None
     answered_at: float | None = None  # the 200 OK as the answering gateway's controller saw it
@@ -176,6 +177,10 @@ class Phones:
                 from ..kernel.view import kernel_view
 
                 res.kernel[gw.role] = proc.in_netns(self.lab.ns(gw.role), kernel_view)
+            from ..cli.sas import gateway_sas  # what `ipsecrtp sas` shows while the call is up
+
+            res.sas[gw.role] = gateway_sas(gw.role, self.lab.vici(gw.role), self.lab.controller_log(gw.role),
+                                           self.lab.ns(gw.role))
         (ca if scenario == "caller-hangup" else cb).command("hangup")
         ca.wait_event({"CALL_CLOSED"}, timeout)
         cb.wait_event({"CALL_CLOSED"}, timeout)

@@ -82,6 +82,12 @@ def test_answered_call_media_is_esp_only_while_keyed(lab, calls, scenario):
                                           f"{remote[0]}/32[udp/{remote[1] + 1}]"]
         assert c["state"] == "INSTALLED" and c["mode"] == "TUNNEL"
 
+    # `ipsecrtp sas` while the call was up: the call's CHILD_SA on each gateway, mapped to the call
+    for role in ("gwa", "gwb"):
+        rows = [c for c in r.sas[role]["children"] if c["call"] == r.call_id]
+        assert len(rows) == 1 and rows[0]["problems"] == [], r.sas[role]
+        if lab.state["backend"] == "kernel-netlink":
+            assert len(rows[0]["kernel_sas"]) == 2 and len(rows[0]["kernel_policies"]) >= 4
     # kernel-netlink (the real-kernel tier): what charon reports is what the kernel holds
     if lab.state["backend"] == "kernel-netlink":
         from ipsecrtp.kernel.view import compare
