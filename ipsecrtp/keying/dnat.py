@@ -51,10 +51,5 @@ def delete(call_tag: str) -> None:
             pass  # already gone
 
 
-def chains() -> list[str]:
-    r = subprocess.run(["nft", "list", "table", "ip", TABLE], capture_output=True, text=True)
-    return [ln.split()[1] for ln in r.stdout.splitlines() if ln.strip().startswith("chain ")]
-
-
 def drop_table() -> None:
     subprocess.run(["nft", "delete", "table", "ip", TABLE], capture_output=True, text=True)
