@@ -1,0 +1,59 @@
+"""Shared by the lab tests that need kernel ESP (router mode, pre-keyed): they run in the real-kernel
+tier; on a kernel without ESP the lab must refuse them in one line and leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from ipsecrtp.kernel.xfrm import probe_esp
+from ipsecrtp.netns.calls import CallResult, Capture, Phones, WireStats, wire_stats
+from ipsecrtp.netns.lab import Lab, LabError
+
+
+def assert_refused_without_esp(match: str, **up) -> None:
+    if probe_esp().supported:
+        pytest.skip("this kernel does ESP")
+    lab = Lab("e" + secrets.token_hex(4))
+    try:
+        with pytest.raises(LabError, match=match):
+            lab.up(**up)
+    finally:
+        lab.down()
+    assert not os.path.exists(lab.dir)
+
+
+@dataclass
+class KernelCall:
+    lab: Lab
+    result: CallResult
+    wire: dict[str, WireStats]  # per gateway, its WAN capture
+
+
+@contextmanager
+def one_call(tmp_path, **up):
+    """A lab with kernel ESP and one answered call (caller hangs up) captured on both WAN sides;
+    everything removed when the block ends, also on a failed assertion."""
+    if not probe_esp().supported:
+        pytest.skip("needs kernel ESP: the real-kernel tier runs this")
+    lab = Lab("e" + secrets.token_hex(4))
+    try:
+        lab.up(**up)
+        assert lab.state["backend"] == "kernel-netlink"
+        lab.start_uas()
+        caps = {r: Capture(lab, r, str(tmp_path / f"{r}.pcap")) for r in ("gwa", "gwb")}
+        phones = Phones(lab)
+        try:
+            r = phones.call("caller-hangup", talk=2.0)
+        finally:
+            phones.close()
+            for c in caps.values():
+                c.stop()
+        yield KernelCall(lab, r, {role: wire_stats(c.path) for role, c in caps.items()})
+    finally:
+        lab.down()
+    assert not os.path.exists(lab.dir)
