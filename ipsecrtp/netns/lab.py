@@ -26,6 +26,9 @@ CHARON = "/usr/lib/ipsec/charon"
 # not under /run: each charon mounts a private tmpfs over /run
 BASE_DIR = os.environ.get("IPSECRTP_LAB_DIR", "/var/lib/ipsecrtp/labs")
 RTP_PORTS = (10000, 10199)
+# how long charon and a controller may take to come up: seconds here, but the real-kernel tier's
+# guest runs under TCG, several times slower
+START_TIMEOUT = 60.0
 SIP_PORT = 5060
 
 
@@ -285,7 +288,7 @@ class Lab:
                                                 f"STRONGSWAN_CONF={conf} exec {CHARON}"],
                              os.path.join(d, "charon.out"))
         self._track(gw.role, "charon", pid, st, self.ns(gw.role))
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + START_TIMEOUT
         while not os.path.exists(self.vici(gw.role)):
             if not proc.alive(pid, st):
                 raise LabError(f"charon in {self.ns(gw.role)} exited: see {d}/charon.out")
@@ -318,7 +321,7 @@ class Lab:
         log = self.controller_log(gw.role)
         pid, st = proc.spawn(self.ns(gw.role), [sys.executable, "-m", "ipsecrtp", "run", "--config", cfg], log)
         self._track(gw.role, "controller", pid, st, self.ns(gw.role))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + START_TIMEOUT
         while True:
             events = read_log(log)
             if any(e.get("event") == "started" for e in events):
@@ -328,7 +331,7 @@ class Lab:
                 last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else []
                 raise LabError(f"controller in {self.ns(gw.role)} exited: {last}")
             if time.monotonic() > deadline:
-                raise LabError(f"controller in {self.ns(gw.role)} did not start within 20 s")
+                raise LabError(f"controller in {self.ns(gw.role)} did not start within {START_TIMEOUT:.0f} s")
             time.sleep(0.05)
 
     def start_uas(self) -> None:
