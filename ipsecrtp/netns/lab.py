@@ -188,6 +188,15 @@ class Lab:
     def controller_log(self, role: str) -> str:
         return os.path.join(self.gw_dir(role), "controller.log")
 
+    def _add_ns(self, role: str) -> str:
+        """Create this lab's namespace for ``role``, recorded before anything is put in it, lo up."""
+        ns = self.ns(role)
+        proc.run(None, "ip", "netns", "add", ns)
+        self.state["namespaces"].append({"name": ns, "role": role})
+        self._save()
+        proc.run(ns, "ip", "link", "set", "lo", "up")
+        return ns
+
     def _track(self, role: str, kind: str, pid: int, st: int, ns: str) -> None:
         self.state["procs"].append({"role": role, "kind": kind, "pid": pid, "start": st, "ns": ns})
         self._save()
@@ -229,11 +238,7 @@ class Lab:
         self.owned = True
         self._save()
         for gw in self.topology:
-            ns = self.ns(gw.role)
-            proc.run(None, "ip", "netns", "add", ns)
-            self.state["namespaces"].append({"name": ns, "role": gw.role})
-            self._save()
-            proc.run(ns, "ip", "link", "set", "lo", "up")
+            ns = self._add_ns(gw.role)
             for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
                 proc.run(ns, "sysctl", "-qw", f"{key}=0")
         a, b = self.topology[0], self.topology[1]
@@ -352,11 +357,7 @@ class Lab:
     def _build_lans(self, a: Gateway, b: Gateway) -> None:
         for gw, peer in ((a, b), (b, a)):
             role, addr, gw_addr = PHONES[gw.role]
-            ns = self.ns(role)
-            proc.run(None, "ip", "netns", "add", ns)
-            self.state["namespaces"].append({"name": ns, "role": role})
-            self._save()
-            proc.run(ns, "ip", "link", "set", "lo", "up")
+            ns = self._add_ns(role)
             proc.run(None, "ip", "-n", self.ns(gw.role), "link", "add", "lan0", "type", "veth",
                      "peer", "name", "lan0", "netns", ns)
             proc.run(ns, "ip", "addr", "add", addr, "dev", "lan0")
@@ -385,11 +386,7 @@ class Lab:
     # -- the NAT router --------------------------------------------------------------------
 
     def _build_nat(self, a: Gateway, b: Gateway, sip_alg: bool) -> None:
-        ns = self.ns("nat")
-        proc.run(None, "ip", "netns", "add", ns)
-        self.state["namespaces"].append({"name": ns, "role": "nat"})
-        self._save()
-        proc.run(ns, "ip", "link", "set", "lo", "up")
+        ns = self._add_ns("nat")
         for gw, side, addr in ((a, "in0", NAT_INSIDE), (b, "out0", NAT_OUTSIDE)):
             proc.run(None, "ip", "-n", self.ns(gw.role), "link", "add", "wan0", "type", "veth",
                      "peer", "name", side, "netns", ns)
@@ -412,11 +409,7 @@ class Lab:
         return os.path.join(self.dir, "wan.json")
 
     def _build_wan(self, a: Gateway, b: Gateway, settings: LinkSettings) -> None:
-        ns = self.ns("wan")
-        proc.run(None, "ip", "netns", "add", ns)
-        self.state["namespaces"].append({"name": ns, "role": "wan"})
-        self._save()
-        proc.run(ns, "ip", "link", "set", "lo", "up")
+        ns = self._add_ns("wan")
         proc.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
         proc.run(ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
         for gw, side in ((a, "a0"), (b, "b0")):

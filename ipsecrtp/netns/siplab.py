@@ -100,11 +100,7 @@ class SipLab(Lab):
         self.state["kind"] = "sip"
         self._save()
         for role in ("sp", "su"):
-            ns = self.ns(role)
-            proc.run(None, "ip", "netns", "add", ns)
-            self.state["namespaces"].append({"name": ns, "role": role})
-            self._save()
-            proc.run(ns, "ip", "link", "set", "lo", "up")
+            self._add_ns(role)
         proc.run(None, "ip", "-n", self.proxy_ns, "link", "add", "lan0", "type", "veth",
                  "peer", "name", "lan0", "netns", self.agents_ns)
         proc.run(self.proxy_ns, "ip", "addr", "add", f"{PROXY4}/24", "dev", "lan0")

@@ -167,25 +167,33 @@ def split_commas(value: str) -> list[str]:
     return [v for v in out if v]
 
 
-def _strip_name_addr(value: str) -> str:
-    """Return the header parameters part of a name-addr / addr-spec (after the URI)."""
-    i, quoted, esc = 0, False, False
-    while i < len(value):
-        ch = value[i]
+def _unquoted_lt(value: str, what: str) -> int:
+    """Index of the first '<' outside a quoted string (escapes honoured), -1 when there is none."""
+    if '"' not in value:
+        return value.find("<")
+    quoted, esc = False, False
+    for i, ch in enumerate(value):
         if esc:
             esc = False
         elif quoted and ch == "\\":
             esc = True
         elif ch == '"':
             quoted = not quoted
-        elif not quoted and ch == "<":
-            end = value.find(">", i)
-            if end < 0:
-                raise SipParseError("unterminated <...> in name-addr")
-            return value[end + 1:]
-        i += 1
+        elif ch == "<" and not quoted:
+            return i
     if quoted:
-        raise SipParseError("unterminated quoted string in name-addr")
+        raise SipParseError(f"unterminated quoted string in {what}")
+    return -1
+
+
+def _strip_name_addr(value: str) -> str:
+    """Return the header parameters part of a name-addr / addr-spec (after the URI)."""
+    lt = _unquoted_lt(value, "name-addr")
+    if lt >= 0:
+        end = value.find(">", lt)
+        if end < 0:
+            raise SipParseError("unterminated <...> in name-addr")
+        return value[end + 1:]
     # addr-spec without <>: everything after the first ';' is a header parameter (RFC 3261 §20.10)
     semi = value.find(";")
     return value[semi:] if semi >= 0 else ""
@@ -293,20 +301,7 @@ def check_name_addr(value: str, header: str) -> None:
     v = value.strip()
     if header == "contact" and v == "*":
         return
-    lt = -1 if '"' in v else v.find("<")
-    quoted, esc = False, False
-    for i, ch in enumerate(v if lt < 0 else ""):
-        if esc:
-            esc = False
-        elif quoted and ch == "\\":
-            esc = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == "<" and not quoted:
-            lt = i
-            break
-    if quoted:
-        raise SipParseError(f"unterminated quoted string in {header}")
+    lt = _unquoted_lt(v, header)
     if lt < 0:
         uri = v.split(";", 1)[0].strip()
         if not _SCHEME.match(uri):
