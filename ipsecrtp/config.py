@@ -27,7 +27,9 @@ class ControllerConfig:
     budget: str = "e721-toll"  # post-dial-delay profile the per-call verdict uses
     dry_run: bool = False  # track and decide, never key
     nat_private: tuple[str, ...] = ()  # extra prefixes the NAT tests treat as private
-    nat_translate: bool = True  # key flows an ALG rewrote to a peer's NAT address (local DNAT back)
+    nat_translate: bool = True  # key flows as they are on the wire where a NAT rewrote or hid them
+    # interfaces watched for media only (router mode: the phones' LAN), where latching is checked
+    media_interfaces: tuple[str, ...] = ()
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -131,4 +133,4 @@ def load(path: str) -> ControllerConfig:
     return ControllerConfig(interfaces, sip_ports, vici, tuple(peers),
                             float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)),
                             str(c.get("name", "")), budget, bool(c.get("dry_run", False)), nat_private,
-                            bool(c.get("nat_translate", True)))
+                            bool(c.get("nat_translate", True)), tuple(c.get("media_interfaces", ())))

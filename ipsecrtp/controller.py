@@ -36,7 +36,15 @@ from .keying.routing import FlowRule, PolicyRouting, rules_for_child
 from .keying.strongswan import Charon, KeyingError, PeerConfig, listen, ts
 from .log import DecisionLog
 from .media import Endpoint, Flow, MediaPolicy
-from .nat import ike_encapsulation, ike_findings, sdp_findings, sip_findings
+from .nat import (
+    ike_encapsulation,
+    ike_findings,
+    media_finding,
+    nated_media,
+    sdp_findings,
+    sdp_leftover_findings,
+    sip_findings,
+)
 from .packet import UDP, SipExtractor, decode_ip
 from .sip.dialog import (
     DialogConfirmed,
@@ -95,6 +103,9 @@ class _Shared:
     rule_calls: dict[FlowRule, str] = field(default_factory=dict)
     routed: set[FlowRule] = field(default_factory=set)
     nat_public: dict[str, str] = field(default_factory=dict)  # a peer's NAT address as IKE sees it -> peer
+    # where a call's media should come from, for latching: (remote address, port) -> (call, SDP
+    # endpoint, keyed endpoint) of the local side's flow to it
+    latch: dict[tuple[str, int], tuple[str, Endpoint, Endpoint]] = field(default_factory=dict)
 
 
 class Controller:
@@ -129,6 +140,10 @@ class Controller:
         self.budget = BUDGETS[cfg.budget]
         # addresses that count as private for NAT tests beyond RFC 1918/6598 (a lab's inside range)
         self.private = tuple(ipaddress.ip_network(p) for p in cfg.nat_private)
+        # per call: SDP addresses a NAT in front of a phone hid -> the NAT's address (nathelper's fix)
+        self.nated: dict[str, dict[str, str]] = {}
+        self.latched: set[tuple[str, str, int]] = set()  # (call, address, port) already reported
+        self.media_socks: set = set()
 
     # -- start / stop ------------------------------------------------------------------------
 
@@ -136,10 +151,7 @@ class Controller:
         if self.cfg.dry_run:
             # observe only: SIP, decisions and timelines, nothing asked of charon (a baseline, or a
             # check of what would be keyed before turning keying on)
-            try:
-                self.capture = Capture(list(self.cfg.interfaces))
-            except Exception as exc:  # CaptureError; its message is the one line
-                raise ControllerError(str(exc)) from None
+            self._open_capture()
             self.backend = "none (dry run)"
             self.log("started", interfaces=self.cfg.interfaces, sip_ports=sorted(self.cfg.sip_ports),
                      backend=self.backend, dry_run=True)
@@ -163,10 +175,7 @@ class Controller:
         if not probe.supported and any(p.strategy == "pre-keyed" for p in self.cfg.peers):
             raise ControllerError("strategy pre-keyed installs ESP SAs in the kernel, which has no ESP here: "
                                   "use an IKE strategy (a, b, c) or a kernel with ESP")
-        try:
-            self.capture = Capture(list(self.cfg.interfaces))
-        except Exception as exc:  # CaptureError; its message is the one line
-            raise ControllerError(str(exc)) from None
+        self._open_capture()
         try:
             for peer in self.cfg.peers:
                 self.charon.load_secret(peer)
@@ -198,6 +207,13 @@ class Controller:
         ready.wait(5)
         self.log("started", interfaces=self.cfg.interfaces, sip_ports=sorted(self.cfg.sip_ports),
                  backend=self.backend)
+
+    def _open_capture(self) -> None:
+        try:
+            self.capture = Capture([*self.cfg.interfaces, *self.cfg.media_interfaces])
+        except Exception as exc:  # CaptureError; its message is the one line
+            raise ControllerError(str(exc)) from None
+        self.media_socks = set(self.capture.fileno_list()[len(self.cfg.interfaces):])
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -243,8 +259,9 @@ class Controller:
             timeout = min([0.5, *(max(0.0, t - time.time()) for t in timers)])
             readable, _, _ = select.select(socks, [], [], timeout)
             for s in readable:
+                media_only = s in self.media_socks
                 for t, data in self.capture.read(s):
-                    self.on_packet(t, data)
+                    self.on_packet(t, data, media_only)
             now = time.time()
             for item in [r for r in self.removals if r[0] <= now]:
                 self.removals.remove(item)
@@ -256,9 +273,15 @@ class Controller:
             if self.timelines:
                 self._finish_timelines(now)
 
-    def on_packet(self, t: float, data: bytes) -> None:
+    def on_packet(self, t: float, data: bytes, media_only: bool = False) -> None:
         pkt = decode_ip(data)
         if pkt is None:
+            return
+        if media_only:
+            # the phones' side: what their media really comes from (SIP and IKE are taken on the WAN,
+            # once; this side's RTP is in clear by design, so it does not count in the timeline)
+            if pkt.proto == UDP:
+                self._latch(pkt.src, pkt.sport, pkt.dst, pkt.dport, t)
             return
         if self.extractor.is_sip(pkt):
             for item, stream in self.extractor.feed(pkt):
@@ -298,6 +321,25 @@ class Controller:
                         tl.first_rtp = t
                     if tl.first_esp is None:  # until the first protected packet (the issue's gap)
                         tl.clear_after_answer += 1
+
+    def _latch(self, src: str, sport: int, dst: str, dport: int, t: float) -> None:
+        """The first RTP of a keyed flow from the local side: does it come from where it was keyed?"""
+        entry = self.shared.latch.get((dst, dport))
+        if entry is None:
+            return
+        call, sdp_ep, keyed = entry
+        if (call, keyed.address, keyed.port) in self.latched:
+            return
+        self.latched.add((call, keyed.address, keyed.port))
+        self.tracker.media_activity(call, t)
+        finding = media_finding(sdp_ep.address, sdp_ep.port, src, sport)
+        consistent = ipaddress.ip_address(src) == ipaddress.ip_address(keyed.address) and sport == keyed.port
+        extra = {} if consistent else {
+            "reason": f"RTP to {dst}:{dport} comes from {src}:{sport}, the CHILD_SA holds {keyed}: a NAT changed "
+                      "the port, the flow cannot be keyed from the SDP consistently (it stays outside the SA)"}
+        self.log("nat-media", call=call, t=t, sdp=str(sdp_ep), keyed=str(keyed), seen=f"{src}:{sport}",
+                 nat=finding is not None, consistent=consistent,
+                 findings=[finding.to_json()] if finding else [], **extra)
 
     def _timeline(self, ev: Event) -> None:
         update_timeline(self.timelines, ev, self.cfg.name)
@@ -358,6 +400,12 @@ class Controller:
             reasons.insert(0, f"{', '.join(natted)} is where peer {self.shared.nat_public[natted[0]]} is seen through "
                               "a NAT: a SIP ALG rewrote the SDP to the NAT's address, while tunnel selectors need the "
                               "peer's own media address (turn the ALG off, or let the controller key without it)")
+        nated = self.nated.get(call_id, {})
+        hidden = sorted({ep.address for f in flows for ep in f.endpoints() if ep.address in nated})
+        if hidden:
+            reasons.insert(0, f"{', '.join(hidden)} is a phone's private address behind a NAT (its signalling came "
+                              f"from {nated[hidden[0]]}) and no ALG rewrote the SDP: the flow on the "
+                              "wire uses the NAT's address (nat_translate = false: not keyed as seen)")
         self.log("refused", call=call_id, t=t, trigger=trigger, flows=[f.to_json() for f in flows],
                  reason="; ".join(reasons))
         return None
@@ -365,7 +413,8 @@ class Controller:
     def _offer_dnat(self, ev: MediaOffered) -> None:
         """An offer naming a peer's NAT address (ALG): translate before the answer, so that the phone's
         first RTP already gets the translation (conntrack decides NAT on a flow's first packet)."""
-        if not self.shared.nat_public or not self.cfg.nat_translate or self.cfg.dry_run:
+        if not (self.shared.nat_public or self.nated.get(ev.call_id)) or not self.cfg.nat_translate or \
+                self.cfg.dry_run:
             return
         flows = tuple(Flow(0, "rtp", ep, ep) for ep in ev.endpoints)
         _, rules = self._translate(ev.call_id, flows)
@@ -380,8 +429,7 @@ class Controller:
         self._dnat_used = True
         self.pending_dnat[ev.call_id] = tag
         self.log("nat-translated", call=ev.call_id, rules=[f"{a}:{p} -> {b}:{q}" for a, p, b, q in sorted(set(rules))],
-                 reason="the SDP names the peer's NAT address (SIP ALG): media is sent to the peer's own "
-                        "address, which the CHILD_SA's selectors hold")
+                 reason=self._translate_reason(ev.call_id))
 
     def speculate(self, ev: MediaOffered) -> None:
         """Strategy c: key the offerer's endpoints to the peer's media range before any answer."""
@@ -422,14 +470,25 @@ class Controller:
                      local_ts=local_ts, remote_ts=remote_ts)
             return
 
+    def _translate_reason(self, call_id: str) -> str:
+        if self.nated.get(call_id):
+            return ("the SDP names a phone's private address behind a NAT that did not rewrite it: media is keyed "
+                    "and sent to the NAT's address, where the phone's media really is")
+        return ("the SDP names the peer's NAT address (SIP ALG): media is sent to the peer's own address, "
+                "which the CHILD_SA's selectors hold")
+
     def _translate(self, call_id: str, flows: tuple[Flow, ...]) -> tuple[tuple[Flow, ...], list]:
-        """Flows naming a peer's NAT address (a SIP ALG rewrote the SDP) keyed with the peer's own
-        address instead, the port kept (an ALG keeps it when it can); plus the local DNAT rules
-        that send the phone's media there."""
-        if not self.shared.nat_public or not self.cfg.nat_translate:
+        """Flows keyed with the addresses really on the wire, the port kept (a NAT or ALG keeps it when
+        it can; latching checks it): naming a peer's NAT address (a SIP ALG rewrote the SDP), the
+        peer's own address instead; naming a phone's private address a NAT hid, the NAT's address.
+        Plus the DNAT rules that send media addressed as in the SDP there."""
+        if not self.cfg.nat_translate:
             return flows, []
         inside = {nat: p.remote_id for nat, name in self.shared.nat_public.items()
                   for p in self.cfg.peers if p.name == name}
+        inside.update(self.nated.get(call_id, {}))
+        if not inside:
+            return flows, []
         out, rules = [], []
         for f in flows:
             eps = []
@@ -444,6 +503,7 @@ class Controller:
     def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str, generation: int = 0) -> None:
         prev = self.calls.get(call_id)
         spec = prev if prev is not None and prev.speculative else None
+        sdp_flows = flows
         flows, dnat = self._translate(call_id, flows)
         ok = self._authorise(call_id, flows, t, trigger)
         if ok is None:
@@ -471,12 +531,13 @@ class Controller:
                 st.dnat = tag
                 self._dnat_used = True
                 self.log("nat-translated", call=call_id, rules=[f"{a}:{p} -> {b}:{q}" for a, p, b, q in dnat],
-                         reason="the SDP names the peer's NAT address (SIP ALG): media is sent to the peer's own "
-                                "address, which the CHILD_SA's selectors hold")
+                         reason=self._translate_reason(call_id))
             except DnatError as exc:
                 self.log("nat-translate-failed", call=call_id, reason=str(exc))
         for r in rules:
             self.shared.rule_calls[r] = call_id
+        for sf, f, (lo, re) in zip(sdp_flows, flows, oriented, strict=True):
+            self.shared.latch[(re.address, re.port)] = (call_id, sf.offerer if f.offerer == lo else sf.answerer, lo)
         tl = self.timelines.get(call_id)
         if tl is not None and not tl.role:
             tl.role, tl.strategy = role, peer.strategy
@@ -533,6 +594,11 @@ class Controller:
 
     def unkey(self, call_id: str, reason: str, t: float) -> None:
         st = self.calls.pop(call_id, None)
+        for k in [k for k, v in self.shared.latch.items() if v[0] == call_id]:
+            del self.shared.latch[k]
+        self.latched = {x for x in self.latched if x[0] != call_id}
+        if reason != "media-changed":
+            self.nated.pop(call_id, None)
         pending = self.pending_dnat.pop(call_id, None)
         if pending is not None:
             dnat_delete(pending)  # translated at the offer, never keyed (cancelled, refused)
@@ -769,9 +835,15 @@ class Controller:
         body = msg.sdp_body()
         if body:
             try:
-                found += sdp_findings(parse_sdp(body), ev.source, self.private)
+                sdp = parse_sdp(body)
             except SdpError:
-                pass
+                sdp = None
+            if sdp is not None:
+                found += sdp_findings(sdp, ev.source, self.private)
+                found += sdp_leftover_findings(body.decode("utf-8", "replace"), sdp, ev.source, self.private)
+                hidden = nated_media(sdp, ev.source, self.private)
+                if hidden:
+                    self.nated.setdefault(ev.call_id, {}).update(hidden)
         if found:
             self.log("nat-sip", call=ev.call_id, message=msg.summary(), source=f"{ev.source[0]}:{ev.source[1]}",
                      findings=[f.to_json() for f in found])

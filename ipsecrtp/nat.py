@@ -11,6 +11,7 @@ only believed when the peer's address or port as seen differs from the configure
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from .sip.message import SipMessage
@@ -105,6 +106,46 @@ def sdp_findings(sdp: SessionDescription, source: tuple[str, int], private: tupl
             out.append(NatFinding("sdp-private", "sdp", f"stream {i} c= {md.address} is a private address"))
         if _ip(md.address) != _ip(source[0]):
             out.append(NatFinding("sdp-vs-source", "sdp", f"stream {i} c= {md.address}, signalling from {source[0]}"))
+    return out
+
+
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+
+
+def sdp_leftover_findings(body: str, sdp: SessionDescription, source: tuple[str, int],
+                          private: tuple = ()) -> list[NatFinding]:
+    """A SIP ALG rewrites c=, o= and m= but not what it does not parse: an attribute (``a=ssrc:...
+    cname:user@host``, ``a=rtcp:port IN IP4 host``) still naming a private address, while the
+    connection addresses are public, shows that something rewrote the SDP on its way."""
+    conns = [md.address for md in sdp.media if md.address and not md.rejected]
+    if not conns or any(is_private(c, private) for c in conns):
+        return []  # nothing rewrote c=, or nothing to compare with: sdp_findings covers it
+    out = []
+    for line in body.splitlines():
+        if not line.startswith("a="):
+            continue
+        for addr in _IPV4.findall(line):
+            if is_private(addr, private) and _ip(addr) != _ip(source[0]):
+                out.append(NatFinding("sdp-rewritten", "sdp",
+                                      f"{line.strip()[:80]} names private {addr} while c= says {conns[0]}: "
+                                      "a SIP ALG rewrote the SDP"))
+                break
+    return out
+
+
+def nated_media(sdp: SessionDescription, source: tuple[str, int], private: tuple = ()) -> dict[str, str]:
+    """SDP addresses a NAT hid (private, not the signalling source, which is public) mapped to the
+    address the media will really come from and must be sent to: the signalling source, as
+    nathelper's ``fix_nated_sdp`` takes it. The ports are kept (a NAT keeps them when it can; latching
+    tells when it did not)."""
+    if is_private(source[0], private) or _ip(source[0]) is None:
+        return {}
+    out = {}
+    for md in sdp.media:
+        if md.rejected or md.address is None or md.on_hold_address:
+            continue
+        if is_private(md.address, private) and _ip(md.address) != _ip(source[0]):
+            out[md.address] = source[0]
     return out
 
 

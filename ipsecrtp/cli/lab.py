@@ -50,12 +50,16 @@ def link_settings(rtt, jitter, loss, ike_loss, rate):
 @click.option("--media-timeout", default=30.0, show_default=True, help="seconds without media before un-keying")
 @click.option("--strategy", default="child-per-call", show_default=True,
               help="keying strategy: ike-per-call (a), child-per-call (b), speculative (c)")
-@click.option("--topology", type=click.Choice(["direct", "nat"]), default="direct", show_default=True,
-              help="nat: a NAT router (nftables masquerade) between the gateways")
-@click.option("--sip-alg", is_flag=True, help="with --topology nat: the kernel's SIP ALG rewrites SIP and SDP")
+@click.option("--topology", type=click.Choice(["direct", "nat", "phone-nat"]), default="direct", show_default=True,
+              help="nat: a NAT router (nftables masquerade) between the gateways; phone-nat (router mode): "
+                   "a NAT between gwa's phone and gwa")
+@click.option("--sip-alg", is_flag=True, help="with a NAT topology: the kernel's SIP ALG rewrites SIP and SDP")
+@click.option("--mode", type=click.Choice(["host", "router"]), default="host", show_default=True,
+              help="host: the gateways are the media endpoints; router: a phone behind each gateway (kernel ESP)")
+@click.option("--no-keying", is_flag=True, help="no charon: the controllers only observe and decide")
 @wan_options
-def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: bool, rtt, jitter, loss, ike_loss,
-       rate) -> None:
+def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: bool, mode: str, no_keying: bool,
+       rtt, jitter, loss, ike_loss, rate) -> None:
     """Create the lab (namespaces, WAN link, charons, controllers).
 
     With --rtt/--jitter/--loss/--ike-loss/--rate the WAN goes through a user-space link
@@ -70,7 +74,8 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
     lab_ = Lab(name)
     try:
         lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy,
-                nat="between" if topology == "nat" else None, sip_alg=sip_alg)
+                nat={"nat": "between", "phone-nat": "phone"}.get(topology), sip_alg=sip_alg, mode=mode,
+                keying=not no_keying)
     except (LabError, RuntimeError, OSError) as exc:
         lab_.down()
         raise _fail(exc) from None

@@ -16,17 +16,20 @@ def gateway_report(name: str, vici: str, log_path: str, peer: str | None, all_ca
     events = read_log(log_path)
     peers = {e["peer"]: e for e in events if e.get("event") == "peer-loaded"}
     out: dict = {"gateway": name, "peers": [], "calls": []}
+    sas: list = []
+    backend = "none"
     try:
         charon = Charon(vici)
     except KeyingError as exc:
-        out["error"] = str(exc)
-        return out
-    try:
-        backend = charon.backend()
-        out["backend"] = backend
-        sas = [_decode(x) for x in charon.session.list_sas()]
-    finally:
-        charon.close()
+        out["error"] = str(exc)  # the SIP and media findings below come from the log alone
+        peers = {}
+    else:
+        try:
+            backend = charon.backend()
+            out["backend"] = backend
+            sas = [_decode(x) for x in charon.session.list_sas()]
+        finally:
+            charon.close()
     for pname, p in peers.items():
         if peer and pname != peer:
             continue
@@ -43,12 +46,19 @@ def gateway_report(name: str, vici: str, log_path: str, peer: str | None, all_ca
         entry["nat"] = any(s["findings"] for s in entry["ike_sas"])
         out["peers"].append(entry)
     ended = {e.get("call") for e in events if e.get("event") in ("unkeying", "dialog-ended", "timeline")}
-    calls: dict[str, list] = {}
+    calls: dict[str, dict] = {}
     for e in events:
-        if e.get("event") == "nat-sip" and (all_calls or e.get("call") not in ended):
-            calls.setdefault(e["call"], []).append({"message": e.get("message"), "source": e.get("source"),
-                                                    "findings": e.get("findings", [])})
-    out["calls"] = [{"call": c, "live": c not in ended, "messages": m} for c, m in calls.items()]
+        if e.get("event") not in ("nat-sip", "nat-media") or not (all_calls or e.get("call") not in ended):
+            continue
+        c = calls.setdefault(e["call"], {"call": e["call"], "live": e["call"] not in ended, "messages": [],
+                                         "media": []})
+        if e["event"] == "nat-sip":
+            c["messages"].append({"message": e.get("message"), "source": e.get("source"),
+                                  "findings": e.get("findings", [])})
+        else:  # latching: where the phone's media really came from, against the SDP and the keyed flow
+            c["media"].append({k: e.get(k) for k in ("sdp", "seen", "keyed", "consistent", "findings", "reason")
+                               if e.get(k) is not None})
+    out["calls"] = list(calls.values())
     return out
 
 
@@ -82,7 +92,6 @@ def nat_check(lab_name, vici, log_path, peer, all_calls, as_json) -> None:
         click.echo(f"{r['gateway']} ({r.get('backend', '?')})")
         if "error" in r:
             click.echo(f"  {r['error']}")
-            continue
         for p in r["peers"]:
             click.echo(f"  peer {p['peer']} ({p['address']}): {'NAT' if p['nat'] else 'no NAT'}")
             for s in p["ike_sas"]:
@@ -97,3 +106,8 @@ def nat_check(lab_name, vici, log_path, peer, all_calls, as_json) -> None:
             for m in c["messages"]:
                 for f in m["findings"]:
                     click.echo(f"    {m['message'][:40]} from {m['source']}: {f['test']}: {f['evidence']}")
+            for m in c["media"]:
+                state = "as keyed" if m.get("consistent") else "NOT as keyed: " + m.get("reason", "")
+                click.echo(f"    media for {m.get('sdp')} came from {m.get('seen')} ({state})")
+                for f in m.get("findings", []):
+                    click.echo(f"      {f['test']}: {f['evidence']}")

@@ -1,9 +1,12 @@
-"""Local destination rewrite for flows an ALG rewrote: media addressed to a peer's NAT address is
-sent to the peer's own (inside) address instead, where the CHILD_SA's selectors and routing catch it.
+"""Destination rewrite for media whose SDP address is not where the flow really is: addressed to a
+peer's NAT address (an ALG rewrote the SDP), it is sent to the peer's own (inside) address; addressed
+to a phone's private address behind a NAT (nothing rewrote the SDP), to the NAT's address. Either
+way to where the CHILD_SA's selectors and routing catch it.
 
-Two nftables base chains per call in this gateway's table ``ipsecrtp`` (output hook: one untracks
-the flow, one rewrites it statelessly and has the kernel route it again). Removing the call removes
-its chains; shutdown removes the table if this process made it. IPv4 only.
+Four nftables base chains per call in this gateway's table ``ipsecrtp``: output hook for what this
+host sends (host mode), prerouting for what it forwards (router mode), each pair one chain that
+untracks the flow and one that rewrites it statelessly. Removing the call removes its chains;
+shutdown removes the table if this process made it. IPv4 only.
 """
 
 from __future__ import annotations
@@ -28,23 +31,28 @@ def chain_name(call_tag: str) -> str:
 
 
 def add(call_tag: str, rules: list[tuple[str, int, str, int]]) -> None:
-    """rules: (NAT address, port, inside address, port) for UDP leaving this host."""
-    # Stateless: a route-type chain rewrites the destination (and the kernel routes again, so the
-    # CHILD_SA's per-flow rule catches it), untracked so that conntrack never remaps the source
-    # port (the peer's tunnelled RTP, arriving first, would make our translated flow a clash).
+    """rules: (address, port, real address, port) for UDP sent from this host or forwarded by it."""
+    # Stateless: a route-type chain rewrites the destination of what this host sends (and the kernel
+    # routes again, so the CHILD_SA's per-flow rule catches it), a prerouting chain that of what it
+    # forwards (before the route and xfrm policy lookups); both untracked so that conntrack never
+    # remaps the source port (the peer's tunnelled RTP, arriving first, would make our translated
+    # flow a clash).
     c = chain_name(call_tag)
     lines = [f"add table ip {TABLE}",
              f"add chain ip {TABLE} {c}-raw {{ type filter hook output priority raw; policy accept; }}",
-             f"add chain ip {TABLE} {c} {{ type route hook output priority mangle; policy accept; }}"]
+             f"add chain ip {TABLE} {c} {{ type route hook output priority mangle; policy accept; }}",
+             f"add chain ip {TABLE} {c}-fraw {{ type filter hook prerouting priority raw; policy accept; }}",
+             f"add chain ip {TABLE} {c}-fwd {{ type filter hook prerouting priority mangle; policy accept; }}"]
     for nat_addr, port, inside, iport in rules:
-        lines.append(f"add rule ip {TABLE} {c}-raw ip daddr {nat_addr} udp dport {port} notrack")
-        lines.append(f"add rule ip {TABLE} {c} ip daddr {nat_addr} udp dport {port} "
-                     f"ip daddr set {inside} udp dport set {iport}")
+        match = f"ip daddr {nat_addr} udp dport {port}"
+        for raw, rewrite in ((f"{c}-raw", c), (f"{c}-fraw", f"{c}-fwd")):
+            lines.append(f"add rule ip {TABLE} {raw} {match} notrack")
+            lines.append(f"add rule ip {TABLE} {rewrite} {match} ip daddr set {inside} udp dport set {iport}")
     _nft("\n".join(lines) + "\n")
 
 
 def delete(call_tag: str) -> None:
-    for c in (chain_name(call_tag), chain_name(call_tag) + "-raw"):
+    for c in (chain_name(call_tag) + suffix for suffix in ("", "-raw", "-fwd", "-fraw")):
         try:
             _nft(f"delete chain ip {TABLE} {c}\n")
         except DnatError:

@@ -53,12 +53,14 @@ def wait_log(lab: Lab, role: str, call_id: str, event: str, timeout: float) -> d
 
 
 class Capture:
-    """tcpdump on a gateway's WAN interface: the independent view of what crossed the WAN."""
+    """tcpdump on a gateway's WAN interface: the independent view of what crossed the WAN (or, with
+    ``phone``, on the LAN interface of that gateway's phone: what the phone really sent and got)."""
 
-    def __init__(self, lab: Lab, role: str, path: str) -> None:
+    def __init__(self, lab: Lab, role: str, path: str, phone: bool = False) -> None:
         self.path = path
-        ns = lab.ns(role)
-        argv = ["tcpdump", "--immediate-mode", "-U", "-n", "-i", "wan0", "-w", path, "udp or tcp or esp"]
+        ns = lab.ua_ns(role) if phone else lab.ns(role)
+        argv = ["tcpdump", "--immediate-mode", "-U", "-n", "-i", "lan0" if phone else "wan0", "-w", path,
+                "udp or tcp or esp"]
         self.pid, self.start = proc.spawn(ns, argv, path + ".log")
         lab._track(role, "tcpdump", self.pid, self.start, ns)
         deadline = time.monotonic() + 5

@@ -52,6 +52,11 @@ NAT_INSIDE, NAT_OUTSIDE = "192.0.2.254/24", "203.0.113.254/24"
 # Router mode: a phone behind each gateway on a LAN of its own; the gateways forward, media flows
 # are the phones' and the CHILD_SAs' selectors name the phones' addresses (needs kernel ESP).
 PHONES = {"gwa": ("pa", "192.0.2.10/24", "192.0.2.1/24"), "gwb": ("pb", "203.0.113.10/24", "203.0.113.1/24")}
+# Router mode with a NAT in front of gwa's phone (a customer router): gwa's LAN is 192.0.2.0/25, the
+# NAT's outside address on it 192.0.2.20; behind it 192.0.2.128/25 stands for a private range,
+# which nothing beyond the NAT routes.
+PHONE_NAT = {"lan": "192.0.2.1/25", "outside": "192.0.2.20/25", "inside": "192.0.2.129/25",
+             "phone": "192.0.2.130/25", "private": "192.0.2.128/25"}
 
 
 class LabError(RuntimeError):
@@ -107,6 +112,16 @@ table ip nat {
 }
 """
 
+# a customer router: nothing from outside reaches the inside unless the inside started it
+NFT_NAT_FIREWALL = """\
+table ip fw {
+  chain inbound {
+    type filter hook forward priority filter; policy accept;
+    iifname "out0" ct state new drop
+  }
+}
+"""
+
 # the kernel's SIP ALG: conntrack helper on 5060, whose NAT half rewrites Via/Contact/SDP
 NFT_SIP_ALG = """\
 table ip alg {
@@ -127,6 +142,7 @@ nat_translate = {nat_translate}
 nat_private = [{nat_private}]
 dry_run = {dry_run}
 interfaces = ["wan0"]
+media_interfaces = [{media_ifs}]
 sip_ports = [{sip}]
 rtp_ports = "{rtp_lo}-{rtp_hi}"
 vici = "unix://{dir}/charon.vici"
@@ -170,7 +186,7 @@ class Lab:
             with open(lab.state_path) as f:
                 lab.state = json.load(f)
             lab.owned = True
-            if (lab.state.get("nat") or {}).get("topology"):
+            if (lab.state.get("nat") or {}).get("topology") == "between":
                 lab.topology = NAT_TOPOLOGY
         except FileNotFoundError:
             raise LabError(f"no lab named {name!r} (no {lab.state_path})") from None
@@ -212,17 +228,22 @@ class Lab:
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
         ``keying=False``: no charon; the controllers only observe (a baseline for what keying costs);
         ``nat="between"``: a NAT router (nftables masquerade) between the gateways, with the kernel's
-        SIP ALG (nf_conntrack_sip / nf_nat_sip) when ``sip_alg``."""
+        SIP ALG (nf_conntrack_sip / nf_nat_sip) when ``sip_alg``; ``nat="phone"`` (router mode): a NAT
+        (a customer router) between gwa's phone and gwa. ``mode="router"``: phones behind the
+        gateways; keyed only with kernel ESP, observe-only (``keying=False``) on any kernel."""
         if mode not in ("host", "router"):
             raise LabError(f"unknown mode {mode!r} (host or router)")
-        if mode == "router" and (nat or wan):
-            raise LabError("router mode does not combine with the NAT or WAN-emulation topologies yet")
+        if nat not in (None, "between", "phone"):
+            raise LabError(f"unknown NAT topology {nat!r} (known: between, phone)")
+        if mode == "router" and (nat == "between" or wan):
+            raise LabError("router mode does not combine with the NAT-between-gateways or WAN-emulation topologies yet")
+        if nat == "phone" and mode != "router":
+            raise LabError("a NAT in front of a phone needs router mode (--mode router): in host mode the "
+                           "gateway is the phone")
         self.state["mode"] = mode
-        if nat not in (None, "between"):
-            raise LabError(f"unknown NAT topology {nat!r} (known: between)")
         if nat is not None and wan is not None:
             raise LabError("the NAT topology and the emulated WAN do not combine yet")
-        if nat is not None:
+        if nat == "between":
             self.topology = NAT_TOPOLOGY
         self.state["nat"] = {"topology": nat, "sip_alg": sip_alg} if nat else None
         self.state["nat_translate"] = nat_translate
@@ -242,7 +263,7 @@ class Lab:
             for key in ("net.ipv4.conf.all.rp_filter", "net.ipv4.conf.default.rp_filter"):
                 proc.run(ns, "sysctl", "-qw", f"{key}=0")
         a, b = self.topology[0], self.topology[1]
-        if nat is not None:
+        if nat == "between":
             self._build_nat(a, b, sip_alg)
         elif wan is None:
             proc.run(None, "ip", "-n", self.ns(a.role), "link", "add", "wan0", "type", "veth",
@@ -253,17 +274,17 @@ class Lab:
             ns = self.ns(gw.role)
             proc.run(ns, "ip", "addr", "add", gw.wan, "dev", "wan0")
             proc.run(ns, "ip", "link", "set", "wan0", "up")
-            if nat is not None and gw is a:  # the inside gateway reaches the world through the NAT
+            if nat == "between" and gw is a:  # the inside gateway reaches the world through the NAT
                 proc.run(ns, "ip", "route", "add", "default", "via", NAT_INSIDE.split("/")[0])
             self.state["gateways"][gw.role] = {"namespace": ns, "wan_if": "wan0", "wan": gw.wan,
                                                "media": [f"{gw.addr}/32"], "user": gw.user}
         probe = proc.in_netns(self.ns(a.role), probe_esp)
         backend = "kernel-netlink" if probe.supported else "kernel-libipsec"
         if mode == "router":
-            if not probe.supported:
+            if not probe.supported and keying:
                 raise LabError("router mode needs kernel ESP (charon's kernel-netlink); this kernel has none: "
-                               "run it in the real-kernel tier (ipsecrtp lab vm)")
-            self._build_lans(a, b)
+                               "run it in the real-kernel tier (ipsecrtp lab vm), or observe only (--no-keying)")
+            self._build_lans(a, b, phone_nat=nat == "phone", sip_alg=sip_alg)
         self.state["backend"] = backend
         self.state["esp_probe"] = probe.detail
         self._save()
@@ -304,7 +325,7 @@ class Lab:
     def _reach(self, gw: Gateway, peer: Gateway) -> str:
         """The address gw reaches peer's IKE at: behind the NAT router, its public address."""
         nat = self.state.get("nat_router")
-        if nat and gw.role == "gwb":
+        if nat and nat.get("topology", "between") == "between" and gw.role == "gwb":
             return nat["public"]
         return peer.addr
 
@@ -320,7 +341,8 @@ class Lab:
                                            local_media=self.state["gateways"][gw.role]["media"][0],
                                            remote_media=self.state["gateways"][peer.role]["media"][0],
                                            nat_translate="true" if self.state.get("nat_translate", True) else "false",
-                                           nat_private='"192.0.2.0/24"' if self.state.get("nat_router") else "",
+                                           nat_private=self._nat_private(),
+                                           media_ifs='"lan0"' if self.state.get("mode") == "router" else "",
                                            media_timeout=media_timeout,
                                            strategy=self.state.get("strategy", "child-per-call")))
         log = self.controller_log(gw.role)
@@ -354,25 +376,66 @@ class Lab:
 
     # -- router mode ------------------------------------------------------------------------
 
-    def _build_lans(self, a: Gateway, b: Gateway) -> None:
+    def _nat_private(self) -> str:
+        """The prefix the controllers' NAT tests take as private (the lab has documentation addresses only)."""
+        nat = self.state.get("nat_router")
+        if not nat:
+            return ""
+        return '"192.0.2.0/24"' if nat.get("topology", "between") == "between" else f'"{PHONE_NAT["private"]}"'
+
+    def _lan(self, gw: Gateway, phone_nat: bool) -> tuple[str, str]:
+        """(gateway's LAN address, what the other gateway routes to it) for gw's LAN."""
+        if phone_nat and gw.role == "gwa":
+            lan = PHONE_NAT["lan"]
+        else:
+            lan = PHONES[gw.role][2]
+        return lan, str(ipaddress.ip_network(lan, strict=False))
+
+    def _build_lans(self, a: Gateway, b: Gateway, phone_nat: bool = False, sip_alg: bool = False) -> None:
         for gw, peer in ((a, b), (b, a)):
-            role, addr, gw_addr = PHONES[gw.role]
-            ns = self._add_ns(role)
-            proc.run(None, "ip", "-n", self.ns(gw.role), "link", "add", "lan0", "type", "veth",
-                     "peer", "name", "lan0", "netns", ns)
-            proc.run(ns, "ip", "addr", "add", addr, "dev", "lan0")
-            proc.run(ns, "ip", "link", "set", "lan0", "up")
-            proc.run(ns, "ip", "route", "add", "default", "via", gw_addr.split("/")[0])
+            role, addr, _ = PHONES[gw.role]
+            gw_addr, net = self._lan(gw, phone_nat)
             gns = self.ns(gw.role)
+            if phone_nat and gw is a:
+                ns, addr = self._build_phone_nat(gns, role, sip_alg)
+            else:
+                ns = self._add_ns(role)
+                proc.run(None, "ip", "-n", gns, "link", "add", "lan0", "type", "veth",
+                         "peer", "name", "lan0", "netns", ns)
+                proc.run(ns, "ip", "addr", "add", addr, "dev", "lan0")
+                proc.run(ns, "ip", "link", "set", "lan0", "up")
+                proc.run(ns, "ip", "route", "add", "default", "via", gw_addr.split("/")[0])
             proc.run(gns, "ip", "addr", "add", gw_addr, "dev", "lan0")
             proc.run(gns, "ip", "link", "set", "lan0", "up")
             proc.run(gns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            other = PHONES[peer.role][1]
-            net = str(ipaddress.ip_network(other, strict=False))
-            proc.run(gns, "ip", "route", "add", net, "via", peer.addr)
-            self.state["gateways"][gw.role]["media"] = [str(ipaddress.ip_network(addr, strict=False))]
+            proc.run(self.ns(peer.role), "ip", "route", "add", net, "via", gw.addr)
+            self.state["gateways"][gw.role]["media"] = [net]
             self.state["gateways"][gw.role]["phone"] = {"namespace": ns, "address": addr.split("/")[0]}
         self._save()
+
+    def _build_phone_nat(self, gns: str, phone_role: str, sip_alg: bool) -> tuple[str, str]:
+        """gwa.lan0 -- out0 [NAT] in0 -- lan0 phone; returns the phone's namespace and address."""
+        nat = self._add_ns("nat")
+        proc.run(None, "ip", "-n", gns, "link", "add", "lan0", "type", "veth", "peer", "name", "out0", "netns", nat)
+        ns = self._add_ns(phone_role)
+        proc.run(None, "ip", "-n", nat, "link", "add", "in0", "type", "veth", "peer", "name", "lan0", "netns", ns)
+        for side, addr in (("out0", PHONE_NAT["outside"]), ("in0", PHONE_NAT["inside"])):
+            proc.run(nat, "ip", "addr", "add", addr, "dev", side)
+            proc.run(nat, "ip", "link", "set", side, "up")
+        proc.run(nat, "ip", "route", "add", "default", "via", PHONE_NAT["lan"].split("/")[0])
+        proc.run(nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        path = os.path.join(self.dir, "nat.nft")
+        with open(path, "w") as f:
+            f.write(NFT_NAT + NFT_NAT_FIREWALL + (NFT_SIP_ALG if sip_alg else ""))
+        proc.run(nat, "nft", "-f", path)
+        addr = PHONE_NAT["phone"]
+        proc.run(ns, "ip", "addr", "add", addr, "dev", "lan0")
+        proc.run(ns, "ip", "link", "set", "lan0", "up")
+        proc.run(ns, "ip", "route", "add", "default", "via", PHONE_NAT["inside"].split("/")[0])
+        self.state["nat_router"] = {"namespace": nat, "topology": "phone", "public": PHONE_NAT["outside"].split("/")[0],
+                                    "inside": PHONE_NAT["inside"].split("/")[0], "sip_alg": sip_alg}
+        self._save()
+        return ns, addr
 
     def ua_ns(self, role: str) -> str:
         """Where a gateway's user agent runs: the gateway itself (host mode) or its phone (router mode)."""
@@ -398,7 +461,7 @@ class Lab:
         with open(path, "w") as f:
             f.write(rules)
         proc.run(ns, "nft", "-f", path)
-        self.state["nat_router"] = {"namespace": ns, "public": NAT_OUTSIDE.split("/")[0],
+        self.state["nat_router"] = {"namespace": ns, "topology": "between", "public": NAT_OUTSIDE.split("/")[0],
                                     "inside": NAT_INSIDE.split("/")[0], "sip_alg": sip_alg}
         self._save()
 
@@ -438,7 +501,8 @@ class Lab:
 
     def status(self) -> dict:
         out = {"name": self.name, "dir": self.dir, "backend": self.state.get("backend"),
-               "esp_probe": self.state.get("esp_probe"), "mode": "host", "gateways": {}, "processes": []}
+               "esp_probe": self.state.get("esp_probe"), "mode": self.state.get("mode", "host"), "gateways": {},
+               "processes": []}
         existing = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
         for role, gw in self.state.get("gateways", {}).items():
             g = dict(gw)

@@ -26,7 +26,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MARK = "IPSECRTP-VM-EXIT="
 # loaded before the command: Debian builds these as modules (sha512_generic before drbg, NOTES)
 MODULES = ("sha512_generic", "xfrm_user", "esp4", "esp6", "xfrm4_tunnel", "xfrm6_tunnel", "tunnel4", "tunnel6",
-           "authenc", "gcm", "veth", "nf_tables", "nft_nat", "nft_ct")
+           "authenc", "gcm", "veth", "nf_tables", "nft_nat", "nft_ct", "nft_chain_nat", "nft_masq",
+           "nf_conntrack_sip", "nf_nat_sip")
 
 
 class VmError(RuntimeError):

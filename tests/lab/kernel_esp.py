@@ -32,6 +32,7 @@ class KernelCall:
     lab: Lab
     result: CallResult
     wire: dict[str, WireStats]  # per gateway, its WAN capture
+    phones: dict[str, WireStats]  # router mode: per gateway, its phone's LAN capture
 
 
 @contextmanager
@@ -46,14 +47,17 @@ def one_call(tmp_path, **up):
         assert lab.state["backend"] == "kernel-netlink"
         lab.start_uas()
         caps = {r: Capture(lab, r, str(tmp_path / f"{r}.pcap")) for r in ("gwa", "gwb")}
+        lans = {r: Capture(lab, r, str(tmp_path / f"{r}-phone.pcap"), phone=True)
+                for r in ("gwa", "gwb")} if up.get("mode") == "router" else {}
         phones = Phones(lab)
         try:
             r = phones.call("caller-hangup", talk=2.0)
         finally:
             phones.close()
-            for c in caps.values():
+            for c in (*caps.values(), *lans.values()):
                 c.stop()
-        yield KernelCall(lab, r, {role: wire_stats(c.path) for role, c in caps.items()})
+        yield KernelCall(lab, r, {role: wire_stats(c.path) for role, c in caps.items()},
+                         {role: wire_stats(c.path) for role, c in lans.items()})
     finally:
         lab.down()
     assert not os.path.exists(lab.dir)

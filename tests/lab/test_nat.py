@@ -115,3 +115,74 @@ def test_no_nat_no_false_positive_from_forced_encapsulation(tmp_path):
 
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+# -- a NAT in front of a phone (router mode) --------------------------------------------------
+# Observed here without keying (this kernel has no ESP; router mode keys only with kernel ESP, and
+# tests/lab/test_router.py keys the same topology in the real-kernel tier): what the controllers
+# detect and decide.
+
+def observe_phone_nat(sip_alg: bool, translate: bool = True) -> dict:
+    lab = Lab("p" + secrets.token_hex(4))
+    try:
+        lab.up(mode="router", nat="phone", sip_alg=sip_alg, keying=False, nat_translate=translate)
+        lab.start_uas()
+        ctl = {r: BaresipControl(lab.ua_ns(r), timeout=15) for r in ("gwa", "gwb")}
+        try:
+            call = place_call(ctl["gwa"], ctl["gwb"], f"sip:ring-bob@{lab.ua_addr('gwb')}", ring=0.3, talk=1.5)
+        finally:
+            for c in ctl.values():
+                c.close()
+        time.sleep(0.5)
+        return {"call": call, "logs": {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")},
+                "check": {r: gateway_report(r, lab.vici(r), lab.controller_log(r), None, True) for r in ("gwa", "gwb")}}
+    finally:
+        lab.down()
+        assert not os.path.exists(lab.dir)
+
+
+def media_of(report: dict, call: str) -> list[dict]:
+    return [m for c in report["calls"] if c["call"] == call for m in c["media"]]
+
+
+def decided(r: dict, gw: str, event: str) -> list[dict]:
+    return [e for e in r["logs"][gw] if e.get("event") == event and e.get("call") == r["call"]]
+
+
+def test_phone_behind_nat_without_alg_detected_from_sip_sdp_and_media():
+    r = observe_phone_nat(sip_alg=False)
+    call = r["call"]
+    for gw in ("gwa", "gwb"):  # both gateways see the INVITE as the phone's NAT forwarded it
+        assert {"via-host-vs-source", "via-private", "contact-private", "sdp-private",
+                "sdp-vs-source"} <= sip_tests(r["check"][gw], call)
+        assert "via-received" in sip_tests(r["check"][gw], call)  # the callee's RFC 3581 received=
+        (k,) = decided(r, gw, "keying")  # keyed as on the wire: the NAT's address, the SDP's ports
+        assert all(f["offerer"].startswith("192.0.2.20:") for f in k["flows"]), k
+    # latching, at the phone's gateway: each of the phone's flows came from the NAT, as keyed
+    media = media_of(r["check"]["gwa"], call)
+    assert len(media) == 2 and all(m["consistent"] for m in media)  # RTP and RTCP
+    for m in media:
+        assert m["sdp"].startswith("192.0.2.130:") and m["seen"].startswith("192.0.2.20:")
+        assert m["sdp"].split(":")[1] == m["seen"].split(":")[1]  # this NAT kept the ports
+        assert [f["test"] for f in m["findings"]] == ["media-latching"]
+
+
+def test_phone_behind_nat_with_alg_detected_by_what_the_alg_left():
+    r = observe_phone_nat(sip_alg=True)
+    call = r["call"]
+    for gw in ("gwa", "gwb"):
+        tests = sip_tests(r["check"][gw], call)
+        # the ALG rewrote Via, Contact, o= and c=: only the a=ssrc CNAME it does not parse still names the phone
+        assert "sdp-rewritten" in tests and not tests & {"via-host-vs-source", "contact-private", "sdp-vs-source"}
+        (k,) = decided(r, gw, "keying")
+        assert all(f["offerer"].startswith("192.0.2.20:") for f in k["flows"]), k
+    media = media_of(r["check"]["gwa"], call)
+    assert len(media) == 2 and all(m["consistent"] and not m["findings"] for m in media)  # SDP = wire
+
+
+def test_phone_behind_nat_refused_with_a_reason_when_translation_is_off():
+    r = observe_phone_nat(sip_alg=False, translate=False)
+    for gw in ("gwa", "gwb"):
+        (ref,) = decided(r, gw, "refused")
+        assert "192.0.2.130 is a phone's private address behind a NAT" in ref["reason"], ref
+        assert "192.0.2.20" in ref["reason"] and not decided(r, gw, "keying")

@@ -34,3 +34,56 @@ def test_router_mode_call_keyed_between_gateways_for_the_phones(tmp_path):
                  [p for p in wb.rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
         assert leaked == []
         assert {r_: child_sas(lab, r_) for r_ in ("gwa", "gwb")} == {"gwa": [], "gwb": []}
+
+
+def _calls_events(lab, role: str, call: str, event: str) -> list[dict]:
+    from ipsecrtp.netns.calls import log_events
+
+    return log_events(lab, role, call, event)
+
+
+@pytest.mark.parametrize("sip_alg", [False, True], ids=["without-alg", "with-alg"])
+def test_phone_behind_nat_keyed_as_on_the_wire(tmp_path, sip_alg):
+    """A NAT (masquerade, optionally the kernel's SIP ALG) between gwa's phone and gwa: the CHILD_SA
+    holds the NAT's address (what is on the wire at both gateways), the far gateway sends media that
+    its phone addresses to the private address there (no ALG), the media reaches both phones through
+    the NAT protected on the WAN, and nothing is left after BYE."""
+    from ipsecrtp.netns.proc import run
+
+    with one_call(tmp_path, mode="router", nat="phone", sip_alg=sip_alg) as kc:
+        lab, r = kc.lab, kc.result
+        call = r.call_id
+        for role, local, remote in (("gwa", "192.0.2.20/32", "203.0.113.10/32"),
+                                    ("gwb", "203.0.113.10/32", "192.0.2.20/32")):
+            (child,) = r.children[role]
+            assert all(t.startswith(local) for t in child["local-ts"]), child
+            assert all(t.startswith(remote) for t in child["remote-ts"]), child
+            assert compare(r.children[role], r.kernel[role]) == []
+            # no NAT between the gateways: IKE says so, and ESP needs no UDP encapsulation
+            ike = _calls_events(lab, role, None, "nat-ike")
+            assert ike and not any(e["nat"] for e in ike), ike
+        translated = _calls_events(lab, "gwb", call, "nat-translated")
+        if sip_alg:
+            assert translated == []  # the ALG made the SDP true: nothing to translate
+        else:
+            (tr,) = translated
+            assert tr["rules"] and all(x.startswith("192.0.2.130:") and "-> 192.0.2.20:" in x for x in tr["rules"])
+        media = _calls_events(lab, "gwa", call, "nat-media")
+        assert len(media) == 2 and all(m["consistent"] and m["nat"] is (not sip_alg) for m in media), media
+        keyed_from, keyed_to = max(r.sa_up.values()), min(r.sa_down.values())
+        wa, wb = kc.wire["gwa"], kc.wire["gwb"]
+        esp = {(s, d) for t, s, d, _spi in wa.esp if keyed_from < t < keyed_to}
+        assert esp == {("198.51.100.1", "198.51.100.2"), ("198.51.100.2", "198.51.100.1")}
+        # what each gateway sends in clear (a capture with kernel ESP also shows each decrypted packet)
+        leaked = [p for p in wa.rtp_clear if p[1] == "192.0.2.20" and keyed_from < p[0] < keyed_to] + \
+                 [p for p in wb.rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
+        assert leaked == []
+        # the phones got each other's media while keyed: through the tunnel and the NAT, both ways
+        to_a = [p for p in kc.phones["gwa"].rtp_clear if p[1] == "203.0.113.10" and p[3] == "192.0.2.130"
+                and keyed_from < p[0] < keyed_to]
+        to_b = [p for p in kc.phones["gwb"].rtp_clear if p[1] == "192.0.2.20" and p[3] == "203.0.113.10"
+                and keyed_from < p[0] < keyed_to]
+        assert len(to_a) > 20 and len(to_b) > 20, (len(to_a), len(to_b))
+        assert {role: child_sas(lab, role) for role in ("gwa", "gwb")} == {"gwa": [], "gwb": []}
+        nft = run(lab.ns("gwb"), "nft", "list", "ruleset", check=False).stdout
+        assert "dnat-" not in nft  # the call's translation went with it
