@@ -2,7 +2,8 @@
 
 import ipaddress
 
-from ipsecrtp.nat import ike_encapsulation, ike_findings, media_finding, sdp_findings, sip_findings
+from ipsecrtp.nat import (ike_encapsulation, ike_findings, media_finding, nated_media, sdp_findings,
+                          sdp_leftover_findings, sip_findings)
 from ipsecrtp.sip.message import parse_message
 from ipsecrtp.sip.sdp import parse_sdp
 
@@ -45,6 +46,25 @@ def test_sdp_against_signalling_source_and_media_latching():
     assert sdp_findings(parse_sdp(sdp("198.51.100.1")), ("198.51.100.1", 5060)) == []
     assert media_finding("192.168.1.20", 10000, "203.0.113.7", 31000).test == "media-latching"
     assert media_finding("198.51.100.1", 10000, "198.51.100.1", 10000) is None
+
+
+def test_media_a_nat_hid_is_taken_from_the_signalling_source():
+    s = parse_sdp(sdp("192.168.1.20", "audio 10000 RTP/AVP 0", "video 0 RTP/AVP 96"))
+    assert nated_media(s, ("203.0.113.7", 5060)) == {"192.168.1.20": "203.0.113.7"}
+    assert nated_media(s, ("10.0.0.1", 5060)) == {}  # signalling from a private address: no public one to use
+    assert nated_media(parse_sdp(sdp("198.51.100.1")), ("203.0.113.7", 5060)) == {}  # public c=: not this case
+    lab = (ipaddress.ip_network("192.0.2.128/25"),)
+    assert nated_media(parse_sdp(sdp("192.0.2.130")), ("192.0.2.20", 5060), lab) == {"192.0.2.130": "192.0.2.20"}
+
+
+def test_an_alg_rewrite_shows_in_the_attributes_it_left():
+    body = sdp("203.0.113.7", "audio 10000 RTP/AVP 0|a=ssrc:1 cname:sip:alice@192.168.1.20").decode()
+    (f,) = sdp_leftover_findings(body, parse_sdp(body.encode()), ("203.0.113.7", 5060))
+    assert f.test == "sdp-rewritten" and "192.168.1.20" in f.evidence and "203.0.113.7" in f.evidence
+    clean = sdp("203.0.113.7", "audio 10000 RTP/AVP 0|a=ssrc:1 cname:sip:alice@203.0.113.7").decode()
+    assert sdp_leftover_findings(clean, parse_sdp(clean.encode()), ("203.0.113.7", 5060)) == []
+    untouched = sdp("192.168.1.20", "audio 10000 RTP/AVP 0|a=ssrc:1 cname:sip:alice@192.168.1.20").decode()
+    assert sdp_leftover_findings(untouched, parse_sdp(untouched.encode()), ("203.0.113.7", 5060)) == []
 
 
 def test_ike_real_nat_versus_forced_encapsulation():

@@ -57,9 +57,10 @@ def link_settings(rtt, jitter, loss, ike_loss, rate):
 @click.option("--mode", type=click.Choice(["host", "router"]), default="host", show_default=True,
               help="host: the gateways are the media endpoints; router: a phone behind each gateway (kernel ESP)")
 @click.option("--no-keying", is_flag=True, help="no charon: the controllers only observe and decide")
+@click.option("--nat-random-ports", is_flag=True, help="with phone-nat: the NAT picks random source ports")
 @wan_options
 def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: bool, mode: str, no_keying: bool,
-       rtt, jitter, loss, ike_loss, rate) -> None:
+       nat_random_ports: bool, rtt, jitter, loss, ike_loss, rate) -> None:
     """Create the lab (namespaces, WAN link, charons, controllers).
 
     With --rtt/--jitter/--loss/--ike-loss/--rate the WAN goes through a user-space link
@@ -75,12 +76,16 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
     try:
         lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy,
                 nat={"nat": "between", "phone-nat": "phone"}.get(topology), sip_alg=sip_alg, mode=mode,
-                keying=not no_keying)
+                keying=not no_keying, nat_random_ports=nat_random_ports)
     except (LabError, RuntimeError, OSError) as exc:
         lab_.down()
         raise _fail(exc) from None
     st = lab_.status()
-    click.echo(f"lab {name} up: backend {st['backend']} ({st['esp_probe']}), strategy {strategy}")
+    click.echo(f"lab {name} up: backend {st['backend']} ({st['esp_probe']}), strategy {strategy}, mode {mode}, "
+               f"topology {topology}{' with the SIP ALG' if sip_alg else ''}")
+    for role, g in st["gateways"].items():
+        if g.get("phone"):
+            click.echo(f"  {role}'s phone: namespace {g['phone']['namespace']}, address {g['phone']['address']}")
     if wan is not None:
         click.echo(f"  wan: emulated link {wan.__dict__}")
     for role, gw in st["gateways"].items():

@@ -222,7 +222,7 @@ class Lab:
     def up(self, media_timeout: float = 30.0, wan: LinkSettings | None = None,
            strategy: str = "child-per-call", charon_extra: str = "", keying: bool = True,
            controllers: bool = True, nat: str | None = None, sip_alg: bool = False,
-           nat_translate: bool = True, mode: str = "host") -> None:
+           nat_translate: bool = True, mode: str = "host", nat_random_ports: bool = False) -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
@@ -230,7 +230,9 @@ class Lab:
         ``nat="between"``: a NAT router (nftables masquerade) between the gateways, with the kernel's
         SIP ALG (nf_conntrack_sip / nf_nat_sip) when ``sip_alg``; ``nat="phone"`` (router mode): a NAT
         (a customer router) between gwa's phone and gwa. ``mode="router"``: phones behind the
-        gateways; keyed only with kernel ESP, observe-only (``keying=False``) on any kernel."""
+        gateways; keyed only with kernel ESP, observe-only (``keying=False``) on any kernel.
+        ``nat_random_ports``: the NAT picks random source ports (``masquerade random``), as some
+        carrier NATs do, instead of keeping the phone's."""
         if mode not in ("host", "router"):
             raise LabError(f"unknown mode {mode!r} (host or router)")
         if nat not in (None, "between", "phone"):
@@ -284,8 +286,8 @@ class Lab:
             if not probe.supported and keying:
                 raise LabError("router mode needs kernel ESP (charon's kernel-netlink); this kernel has none: "
                                "run it in the real-kernel tier (ipsecrtp lab vm), or observe only (--no-keying)")
-            self._build_lans(a, b, phone_nat=nat == "phone", sip_alg=sip_alg)
-        self.state["backend"] = backend
+            self._build_lans(a, b, phone_nat=nat == "phone", sip_alg=sip_alg, random_ports=nat_random_ports)
+        self.state["backend"] = backend if keying else f"none (observe only; {backend} would key here)"
         self.state["esp_probe"] = probe.detail
         self._save()
         psk = os.path.join(self.dir, "psk")
@@ -391,13 +393,14 @@ class Lab:
             lan = PHONES[gw.role][2]
         return lan, str(ipaddress.ip_network(lan, strict=False))
 
-    def _build_lans(self, a: Gateway, b: Gateway, phone_nat: bool = False, sip_alg: bool = False) -> None:
+    def _build_lans(self, a: Gateway, b: Gateway, phone_nat: bool = False, sip_alg: bool = False,
+                    random_ports: bool = False) -> None:
         for gw, peer in ((a, b), (b, a)):
             role, addr, _ = PHONES[gw.role]
             gw_addr, net = self._lan(gw, phone_nat)
             gns = self.ns(gw.role)
             if phone_nat and gw is a:
-                ns, addr = self._build_phone_nat(gns, role, sip_alg)
+                ns, addr = self._build_phone_nat(gns, role, sip_alg, random_ports)
             else:
                 ns = self._add_ns(role)
                 proc.run(None, "ip", "-n", gns, "link", "add", "lan0", "type", "veth",
@@ -413,7 +416,7 @@ class Lab:
             self.state["gateways"][gw.role]["phone"] = {"namespace": ns, "address": addr.split("/")[0]}
         self._save()
 
-    def _build_phone_nat(self, gns: str, phone_role: str, sip_alg: bool) -> tuple[str, str]:
+    def _build_phone_nat(self, gns: str, phone_role: str, sip_alg: bool, random_ports: bool) -> tuple[str, str]:
         """gwa.lan0 -- out0 [NAT] in0 -- lan0 phone; returns the phone's namespace and address."""
         nat = self._add_ns("nat")
         proc.run(None, "ip", "-n", gns, "link", "add", "lan0", "type", "veth", "peer", "name", "out0", "netns", nat)
@@ -426,14 +429,16 @@ class Lab:
         proc.run(nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         path = os.path.join(self.dir, "nat.nft")
         with open(path, "w") as f:
-            f.write(NFT_NAT + NFT_NAT_FIREWALL + (NFT_SIP_ALG if sip_alg else ""))
+            nat_rules = NFT_NAT.replace("masquerade", "masquerade random") if random_ports else NFT_NAT
+            f.write(nat_rules + NFT_NAT_FIREWALL + (NFT_SIP_ALG if sip_alg else ""))
         proc.run(nat, "nft", "-f", path)
         addr = PHONE_NAT["phone"]
         proc.run(ns, "ip", "addr", "add", addr, "dev", "lan0")
         proc.run(ns, "ip", "link", "set", "lan0", "up")
         proc.run(ns, "ip", "route", "add", "default", "via", PHONE_NAT["inside"].split("/")[0])
         self.state["nat_router"] = {"namespace": nat, "topology": "phone", "public": PHONE_NAT["outside"].split("/")[0],
-                                    "inside": PHONE_NAT["inside"].split("/")[0], "sip_alg": sip_alg}
+                                    "inside": PHONE_NAT["inside"].split("/")[0], "sip_alg": sip_alg,
+                                    "random_ports": random_ports}
         self._save()
         return ns, addr
 

@@ -122,10 +122,11 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 # tests/lab/test_router.py keys the same topology in the real-kernel tier): what the controllers
 # detect and decide.
 
-def observe_phone_nat(sip_alg: bool, translate: bool = True) -> dict:
+def observe_phone_nat(sip_alg: bool, translate: bool = True, random_ports: bool = False) -> dict:
     lab = Lab("p" + secrets.token_hex(4))
     try:
-        lab.up(mode="router", nat="phone", sip_alg=sip_alg, keying=False, nat_translate=translate)
+        lab.up(mode="router", nat="phone", sip_alg=sip_alg, keying=False, nat_translate=translate,
+               nat_random_ports=random_ports)
         lab.start_uas()
         ctl = {r: BaresipControl(lab.ua_ns(r), timeout=15) for r in ("gwa", "gwb")}
         try:
@@ -186,3 +187,14 @@ def test_phone_behind_nat_refused_with_a_reason_when_translation_is_off():
         (ref,) = decided(r, gw, "refused")
         assert "192.0.2.130 is a phone's private address behind a NAT" in ref["reason"], ref
         assert "192.0.2.20" in ref["reason"] and not decided(r, gw, "keying")
+
+
+def test_phone_behind_a_port_changing_nat_is_reported_as_not_keyable_from_the_sdp():
+    r = observe_phone_nat(sip_alg=False, random_ports=True)
+    call = r["call"]
+    assert "via-port-vs-source" in sip_tests(r["check"]["gwb"], call)  # even SIP's port was remapped
+    media = media_of(r["check"]["gwa"], call)
+    assert len(media) == 2, media
+    for m in media:  # the SDP's port is not the wire's: keyed from the SDP, the flow misses the SA
+        assert not m["consistent"] and m["sdp"].split(":")[1] != m["seen"].split(":")[1], m
+        assert "a NAT changed the port" in m["reason"] and m["seen"] in m["reason"]
