@@ -2,8 +2,15 @@
 
 import ipaddress
 
-from ipsecrtp.nat import (ike_encapsulation, ike_findings, media_finding, nated_media, sdp_findings,
-                          sdp_leftover_findings, sip_findings)
+from ipsecrtp.nat import (
+    ike_encapsulation,
+    ike_findings,
+    media_finding,
+    nated_media,
+    sdp_findings,
+    sdp_leftover_findings,
+    sip_findings,
+)
 from ipsecrtp.sip.message import parse_message
 from ipsecrtp.sip.sdp import parse_sdp
 
