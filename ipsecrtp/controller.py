@@ -823,6 +823,11 @@ class Controller:
         self.log("nat-ike", peer=peer.name, conn=conn, nat=bool(found), findings=[f.to_json() for f in found],
                  encapsulation=ike_encapsulation(ike, self.backend), seen_as=f"{host}:{ike.get('remote-port')}")
 
+    def _in_media_ranges(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip.version == n.version and ip in n for p in self.cfg.peers
+                   for n in map(ipaddress.ip_network, (*p.local_media, *p.remote_media)))
+
     def _sip_nat(self, ev: SipSeen) -> None:
         msg = ev.message
         if msg is None or ev.source is None:
@@ -841,7 +846,10 @@ class Controller:
             if sdp is not None:
                 found += sdp_findings(sdp, ev.source, self.private)
                 found += sdp_leftover_findings(body.decode("utf-8", "replace"), sdp, ev.source, self.private)
-                hidden = nated_media(sdp, ev.source, self.private)
+                # an address in a peer's media range is reached through the tunnel as it is (a NAT
+                # between the gateways, the ALG case); only one outside them was hidden by a NAT
+                hidden = {a: pub for a, pub in nated_media(sdp, ev.source, self.private).items()
+                          if not self._in_media_ranges(a)}
                 if hidden:
                     self.nated.setdefault(ev.call_id, {}).update(hidden)
         if found:
