@@ -37,6 +37,7 @@ from .keying.strongswan import Charon, KeyingError, PeerConfig, listen, ts
 from .log import DecisionLog
 from .media import Endpoint, Flow, MediaPolicy
 from .nat import (
+    NatFinding,
     ike_encapsulation,
     ike_findings,
     media_finding,
@@ -89,6 +90,7 @@ class CallKeying:
     done: threading.Event = field(default_factory=threading.Event)  # its install job has finished
     dnat: str | None = None  # the nftables chain translating a NAT address back (keying/dnat.py)
     prekeyed: tuple | None = None  # (keys, policies) installed directly with xfrm (strategy pre-keyed)
+    permit: bool = False  # responder: a child config of its own for the call (a port outside the template's)
 
 
 def child_name(call_id: str, generation: int) -> str:
@@ -106,6 +108,9 @@ class _Shared:
     # where a call's media should come from, for latching: (remote address, port) -> (call, SDP
     # endpoint, keyed endpoint) of the local side's flow to it
     latch: dict[tuple[str, int], tuple[str, Endpoint, Endpoint]] = field(default_factory=dict)
+    # the far side of it: (local address, port) -> (call, keyed remote endpoint) where the remote
+    # endpoint is a NAT's address taken for a hidden one (its port is the SDP's, a guess)
+    far_latch: dict[tuple[str, int], tuple[str, Endpoint]] = field(default_factory=dict)
 
 
 class Controller:
@@ -143,6 +148,10 @@ class Controller:
         # per call: SDP addresses a NAT in front of a phone hid -> the NAT's address (nathelper's fix)
         self.nated: dict[str, dict[str, str]] = {}
         self.latched: set[tuple[str, str, int]] = set()  # (call, address, port) already reported
+        # per call: a NAT's endpoint keyed with the SDP's port -> the port its media really came from
+        self.relatched: dict[str, dict[Endpoint, Endpoint]] = {}
+        self.relatch_due: dict[str, float] = {}  # call -> when to re-key it with what latching saw
+        self.sdp_flows: dict[str, tuple[Flow, ...]] = {}  # call -> flows as the SDP said, before any NAT fix
         self.media_socks: set = set()
 
     # -- start / stop ------------------------------------------------------------------------
@@ -255,7 +264,8 @@ class Controller:
         assert self.capture is not None
         socks = self.capture.fileno_list()
         while not self.stop.is_set():
-            timers = [t for t in [self.tracker.next_timer(), *(r[0] for r in self.removals)] if t is not None]
+            timers = [t for t in [self.tracker.next_timer(), *(r[0] for r in self.removals),
+                                  *self.relatch_due.values()] if t is not None]
             timeout = min([0.5, *(max(0.0, t - time.time()) for t in timers)])
             readable, _, _ = select.select(socks, [], [], timeout)
             for s in readable:
@@ -266,6 +276,10 @@ class Controller:
             for item in [r for r in self.removals if r[0] <= now]:
                 self.removals.remove(item)
                 self._submit(("remove", item[1], item[2]))
+            for call in [c for c, due in self.relatch_due.items() if due <= now]:
+                del self.relatch_due[call]
+                if call in self.calls and call in self.sdp_flows:
+                    self.rekey(call, self.sdp_flows[call], now, "media latching")
             nt = self.tracker.next_timer()
             if nt is not None and nt <= now:
                 for ev in self.tracker.handle_timer(now):
@@ -309,6 +323,8 @@ class Controller:
         else:
             call = self.shared.rule_calls.get(FlowRule(pkt.src, pkt.dst, pkt.sport, pkt.dport)) or \
                 self.shared.rule_calls.get(FlowRule(pkt.dst, pkt.src, pkt.dport, pkt.sport))
+            if call is None and self.shared.far_latch:
+                self._latch_far(pkt.src, pkt.sport, pkt.dst, pkt.dport, t)
         if call is not None:
             self.tracker.media_activity(call, t)
             tl = self.timelines.get(call)
@@ -334,12 +350,43 @@ class Controller:
         self.tracker.media_activity(call, t)
         finding = media_finding(sdp_ep.address, sdp_ep.port, src, sport)
         consistent = ipaddress.ip_address(src) == ipaddress.ip_address(keyed.address) and sport == keyed.port
-        extra = {} if consistent else {
-            "reason": f"RTP to {dst}:{dport} comes from {src}:{sport}, the CHILD_SA holds {keyed}: a NAT changed "
-                      "the port, the flow cannot be keyed from the SDP consistently (it stays outside the SA)"}
+        extra = {} if consistent else self._relatch(call, keyed, Endpoint(src, sport), sdp_ep, t)
         self.log("nat-media", call=call, t=t, sdp=str(sdp_ep), keyed=str(keyed), seen=f"{src}:{sport}",
                  nat=finding is not None, consistent=consistent,
                  findings=[finding.to_json()] if finding else [], **extra)
+
+    def _latch_far(self, src: str, sport: int, dst: str, dport: int, t: float) -> None:
+        """Clear media on the WAN to one of our keyed endpoints, from the NAT address the far phone
+        was keyed at but another port: the far NAT changed the port (this side's half of latching)."""
+        entry = self.shared.far_latch.get((dst, dport))
+        if entry is None:
+            return
+        call, keyed = entry
+        if src != keyed.address or sport == keyed.port or (call, keyed.address, keyed.port) in self.latched:
+            return
+        self.latched.add((call, keyed.address, keyed.port))
+        extra = self._relatch(call, keyed, Endpoint(src, sport), keyed, t)
+        self.log("nat-media", call=call, t=t, sdp=str(keyed), keyed=str(keyed), seen=f"{src}:{sport}", nat=True,
+                 consistent=False, far=True,
+                 findings=[NatFinding("media-latching", "media",
+                                      f"keyed {keyed} (a NAT's address, the SDP's port), RTP came from "
+                                      f"{src}:{sport}").to_json()], **extra)
+
+    def _relatch(self, call: str, keyed: Endpoint, seen: Endpoint, sdp_ep: Endpoint, t: float) -> dict:
+        """Re-key a flow keyed at a NAT's address with the port its media really comes from; a flow
+        from another address entirely is not re-keyed (that is not a port a NAT chose)."""
+        reason = (f"RTP to the call comes from {seen}, the CHILD_SA holds {keyed}: a NAT changed the port, the "
+                  "flow cannot be keyed from the SDP consistently")
+        hidden = self.nated.get(call, {})
+        if not self.cfg.nat_translate or seen.address != keyed.address or \
+                (sdp_ep.address not in hidden and keyed.address not in hidden.values()):
+            return {"reason": reason + " (it stays outside the SA)"}
+        self.relatched.setdefault(call, {})[keyed] = seen
+        # one re-key for RTP and RTCP, whose first packets come close together; the initiator waits
+        # longer, so that the responder's child config for the new ports is there when asked
+        st = self.calls.get(call)
+        self.relatch_due.setdefault(call, t + (0.5 if st is not None and st.role == "initiator" else 0.1))
+        return {"reason": reason + ": re-keying with the port seen (latching)", "relatched": str(seen)}
 
     def _timeline(self, ev: Event) -> None:
         update_timeline(self.timelines, ev, self.cfg.name)
@@ -487,6 +534,7 @@ class Controller:
         inside = {nat: p.remote_id for nat, name in self.shared.nat_public.items()
                   for p in self.cfg.peers if p.name == name}
         inside.update(self.nated.get(call_id, {}))
+        relatched = self.relatched.get(call_id, {})
         if not inside:
             return flows, []
         out, rules = [], []
@@ -494,8 +542,10 @@ class Controller:
             eps = []
             for ep in f.endpoints():
                 if ep.address in inside:
-                    rules.append((ep.address, ep.port, inside[ep.address], ep.port))
-                    ep = Endpoint(inside[ep.address], ep.port)
+                    real = Endpoint(inside[ep.address], ep.port)
+                    real = relatched.get(real, real)  # the port the NAT really chose, once latching saw it
+                    rules.append((ep.address, ep.port, real.address, real.port))
+                    ep = real
                 eps.append(ep)
             out.append(Flow(f.stream, f.kind, eps[0], eps[1]))
         return tuple(out), sorted(set(rules))
@@ -505,7 +555,12 @@ class Controller:
         spec = prev if prev is not None and prev.speculative else None
         sdp_flows = flows
         flows, dnat = self._translate(call_id, flows)
-        ok = self._authorise(call_id, flows, t, trigger)
+        # the policy (media ranges, RTP ports) judges what the phones asked for; a port a NAT chose
+        # for the phone (latching) lies anywhere, and replaces the SDP's only at the NAT's address
+        back = {seen: keyed for keyed, seen in self.relatched.get(call_id, {}).items()}
+        asked = tuple(Flow(f.stream, f.kind, back.get(f.offerer, f.offerer), back.get(f.answerer, f.answerer))
+                      for f in flows) if back else flows
+        ok = self._authorise(call_id, asked, t, trigger)
         if ok is None:
             if spec is not None:
                 self.unkey(call_id, "answer-refused", t)
@@ -536,8 +591,11 @@ class Controller:
                 self.log("nat-translate-failed", call=call_id, reason=str(exc))
         for r in rules:
             self.shared.rule_calls[r] = call_id
+        self.sdp_flows[call_id] = sdp_flows
         for sf, f, (lo, re) in zip(sdp_flows, flows, oriented, strict=True):
             self.shared.latch[(re.address, re.port)] = (call_id, sf.offerer if f.offerer == lo else sf.answerer, lo)
+            if re.address in self.nated.get(call_id, {}).values():  # the far phone's NAT: its port is a guess
+                self.shared.far_latch[(lo.address, lo.port)] = (call_id, re)
         tl = self.timelines.get(call_id)
         if tl is not None and not tl.role:
             tl.role, tl.strategy = role, peer.strategy
@@ -548,11 +606,16 @@ class Controller:
                      flows=[f.to_json() for f in flows], strategy=peer.strategy)
             self._prekey(st, oriented)
             return
+        local_ts = sorted({ts(lo) for lo, _ in oriented})
+        remote_ts = sorted({ts(re) for _, re in oriented})
         if role == "initiator":
             st.child = child_name(call_id, generation)
-            local_ts = sorted({ts(lo) for lo, _ in oriented})
-            remote_ts = sorted({ts(re) for _, re in oriented})
             self._submit(("install", st, local_ts, remote_ts))
+        elif self.relatched.get(call_id):
+            # the responder's template child holds the RTP port range; a port a NAT chose is outside
+            # it, so the peer's CREATE_CHILD_SA needs a child config with exactly these flows
+            st.child, st.permit = child_name(call_id, generation), True
+            self._submit(("permit", st, local_ts, remote_ts))
         self.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=st.child,
                  flows=[f.to_json() for f in flows], strategy=peer.strategy)
 
@@ -594,11 +657,13 @@ class Controller:
 
     def unkey(self, call_id: str, reason: str, t: float) -> None:
         st = self.calls.pop(call_id, None)
-        for k in [k for k, v in self.shared.latch.items() if v[0] == call_id]:
-            del self.shared.latch[k]
+        for table in (self.shared.latch, self.shared.far_latch):
+            for k in [k for k, v in table.items() if v[0] == call_id]:
+                del table[k]
         self.latched = {x for x in self.latched if x[0] != call_id}
         if reason != "media-changed":
-            self.nated.pop(call_id, None)
+            for per_call in (self.nated, self.relatched, self.relatch_due, self.sdp_flows):
+                per_call.pop(call_id, None)
         pending = self.pending_dnat.pop(call_id, None)
         if pending is not None:
             dnat_delete(pending)  # translated at the offer, never keyed (cancelled, refused)
@@ -611,7 +676,7 @@ class Controller:
             s_.terminated = True
             self.log("unkeying", call=call_id, reason=reason, t=t, role=s_.role, child=s_.child,
                      speculative=s_.speculative)
-            if s_.role == "initiator":
+            if s_.role == "initiator" or s_.permit:
                 # Trailing RTP after a BYE would leave in clear if the SA went at once.
                 delay = 0.0 if reason == "media-changed" else self.cfg.teardown_delay
                 self.removals.append((time.time() + delay, s_, reason))
@@ -648,6 +713,11 @@ class Controller:
                     continue
                 if job[0] == "install":
                     self._install(charon, *job[1:])
+                elif job[0] == "permit":
+                    with self._conf_lock:
+                        self.children[job[1].peer.name][job[1].child] = (job[2], job[3])
+                        charon.load_peer(job[1].peer, dict(self.children[job[1].peer.name]))
+                    job[1].done.set()
                 elif job[0] == "remove":
                     job[1].done.wait(30)  # never overtake the call's own set-up
                     self._remove(job[1], job[2], charon)
@@ -758,14 +828,14 @@ class Controller:
             return
         charon = charon or self.charon
         assert charon is not None
-        if not st.own_conn and st.child and not st.uniqueid:
+        if not st.own_conn and st.child and not st.uniqueid and not st.permit:
             # never learnt its id (a failed or unconfirmed set-up): find it by name, leave nothing behind
             st.uniqueid = next((c.get("uniqueid") for c in charon.child_sas(st.peer.conn)
                                 if c.get("name") == st.child), None)
         if st.own_conn and st.child:
             charon.terminate_ike(st.child)  # strategy a: the call's IKE_SA goes with it
             charon.unload_conn(st.child)
-        elif st.uniqueid:
+        elif st.uniqueid and not st.permit:  # a responder's SA is the initiator's to delete
             charon.terminate_child(st.uniqueid)
         with self._conf_lock:
             if st.child and self.children[st.peer.name].pop(st.child, None) is not None:
@@ -776,7 +846,10 @@ class Controller:
         if st.dnat:
             dnat_delete(st.dnat)
             st.dnat = None
-        self.log("sa-removed", call=st.call_id, child=st.child, sa=st.uniqueid, reason=reason)
+        if st.permit:
+            self.log("child-config-removed", call=st.call_id, child=st.child, reason=reason)
+        else:
+            self.log("sa-removed", call=st.call_id, child=st.child, sa=st.uniqueid, reason=reason)
 
     # -- charon events -----------------------------------------------------------------------
 

@@ -113,7 +113,8 @@ def wire_stats(pcap: str) -> WireStats:
             spi = struct.unpack_from("!I", p.payload)[0]
             if spi:
                 out.esp.append((t, p.src, p.dst, spi))
-        elif RTP_PORTS[0] <= p.sport <= RTP_PORTS[1] + 1 and RTP_PORTS[0] <= p.dport <= RTP_PORTS[1] + 1:
+        elif RTP_PORTS[0] <= p.sport <= RTP_PORTS[1] + 1 or RTP_PORTS[0] <= p.dport <= RTP_PORTS[1] + 1:
+            # one side is enough: a NAT may have given the other any port
             out.rtp_clear.append((t, p.src, p.sport, p.dst, p.dport))
     return out
 

@@ -189,12 +189,23 @@ def test_phone_behind_nat_refused_with_a_reason_when_translation_is_off():
         assert "192.0.2.20" in ref["reason"] and not decided(r, gw, "keying")
 
 
-def test_phone_behind_a_port_changing_nat_is_reported_as_not_keyable_from_the_sdp():
+def test_phone_behind_a_port_changing_nat_is_rekeyed_with_the_ports_latching_saw():
     r = observe_phone_nat(sip_alg=False, random_ports=True)
     call = r["call"]
     assert "via-port-vs-source" in sip_tests(r["check"]["gwb"], call)  # even SIP's port was remapped
     media = media_of(r["check"]["gwa"], call)
-    assert len(media) == 2, media
-    for m in media:  # the SDP's port is not the wire's: keyed from the SDP, the flow misses the SA
-        assert not m["consistent"] and m["sdp"].split(":")[1] != m["seen"].split(":")[1], m
-        assert "a NAT changed the port" in m["reason"] and m["seen"] in m["reason"]
+    wrong = [m for m in media if not m["consistent"]]
+    assert len(wrong) == 2, media  # RTP and RTCP: the SDP's port is not the wire's
+    for m in wrong:
+        assert m["sdp"].split(":")[1] != m["seen"].split(":")[1], m
+        assert "a NAT changed the port" in m["reason"] and "re-keying" in m["reason"] and m["seen"] in m["reason"]
+    seen = {m["seen"] for m in wrong}
+    # after the re-key the phone's RTP comes from where it is keyed (its next RTCP may come after the call)
+    assert {m["seen"] for m in media if m["consistent"]} & seen, media
+    # both gateways re-keyed (the far one from the same media, seen in clear on its WAN) with those ports
+    far = [e for e in decided(r, "gwb", "nat-media") if e.get("far")]
+    assert {e["relatched"] for e in far} == seen, far
+    for gw in ("gwa", "gwb"):
+        final = decided(r, gw, "keying")[-1]
+        assert final["trigger"] == "media latching" and {f["offerer"] for f in final["flows"]} == seen, final
+

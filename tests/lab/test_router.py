@@ -87,3 +87,38 @@ def test_phone_behind_nat_keyed_as_on_the_wire(tmp_path, sip_alg):
         assert {role: child_sas(lab, role) for role in ("gwa", "gwb")} == {"gwa": [], "gwb": []}
         nft = run(lab.ns("gwb"), "nft", "list", "ruleset", check=False).stdout
         assert "dnat-" not in nft  # the call's translation went with it
+
+
+def test_phone_behind_a_port_changing_nat_rekeyed_from_latching(tmp_path):
+    """The phone's NAT picks random ports, so the SDP's ports are not the wire's: each gateway sees the
+    phone's first media (gwa on its LAN, gwb in clear on its WAN), re-keys the call with the ports
+    really used, and from then on the media crosses the WAN protected and reaches both phones."""
+    from ipsecrtp.netns.calls import log_events
+
+    with one_call(tmp_path, mode="router", nat="phone", nat_random_ports=True) as kc:
+        lab, r = kc.lab, kc.result
+        call = r.call_id
+        wrong = [m for m in log_events(lab, "gwa", call, "nat-media") if not m["consistent"]]
+        seen = {m["relatched"] for m in wrong}
+        assert len(seen) == 2 and all(m["sdp"].split(":")[1] != m["seen"].split(":")[1] for m in wrong), wrong
+        last_up, first_down = {}, {}
+        for role in ("gwa", "gwb"):
+            final = log_events(lab, role, call, "keying")[-1]
+            assert final["trigger"] == "media latching" and {f["offerer"] for f in final["flows"]} == seen, final
+            ups = log_events(lab, role, call, "sa-up")
+            assert len(ups) >= 2  # the SA from the SDP's ports, then the re-keyed one
+            last_up[role] = ups[-1]["ts"]
+            first_down[role] = min(e["ts"] for e in log_events(lab, role, call, "sa-down") if e["ts"] > ups[-1]["ts"])
+            (child,) = r.children[role]  # while talking: only the re-keyed SA is left
+            ports = {t.rsplit("/", 1)[1].rstrip("]") for t in child["local-ts" if role == "gwa" else "remote-ts"]}
+            assert ports == {s.split(":")[1] for s in seen}, child
+            assert compare(r.children[role], r.kernel[role]) == []
+        keyed_from, keyed_to = max(last_up.values()), min(first_down.values())
+        wa, wb = kc.wire["gwa"], kc.wire["gwb"]
+        leaked = [p for p in wa.rtp_clear if p[1] == "192.0.2.20" and keyed_from < p[0] < keyed_to] + \
+                 [p for p in wb.rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
+        assert leaked == []
+        to_a = [p for p in kc.phones["gwa"].rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
+        to_b = [p for p in kc.phones["gwb"].rtp_clear if p[1] == "192.0.2.20" and keyed_from < p[0] < keyed_to]
+        assert len(to_a) > 20 and len(to_b) > 20, (len(to_a), len(to_b))
+        assert {role: child_sas(lab, role) for role in ("gwa", "gwb")} == {"gwa": [], "gwb": []}
