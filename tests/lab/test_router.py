@@ -5,11 +5,41 @@ in the real-kernel tier (tests/test_vm_tier.py) and is skipped on a kernel witho
 import pytest
 
 from ipsecrtp.kernel.view import compare
-from ipsecrtp.netns.calls import child_sas
+from ipsecrtp.netns.calls import child_sas, log_events
+from ipsecrtp.netns.proc import run
 
 from .kernel_esp import assert_refused_without_esp, one_call
 
 pytestmark = pytest.mark.lab
+
+
+def assert_keyed_for(r, a_phone: str, b_phone: str) -> None:
+    """Each gateway holds one CHILD_SA between the phones' addresses as its WAN sees them, and the
+    kernel holds what charon reports."""
+    for role, local, remote in (("gwa", a_phone, b_phone), ("gwb", b_phone, a_phone)):
+        (child,) = r.children[role]
+        assert all(t.startswith(local + "/32") for t in child["local-ts"]), child
+        assert all(t.startswith(remote + "/32") for t in child["remote-ts"]), child
+        assert compare(r.children[role], r.kernel[role]) == []
+
+
+def assert_protected_on_wan(kc, a_phone: str, b_phone: str, keyed_from: float, keyed_to: float) -> None:
+    """While keyed: ESP between the gateways both ways, and neither gateway sends its phone's RTP in
+    clear (a capture with kernel ESP also shows each decrypted packet, so only what is sent counts)."""
+    wa, wb = kc.wire["gwa"], kc.wire["gwb"]
+    esp = {(s, d) for t, s, d, _spi in wa.esp if keyed_from < t < keyed_to}
+    assert esp == {("198.51.100.1", "198.51.100.2"), ("198.51.100.2", "198.51.100.1")}
+    leaked = [p for p in wa.rtp_clear if p[1] == a_phone and keyed_from < p[0] < keyed_to] + \
+             [p for p in wb.rtp_clear if p[1] == b_phone and keyed_from < p[0] < keyed_to]
+    assert leaked == []
+
+
+def assert_phones_got_media(kc, a_phone: str, keyed_from: float, keyed_to: float) -> None:
+    """Each phone's own LAN capture: the other's RTP arrived while keyed (through the tunnel, and
+    for gwa's phone through its NAT)."""
+    to_a = [p for p in kc.phones["gwa"].rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
+    to_b = [p for p in kc.phones["gwb"].rtp_clear if p[1] == a_phone and keyed_from < p[0] < keyed_to]
+    assert len(to_a) > 20 and len(to_b) > 20, (len(to_a), len(to_b))
 
 
 def test_router_mode_is_refused_without_kernel_esp():
@@ -19,27 +49,11 @@ def test_router_mode_is_refused_without_kernel_esp():
 def test_router_mode_call_keyed_between_gateways_for_the_phones(tmp_path):
     with one_call(tmp_path, mode="router") as kc:
         lab, r = kc.lab, kc.result
-        for role, local, remote in (("gwa", "192.0.2.10/32", "203.0.113.10/32"),
-                                    ("gwb", "203.0.113.10/32", "192.0.2.10/32")):
-            (child,) = r.children[role]
-            assert all(t.startswith(local) for t in child["local-ts"])
-            assert all(t.startswith(remote) for t in child["remote-ts"])
-            assert compare(r.children[role], r.kernel[role]) == []
+        assert_keyed_for(r, "192.0.2.10", "203.0.113.10")
         keyed_from, keyed_to = max(r.sa_up.values()), min(r.sa_down.values())
-        wa, wb = kc.wire["gwa"], kc.wire["gwb"]
-        # on the WAN: ESP between the gateways both ways; no phone RTP leaving a gateway in clear while keyed
-        esp = {(s, d) for t, s, d, _spi in wa.esp if keyed_from < t < keyed_to}
-        assert esp == {("198.51.100.1", "198.51.100.2"), ("198.51.100.2", "198.51.100.1")}
-        leaked = [p for p in wa.rtp_clear if p[1] == "192.0.2.10" and keyed_from < p[0] < keyed_to] + \
-                 [p for p in wb.rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
-        assert leaked == []
+        assert_protected_on_wan(kc, "192.0.2.10", "203.0.113.10", keyed_from, keyed_to)
+        assert_phones_got_media(kc, "192.0.2.10", keyed_from, keyed_to)
         assert {r_: child_sas(lab, r_) for r_ in ("gwa", "gwb")} == {"gwa": [], "gwb": []}
-
-
-def _calls_events(lab, role: str, call: str, event: str) -> list[dict]:
-    from ipsecrtp.netns.calls import log_events
-
-    return log_events(lab, role, call, event)
 
 
 @pytest.mark.parametrize("sip_alg", [False, True], ids=["without-alg", "with-alg"])
@@ -48,42 +62,25 @@ def test_phone_behind_nat_keyed_as_on_the_wire(tmp_path, sip_alg):
     holds the NAT's address (what is on the wire at both gateways), the far gateway sends media that
     its phone addresses to the private address there (no ALG), the media reaches both phones through
     the NAT protected on the WAN, and nothing is left after BYE."""
-    from ipsecrtp.netns.proc import run
-
     with one_call(tmp_path, mode="router", nat="phone", sip_alg=sip_alg) as kc:
         lab, r = kc.lab, kc.result
         call = r.call_id
-        for role, local, remote in (("gwa", "192.0.2.20/32", "203.0.113.10/32"),
-                                    ("gwb", "203.0.113.10/32", "192.0.2.20/32")):
-            (child,) = r.children[role]
-            assert all(t.startswith(local) for t in child["local-ts"]), child
-            assert all(t.startswith(remote) for t in child["remote-ts"]), child
-            assert compare(r.children[role], r.kernel[role]) == []
+        assert_keyed_for(r, "192.0.2.20", "203.0.113.10")
+        for role in ("gwa", "gwb"):
             # no NAT between the gateways: IKE says so, and ESP needs no UDP encapsulation
-            ike = _calls_events(lab, role, None, "nat-ike")
+            ike = log_events(lab, role, None, "nat-ike")
             assert ike and not any(e["nat"] for e in ike), ike
-        translated = _calls_events(lab, "gwb", call, "nat-translated")
+        translated = log_events(lab, "gwb", call, "nat-translated")
         if sip_alg:
             assert translated == []  # the ALG made the SDP true: nothing to translate
         else:
             (tr,) = translated
             assert tr["rules"] and all(x.startswith("192.0.2.130:") and "-> 192.0.2.20:" in x for x in tr["rules"])
-        media = _calls_events(lab, "gwa", call, "nat-media")
+        media = log_events(lab, "gwa", call, "nat-media")
         assert len(media) == 2 and all(m["consistent"] and m["nat"] is (not sip_alg) for m in media), media
         keyed_from, keyed_to = max(r.sa_up.values()), min(r.sa_down.values())
-        wa, wb = kc.wire["gwa"], kc.wire["gwb"]
-        esp = {(s, d) for t, s, d, _spi in wa.esp if keyed_from < t < keyed_to}
-        assert esp == {("198.51.100.1", "198.51.100.2"), ("198.51.100.2", "198.51.100.1")}
-        # what each gateway sends in clear (a capture with kernel ESP also shows each decrypted packet)
-        leaked = [p for p in wa.rtp_clear if p[1] == "192.0.2.20" and keyed_from < p[0] < keyed_to] + \
-                 [p for p in wb.rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
-        assert leaked == []
-        # the phones got each other's media while keyed: through the tunnel and the NAT, both ways
-        to_a = [p for p in kc.phones["gwa"].rtp_clear if p[1] == "203.0.113.10" and p[3] == "192.0.2.130"
-                and keyed_from < p[0] < keyed_to]
-        to_b = [p for p in kc.phones["gwb"].rtp_clear if p[1] == "192.0.2.20" and p[3] == "203.0.113.10"
-                and keyed_from < p[0] < keyed_to]
-        assert len(to_a) > 20 and len(to_b) > 20, (len(to_a), len(to_b))
+        assert_protected_on_wan(kc, "192.0.2.20", "203.0.113.10", keyed_from, keyed_to)
+        assert_phones_got_media(kc, "192.0.2.20", keyed_from, keyed_to)
         assert {role: child_sas(lab, role) for role in ("gwa", "gwb")} == {"gwa": [], "gwb": []}
         nft = run(lab.ns("gwb"), "nft", "list", "ruleset", check=False).stdout
         assert "dnat-" not in nft  # the call's translation went with it
@@ -93,8 +90,6 @@ def test_phone_behind_a_port_changing_nat_rekeyed_from_latching(tmp_path):
     """The phone's NAT picks random ports, so the SDP's ports are not the wire's: each gateway sees the
     phone's first media (gwa on its LAN, gwb in clear on its WAN), re-keys the call with the ports
     really used, and from then on the media crosses the WAN protected and reaches both phones."""
-    from ipsecrtp.netns.calls import log_events
-
     with one_call(tmp_path, mode="router", nat="phone", nat_random_ports=True) as kc:
         lab, r = kc.lab, kc.result
         call = r.call_id
@@ -114,11 +109,6 @@ def test_phone_behind_a_port_changing_nat_rekeyed_from_latching(tmp_path):
             assert ports == {s.split(":")[1] for s in seen}, child
             assert compare(r.children[role], r.kernel[role]) == []
         keyed_from, keyed_to = max(last_up.values()), min(first_down.values())
-        wa, wb = kc.wire["gwa"], kc.wire["gwb"]
-        leaked = [p for p in wa.rtp_clear if p[1] == "192.0.2.20" and keyed_from < p[0] < keyed_to] + \
-                 [p for p in wb.rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
-        assert leaked == []
-        to_a = [p for p in kc.phones["gwa"].rtp_clear if p[1] == "203.0.113.10" and keyed_from < p[0] < keyed_to]
-        to_b = [p for p in kc.phones["gwb"].rtp_clear if p[1] == "192.0.2.20" and keyed_from < p[0] < keyed_to]
-        assert len(to_a) > 20 and len(to_b) > 20, (len(to_a), len(to_b))
+        assert_protected_on_wan(kc, "192.0.2.20", "203.0.113.10", keyed_from, keyed_to)
+        assert_phones_got_media(kc, "192.0.2.20", keyed_from, keyed_to)
         assert {role: child_sas(lab, role) for role in ("gwa", "gwb")} == {"gwa": [], "gwb": []}
