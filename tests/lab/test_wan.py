@@ -39,7 +39,9 @@ def test_jitter_and_loss(wan_lab):
     m = measure(wan_lab, probes=300, gap=0.005)
     lost = 1 - m.received / m.sent
     assert 0.1 < lost < 0.3, m.to_json()  # 20 % +- 5 standard deviations of 300 draws
-    assert all(29.0 < d < 51.0 for d in m.one_way_ms), m.to_json()
+    # 40 +- 10 ms; above it a few ms of slack for the user-space emulator waking late when the machine
+    # is loaded (one of seven full CI runs saw a probe at 51.x ms); the 1 ms accuracy is checked without jitter above
+    assert all(29.0 < d < 55.0 for d in m.one_way_ms), m.to_json()
     assert max(m.one_way_ms) - min(m.one_way_ms) > 10  # the delays really vary
     wan_lab.set_wan(LinkSettings(delay_ms=40, ike_loss=1.0))  # IKE-only loss leaves other traffic alone
     m = measure(wan_lab, probes=30)
