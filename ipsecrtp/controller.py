@@ -277,19 +277,23 @@ class Controller:
                 for t, data in self.capture.read(s):
                     self.on_packet(t, data, media_only)
             now = time.time()
-            for item in [r for r in self.removals if r[0] <= now]:
-                self.removals.remove(item)
-                self._submit(("remove", item[1], item[2]))
-            for call in [c for c, due in self.relatch_due.items() if due <= now]:
-                del self.relatch_due[call]
-                if call in self.calls and call in self.sdp_flows:
-                    self.rekey(call, self.sdp_flows[call], now, "media latching")
+            self.handle_due(now)
             nt = self.tracker.next_timer()
             if nt is not None and nt <= now:
                 for ev in self.tracker.handle_timer(now):
                     self.on_event(ev)
             if self.timelines:
                 self._finish_timelines(now)
+
+    def handle_due(self, now: float) -> None:
+        """SA removals and latching re-keys whose time has come."""
+        for item in [r for r in self.removals if r[0] <= now]:
+            self.removals.remove(item)
+            self._submit(("remove", item[1], item[2]))
+        for call in [c for c, due in self.relatch_due.items() if due <= now]:
+            del self.relatch_due[call]
+            if call in self.calls and call in self.sdp_flows:
+                self.rekey(call, self.sdp_flows[call], now, "media latching")
 
     def on_packet(self, t: float, data: bytes, media_only: bool = False) -> None:
         pkt = decode_ip(data)
