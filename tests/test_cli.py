@@ -50,3 +50,14 @@ def test_calls_offline_json(tmp_path):
 
     rep = json.loads(r.stdout)
     assert len(rep["calls"]) == 3
+
+
+def test_lab_topology_errors_are_one_line_and_leave_nothing(tmp_path):
+    env_dir = tmp_path / "labs"
+    for args, words in ((["--topology", "phone-nat"], "needs router mode"),
+                        (["--mode", "router", "--topology", "nat"], "does not combine")):
+        r = subprocess.run([sys.executable, "-m", "ipsecrtp", "lab", "up", "--name", "clierr", *args],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, IPSECRTP_LAB_DIR=str(env_dir)))
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, r.stderr
+        assert not (env_dir / "clierr").exists()
