@@ -89,7 +89,7 @@ def nat_check(lab_name, vici, log_path, peer, all_calls, as_json) -> None:
         click.echo(json.dumps(reports, indent=1))
         return
     for r in reports:
-        click.echo(f"{r['gateway']} ({r.get('backend', '?')})")
+        click.echo(f"{r['gateway']} ({r.get('backend', 'no charon')})")
         if "error" in r:
             click.echo(f"  {r['error']}")
         for p in r["peers"]:
