@@ -155,7 +155,7 @@ class Controller:
         # the last UDP packet from the phones' side to each destination (10 s), for flows keyed after
         # their first packet (an RTCP sent at answer time, before the answer is processed, comes again
         # seconds later)
-        self.lan_first: collections.OrderedDict[tuple[str, int], tuple[str, int, float]] = collections.OrderedDict()
+        self.lan_last: collections.OrderedDict[tuple[str, int], tuple[str, int, float]] = collections.OrderedDict()
         self.media_socks: set = set()
 
     # -- start / stop ------------------------------------------------------------------------
@@ -303,10 +303,10 @@ class Controller:
             # the phones' side: what their media really comes from (SIP and IKE are taken on the WAN,
             # once; this side's RTP is in clear by design, so it does not count in the timeline)
             if pkt.proto == UDP:
-                self.lan_first[(pkt.dst, pkt.dport)] = (pkt.src, pkt.sport, t)
-                self.lan_first.move_to_end((pkt.dst, pkt.dport))
-                while len(self.lan_first) > 4096 or next(iter(self.lan_first.values()))[2] < t - 10:
-                    self.lan_first.popitem(last=False)
+                self.lan_last[(pkt.dst, pkt.dport)] = (pkt.src, pkt.sport, t)
+                self.lan_last.move_to_end((pkt.dst, pkt.dport))
+                while len(self.lan_last) > 4096 or next(iter(self.lan_last.values()))[2] < t - 10:
+                    self.lan_last.popitem(last=False)
                 self._latch(pkt.src, pkt.sport, pkt.dst, pkt.dport, t)
             return
         if self.extractor.is_sip(pkt):
@@ -608,7 +608,7 @@ class Controller:
             self.shared.latch[(re.address, re.port)] = (call_id, sf.offerer if f.offerer == lo else sf.answerer, lo)
             if re.address in self.nated.get(call_id, {}).values():  # the far phone's NAT: its port is a guess
                 self.shared.far_latch[(lo.address, lo.port)] = (call_id, re)
-            early = self.lan_first.get((re.address, re.port))
+            early = self.lan_last.get((re.address, re.port))
             if early is not None:
                 self._latch(early[0], early[1], re.address, re.port, early[2])
         tl = self.timelines.get(call_id)
