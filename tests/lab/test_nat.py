@@ -209,3 +209,13 @@ def test_phone_behind_a_port_changing_nat_is_rekeyed_with_the_ports_latching_saw
         final = decided(r, gw, "keying")[-1]
         assert final["trigger"] == "media latching" and {f["offerer"] for f in final["flows"]} == seen, final
 
+
+
+def test_phone_behind_a_port_changing_nat_with_alg_gets_the_ports_it_advertised():
+    # the ALG maps the media ports it writes into the SDP, so even `masquerade random` keeps them
+    r = observe_phone_nat(sip_alg=True, random_ports=True)
+    media = media_of(r["check"]["gwa"], r["call"])
+    assert len(media) == 2 and all(m["consistent"] and not m["findings"] for m in media), media
+    for gw in ("gwa", "gwb"):
+        (k,) = decided(r, gw, "keying")  # no re-key needed
+        assert all(f["offerer"].startswith("192.0.2.20:") for f in k["flows"]), k
