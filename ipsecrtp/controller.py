@@ -145,6 +145,7 @@ class Controller:
         self.budget = BUDGETS[cfg.budget]
         # addresses that count as private for NAT tests beyond RFC 1918/6598 (a lab's inside range)
         self.private = tuple(ipaddress.ip_network(p) for p in cfg.nat_private)
+        self.media_nets = tuple(ipaddress.ip_network(n) for p in cfg.peers for n in (*p.local_media, *p.remote_media))
         # per call: SDP addresses a NAT in front of a phone hid -> the NAT's address (nathelper's fix)
         self.nated: dict[str, dict[str, str]] = {}
         self.latched: set[tuple[str, str, int]] = set()  # (call, address, port) already reported
@@ -913,8 +914,7 @@ class Controller:
 
     def _in_media_ranges(self, address: str) -> bool:
         ip = ipaddress.ip_address(address)
-        return any(ip.version == n.version and ip in n for p in self.cfg.peers
-                   for n in map(ipaddress.ip_network, (*p.local_media, *p.remote_media)))
+        return any(ip.version == n.version and ip in n for n in self.media_nets)
 
     def _sip_nat(self, ev: SipSeen) -> None:
         msg = ev.message
