@@ -186,11 +186,16 @@ class Lab:
             with open(lab.state_path) as f:
                 lab.state = json.load(f)
             lab.owned = True
-            if (lab.state.get("nat") or {}).get("topology") == "between":
+            if lab.nat_topology == "between":
                 lab.topology = NAT_TOPOLOGY
         except FileNotFoundError:
             raise LabError(f"no lab named {name!r} (no {lab.state_path})") from None
         return lab
+
+    @property
+    def nat_topology(self) -> str | None:
+        """between, phone, or None: where this lab's NAT router sits."""
+        return (self.state.get("nat") or {}).get("topology")
 
     def ns(self, role: str) -> str:
         return ns_name(self.name, role)
@@ -326,9 +331,8 @@ class Lab:
 
     def _reach(self, gw: Gateway, peer: Gateway) -> str:
         """The address gw reaches peer's IKE at: behind the NAT router, its public address."""
-        nat = self.state.get("nat_router")
-        if nat and nat.get("topology", "between") == "between" and gw.role == "gwb":
-            return nat["public"]
+        if self.nat_topology == "between" and gw.role == "gwb":
+            return self.state["nat_router"]["public"]
         return peer.addr
 
     def _start_controller(self, gw: Gateway, peer: Gateway, psk: str, media_timeout: float) -> None:
@@ -380,10 +384,7 @@ class Lab:
 
     def _nat_private(self) -> str:
         """The prefix the controllers' NAT tests take as private (the lab has documentation addresses only)."""
-        nat = self.state.get("nat_router")
-        if not nat:
-            return ""
-        return '"192.0.2.0/24"' if nat.get("topology", "between") == "between" else f'"{PHONE_NAT["private"]}"'
+        return {"between": '"192.0.2.0/24"', "phone": f'"{PHONE_NAT["private"]}"'}.get(self.nat_topology, "")
 
     def _lan(self, gw: Gateway, phone_nat: bool) -> tuple[str, str]:
         """(gateway's LAN address, what the other gateway routes to it) for gw's LAN."""
@@ -422,21 +423,15 @@ class Lab:
         proc.run(None, "ip", "-n", gns, "link", "add", "lan0", "type", "veth", "peer", "name", "out0", "netns", nat)
         ns = self._add_ns(phone_role)
         proc.run(None, "ip", "-n", nat, "link", "add", "in0", "type", "veth", "peer", "name", "lan0", "netns", ns)
-        for side, addr in (("out0", PHONE_NAT["outside"]), ("in0", PHONE_NAT["inside"])):
-            proc.run(nat, "ip", "addr", "add", addr, "dev", side)
-            proc.run(nat, "ip", "link", "set", side, "up")
+        nat_rules = NFT_NAT.replace("masquerade", "masquerade random") if random_ports else NFT_NAT
+        self._run_nat_router(nat, (("out0", PHONE_NAT["outside"]), ("in0", PHONE_NAT["inside"])),
+                             nat_rules + NFT_NAT_FIREWALL + (NFT_SIP_ALG if sip_alg else ""))
         proc.run(nat, "ip", "route", "add", "default", "via", PHONE_NAT["lan"].split("/")[0])
-        proc.run(nat, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        path = os.path.join(self.dir, "nat.nft")
-        with open(path, "w") as f:
-            nat_rules = NFT_NAT.replace("masquerade", "masquerade random") if random_ports else NFT_NAT
-            f.write(nat_rules + NFT_NAT_FIREWALL + (NFT_SIP_ALG if sip_alg else ""))
-        proc.run(nat, "nft", "-f", path)
         addr = PHONE_NAT["phone"]
         proc.run(ns, "ip", "addr", "add", addr, "dev", "lan0")
         proc.run(ns, "ip", "link", "set", "lan0", "up")
         proc.run(ns, "ip", "route", "add", "default", "via", PHONE_NAT["inside"].split("/")[0])
-        self.state["nat_router"] = {"namespace": nat, "topology": "phone", "public": PHONE_NAT["outside"].split("/")[0],
+        self.state["nat_router"] = {"namespace": nat, "public": PHONE_NAT["outside"].split("/")[0],
                                     "inside": PHONE_NAT["inside"].split("/")[0], "sip_alg": sip_alg,
                                     "random_ports": random_ports}
         self._save()
@@ -453,20 +448,26 @@ class Lab:
 
     # -- the NAT router --------------------------------------------------------------------
 
-    def _build_nat(self, a: Gateway, b: Gateway, sip_alg: bool) -> None:
-        ns = self._add_ns("nat")
-        for gw, side, addr in ((a, "in0", NAT_INSIDE), (b, "out0", NAT_OUTSIDE)):
-            proc.run(None, "ip", "-n", self.ns(gw.role), "link", "add", "wan0", "type", "veth",
-                     "peer", "name", side, "netns", ns)
+    def _run_nat_router(self, ns: str, sides: tuple[tuple[str, str], ...], rules: str) -> None:
+        """Address the NAT router's interfaces, let it forward, load its nftables rules (kept in
+        the lab's directory, for reading)."""
+        for side, addr in sides:
             proc.run(ns, "ip", "addr", "add", addr, "dev", side)
             proc.run(ns, "ip", "link", "set", side, "up")
         proc.run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        rules = NFT_NAT + (NFT_SIP_ALG if sip_alg else "")
         path = os.path.join(self.dir, "nat.nft")
         with open(path, "w") as f:
             f.write(rules)
         proc.run(ns, "nft", "-f", path)
-        self.state["nat_router"] = {"namespace": ns, "topology": "between", "public": NAT_OUTSIDE.split("/")[0],
+
+    def _build_nat(self, a: Gateway, b: Gateway, sip_alg: bool) -> None:
+        ns = self._add_ns("nat")
+        for gw, side in ((a, "in0"), (b, "out0")):
+            proc.run(None, "ip", "-n", self.ns(gw.role), "link", "add", "wan0", "type", "veth",
+                     "peer", "name", side, "netns", ns)
+        self._run_nat_router(ns, (("in0", NAT_INSIDE), ("out0", NAT_OUTSIDE)),
+                             NFT_NAT + (NFT_SIP_ALG if sip_alg else ""))
+        self.state["nat_router"] = {"namespace": ns, "public": NAT_OUTSIDE.split("/")[0],
                                     "inside": NAT_INSIDE.split("/")[0], "sip_alg": sip_alg}
         self._save()
 
