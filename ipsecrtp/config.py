@@ -7,7 +7,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 
-from .keying.strongswan import PeerConfig
+from .selectors import PeerConfig
 
 
 class ConfigError(ValueError):

@@ -64,6 +64,33 @@ def decode_ip(data: bytes) -> Packet | None:
     return None
 
 
+IKE_PORT, NAT_T_PORT = 500, 4500
+
+
+def classify(pkt: Packet, is_sip: bool) -> str:
+    """What a gateway does with a packet: 'sip', 'ike' (on 500, or on 4500 behind the non-ESP
+    marker), 'esp' (ESP-in-UDP on 4500, at least an SPI and a sequence number), 'media' (any other
+    UDP: RTP, RTCP) or 'other'. The live capture and the offline replay both sort with this."""
+    if is_sip:
+        return "sip"
+    if pkt.proto != UDP:
+        return "other"
+    ports = (pkt.sport, pkt.dport)
+    if IKE_PORT in ports or (NAT_T_PORT in ports and pkt.payload[:4] == b"\0\0\0\0"):
+        return "ike"
+    if NAT_T_PORT in ports:
+        return "esp" if len(pkt.payload) >= 8 else "other"
+    return "media"
+
+
+def ike_port(pkt: Packet) -> int:
+    return NAT_T_PORT if NAT_T_PORT in (pkt.sport, pkt.dport) else IKE_PORT
+
+
+def esp_spi(pkt: Packet) -> int:
+    return struct.unpack_from("!I", pkt.payload)[0]
+
+
 class _TcpDirection:
     """In-order delivery of one direction of a TCP connection to a SIP framer."""
 

@@ -11,51 +11,14 @@ none of this is needed: the kernel's xfrm policies select by port themselves.
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .strongswan import parse_ts_range
+from ..selectors import FlowRule
 
 FIB_RULE_INVERT = 0x2
 
-
-@dataclass(frozen=True, order=True)
-class FlowRule:
-    src: str
-    dst: str
-    sport: int
-    dport: int
-    sport_hi: int = 0  # a port range (speculative SAs cover the peer's RTP range); 0: just sport
-    dport_hi: int = 0
-
-    def __str__(self) -> str:
-        sp = f"{self.sport}-{self.sport_hi}" if self.sport_hi else str(self.sport)
-        dp = f"{self.dport}-{self.dport_hi}" if self.dport_hi else str(self.dport)
-        return f"from {self.src} to {self.dst} udp {sp}->{dp}"
-
-    @property
-    def ports(self) -> tuple[str, str]:
-        return f"{self.sport}:{self.sport_hi or self.sport}", f"{self.dport}:{self.dport_hi or self.dport}"
-
-
-def rules_for_child(local_ts: list[str], remote_ts: list[str]) -> set[FlowRule]:
-    """One rule per (local, remote) selector pair of a CHILD_SA, as IKEv2 TS combine. A side may be
-    a prefix with a port range (speculative keying); its address part is then the prefix's first."""
-    out = set()
-    for lt in local_ts:
-        lnet, lproto, lports = parse_ts_range(lt)
-        for rt in remote_ts:
-            rnet, rproto, rports = parse_ts_range(rt)
-            if lproto != 17 or rproto != 17 or lports is None or rports is None:
-                continue  # only UDP flows with ports are ever routed into the tunnel
-            if not (lnet.endswith(("/32", "/128")) and rnet.endswith(("/32", "/128"))):
-                continue  # only host selectors: a rule for a whole prefix would catch SIP too
-            out.add(FlowRule(lnet.split("/")[0], rnet.split("/")[0], lports[0], rports[0],
-                             lports[1] if lports[1] != lports[0] else 0,
-                             rports[1] if rports[1] != rports[0] else 0))
-    return out
 
 
 class PolicyRouting:

@@ -10,65 +10,14 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import vici
 
-from ..media import Endpoint
+from ..selectors import PeerConfig
 
 
 class KeyingError(RuntimeError):
     """A keying operation failed; ``str(err)`` is a one-line reason."""
-
-
-@dataclass(frozen=True)
-class PeerConfig:
-    name: str
-    ike_local: str
-    ike_remote: str
-    local_media: tuple[str, ...]
-    remote_media: tuple[str, ...]
-    psk: bytes = field(repr=False)
-    esp_proposals: tuple[str, ...] = ("aes128gcm16", "aes128-sha256")
-    rtp_ports: tuple[int, int] = (10000, 20000)
-    # a: an IKE_SA per call (2 RTT); b: one IKE_SA per peer, a CHILD_SA per call (1 RTT);
-    # c: b, started speculatively from the offer so that it is up before the answer
-    strategy: str = "child-per-call"
-    # the peer's IKE identity when it differs from the address we reach it at (a NAT in front of
-    # it: ike_remote is then the NAT's public address, this the peer's own)
-    ike_remote_id: str = ""
-
-    @property
-    def remote_id(self) -> str:
-        return self.ike_remote_id or self.ike_remote
-
-    @property
-    def conn(self) -> str:
-        return f"peer-{self.name}"
-
-
-def ts(ep: Endpoint) -> str:
-    plen = 128 if ":" in ep.address else 32
-    return f"{ep.address}/{plen}[udp/{ep.port}]"
-
-
-def parse_ts(value: str) -> tuple[str, int, int | None]:
-    """'198.51.100.1/32[udp/10000]' -> ('198.51.100.1/32', 17, 10000); ports may be absent."""
-    net, proto, ports = parse_ts_range(value)
-    return net, proto, ports[0] if ports and ports[0] == ports[1] else None
-
-
-def parse_ts_range(value: str) -> tuple[str, int, tuple[int, int] | None]:
-    """'198.51.100.0/24[udp/10000-10199]' -> ('198.51.100.0/24', 17, (10000, 10199))."""
-    net, _, rest = value.partition("[")
-    proto, ports = 0, None
-    if rest:
-        p, _, port_s = rest.rstrip("]").partition("/")
-        proto = 17 if p == "udp" else (6 if p == "tcp" else (int(p) if p.isdigit() else 0))
-        lo, _, hi = port_s.partition("-")
-        if lo.isdigit() and (hi.isdigit() or not hi):
-            ports = (int(lo), int(hi or lo))
-    return net, proto, ports
 
 
 def connect(path: str, timeout: float = 10.0) -> vici.Session:
@@ -193,6 +142,43 @@ class Charon:
                 pass
         except vici.exception.CommandException as exc:
             raise KeyingError(f"terminate IKE_SA {name} failed: {exc}") from None
+
+    def ike_sas(self, conn: str | None = None) -> list[dict]:
+        """Each IKE_SA (of one connection, or all) with its connection name and its children."""
+        out = []
+        for ike in self.session.list_sas({"ike": conn} if conn else {}):
+            for ike_name, ike_sa in _decode(ike).items():
+                ike_sa["name"] = ike_name
+                out.append(ike_sa)
+        return out
+
+    def terminate_ike_id(self, ike_id: str, timeout_s: float = 5.0) -> None:
+        try:
+            for _log in self.session.terminate({"ike-id": ike_id, "timeout": int(timeout_s * 1000)}):
+                pass
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"terminate IKE_SA #{ike_id} failed: {exc}") from None
+
+    def remove_call_conn(self, name: str) -> str | None:
+        """ike-per-call: remove the call's CHILD_SA and its IKE_SA, and unload its connection.
+
+        The call's CHILD_SA is found by its child name wherever it is (charon may have put it on an
+        equal connection's IKE_SA); an IKE_SA is deleted only when it carries no other CHILD_SA, so
+        that one call's teardown never takes another call's protection with it. Returns the id of
+        the CHILD_SA removed."""
+        removed = None
+        for ike in self.ike_sas():
+            children = ike.get("child-sas", {}).values()
+            mine = [c for c in children if c.get("name") == name]
+            others = [c for c in children if c.get("name") != name]
+            if mine and others:
+                for c in mine:
+                    self.terminate_child(c["uniqueid"])
+            elif mine or (ike["name"] == name and not others):
+                self.terminate_ike_id(ike["uniqueid"])
+            removed = removed or next((c.get("uniqueid") for c in mine), None)
+        self.unload_conn(name)
+        return removed
 
     def unload_conn(self, name: str) -> None:
         try:

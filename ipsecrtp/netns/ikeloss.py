@@ -16,7 +16,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-from ..keying.strongswan import Charon, KeyingError, PeerConfig
+from ..keying.strongswan import Charon, KeyingError
+from ..selectors import PeerConfig
 from .lab import Lab
 from .wanem import LinkSettings
 

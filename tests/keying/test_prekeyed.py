@@ -1,6 +1,6 @@
 """Pre-keyed derivation (pure): both gateways compute the same SAs, per call and direction."""
 
-from ipsecrtp.keying.prekeyed import derive, hkdf
+from ipsecrtp.keying.derive import derive, hkdf
 
 
 def test_hkdf_matches_rfc5869_test_case_1():

@@ -1,36 +1,30 @@
-"""The controller's NAT decisions, fed packets as a capture would (dry run: nothing is asked of
-charon or nftables): a phone behind a NAT keyed where its media really is, latching, re-keying
+"""The gateway core's NAT decisions, fed packets as a capture would (the actions are collected,
+none carried out): a phone behind a NAT keyed where its media really is, latching, re-keying
 with a port a NAT chose, and refusals. The lab tests show the same on real calls."""
-
-import io
-import json
 
 import pytest
 
-from ipsecrtp.config import ControllerConfig
-from ipsecrtp.controller import Controller
-from ipsecrtp.keying.strongswan import PeerConfig
-from ipsecrtp.log import DecisionLog
 from ipsecrtp.packet import UDP
+from ipsecrtp.selectors import PeerConfig
 
-from .test_packet import ipv4, udp
+from ..test_packet import ipv4, udp
+from .harness import Harness, config
 
 PHONE, NAT, FAR = "192.0.2.130", "192.0.2.20", "203.0.113.10"
 
 
-def controller(name: str, translate: bool = True) -> tuple[Controller, io.StringIO]:
+def controller(name: str, translate: bool = True) -> tuple[Harness, Harness]:
     local, remote = ("192.0.2.0/25", "203.0.113.0/24") if name == "gwa" else ("203.0.113.0/24", "192.0.2.0/25")
     peer = PeerConfig("gwb" if name == "gwa" else "gwa", "198.51.100.1", "198.51.100.2", (local,), (remote,),
                       b"x" * 32, rtp_ports=(10000, 10199))
-    cfg = ControllerConfig(("wan0",), frozenset({5060}), "unix:///nonexistent", (peer,), 30.0, "auto",
-                           name=name, dry_run=True, nat_private=("192.0.2.128/25",), nat_translate=translate,
-                           media_interfaces=("lan0",))
-    out = io.StringIO()
-    return Controller(cfg, DecisionLog(out)), out
+    cfg = config((peer,), name=name, nat_private=("192.0.2.128/25",), nat_translate=translate,
+                 media_interfaces=("lan0",))
+    h = Harness(cfg, backend="none (dry run)")
+    return h, h
 
 
-def events(out: io.StringIO, event: str) -> list[dict]:
-    return [e for e in map(json.loads, out.getvalue().splitlines()) if e["event"] == event]
+def events(out: Harness, event: str) -> list[dict]:
+    return out.logs(event)
 
 
 def sip_packet(src: str, dst: str, start: str, cseq: str, body: bytes, to_tag: str = "", via: str = PHONE) -> bytes:
@@ -46,7 +40,7 @@ def sdp(addr: str, port: int) -> bytes:
             f"m=audio {port} RTP/AVP 0\r\n").encode()
 
 
-def answered_call(name: str, translate: bool = True) -> tuple[Controller, io.StringIO]:
+def answered_call(name: str, translate: bool = True) -> tuple[Harness, Harness]:
     """The INVITE of the phone behind the NAT (no ALG: its SDP names 192.0.2.130:10000), as both
     gateways' WAN sees it, and the far phone's 200 (203.0.113.10:10100)."""
     c, out = controller(name, translate)

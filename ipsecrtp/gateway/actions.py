@@ -1,0 +1,217 @@
+"""What the gateway core asks of the world (actions) and what the world tells it back (inputs).
+
+Small frozen dataclasses, in the style of h11's events: the core returns actions, the shell's
+executor carries them out on the backends (charon over VICI, policy routing, nftables, xfrm) and
+feeds each outcome back as an input, stamped with the time it happened. Nothing here holds a
+socket, a thread or a clock. Key material (pre-keyed SAs) is kept out of every repr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..keying.derive import DirectionKeys
+from ..media import Endpoint
+from ..selectors import FlowRule
+
+
+class Action:
+    """Base of everything the core asks the shell to do."""
+
+
+@dataclass(frozen=True)
+class Log(Action):
+    """One decision line (the shell adds the wall-clock ``ts`` and writes it as JSON)."""
+
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EstablishIke(Action):
+    """Set up the peer's long-lived IKE_SA (strategies that reuse one), unless one is up."""
+
+    peer: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class InstallChild(Action):
+    """Load the call's child config and initiate its CHILD_SA (own_conn: in a connection, and so an
+    IKE_SA, of its own: strategy ike-per-call)."""
+
+    call_id: str
+    child: str
+    peer: str
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+    own_conn: bool = False
+
+
+@dataclass(frozen=True)
+class PermitChild(Action):
+    """Responder: a child config with exactly these selectors, for a CHILD_SA the peer initiates
+    whose ports the broad template does not hold (a port a NAT chose)."""
+
+    call_id: str
+    child: str
+    peer: str
+    local_ts: tuple[str, ...]
+    remote_ts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RemoveChild(Action):
+    """Delete a call's CHILD_SA (found by its id, else by its child name) and its child config; with
+    own_conn the call's IKE_SA and connection too; permit: only the responder's child config."""
+
+    call_id: str
+    child: str
+    peer: str
+    uniqueid: str | None
+    reason: str
+    own_conn: bool = False
+    permit: bool = False
+
+
+@dataclass(frozen=True)
+class InstallPrekeyed(Action):
+    """Strategy pre-keyed: the call's ESP SAs and policies, derived on both gateways, into the kernel."""
+
+    call_id: str
+    local_gw: str
+    keys: tuple[DirectionKeys, ...]
+    pairs: tuple[tuple[Endpoint, Endpoint], ...]
+
+
+@dataclass(frozen=True)
+class RemovePrekeyed(Action):
+    call_id: str
+    keys: tuple[DirectionKeys, ...]
+    pairs: tuple[tuple[Endpoint, Endpoint], ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class RemoveBlanketRoute(Action):
+    """kernel-libipsec: drop charon's catch-all rule into its table (it would tunnel SIP too)."""
+
+
+@dataclass(frozen=True)
+class AddRoute(Action):
+    rule: FlowRule
+
+
+@dataclass(frozen=True)
+class DelRoute(Action):
+    rule: FlowRule
+
+
+@dataclass(frozen=True)
+class AddDnat(Action):
+    """Rewrite media addressed as the SDP says to where the flow really is (keying/dnat.py)."""
+
+    call_id: str
+    tag: str
+    rules: tuple[tuple[str, int, str, int], ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class DelDnat(Action):
+    tag: str
+
+
+# --- inputs: outcomes of actions and charon's events --------------------------------------------
+
+class Input:
+    """Base of what the shell feeds back into the core besides packets and timers."""
+
+
+@dataclass(frozen=True)
+class IkeResult(Input):
+    peer: str
+    attempt: int
+    ok: bool
+    ms: float = 0.0
+    reason: str = ""
+    already: bool = False  # an IKE_SA (or a child on one) was up already: nothing was done
+
+
+@dataclass(frozen=True)
+class InstallResult(Input):
+    call_id: str
+    child: str
+    ok: bool
+    started: float  # when the initiate was sent
+    finished: float  # when charon answered it
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PermitResult(Input):
+    call_id: str
+    child: str
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RemoveResult(Input):
+    call_id: str
+    child: str
+    ok: bool
+    reason: str = ""
+    uniqueid: str | None = None  # the SA found and deleted (by name when its id was not known)
+
+
+@dataclass(frozen=True)
+class PrekeyResult(Input):
+    call_id: str
+    ok: bool
+    started: float
+    finished: float
+    reason: str = ""
+    removed: bool = False  # the result of a RemovePrekeyed
+    spis: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnatResult(Input):
+    call_id: str
+    tag: str
+    ok: bool
+    rules: tuple[tuple[str, int, str, int], ...] = ()  # the action's, for the log line
+    reason: str = ""  # the action's: why it translates
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ChildUpDown(Input):
+    """charon's child-updown, one CHILD_SA per input (the event may carry several)."""
+
+    up: bool
+    ike: str  # the connection name of its IKE_SA
+    child: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IkeUpDown(Input):
+    up: bool
+    conn: str
+    ike: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventsLost(Input):
+    """The shell's charon event session broke."""
+
+    reason: str
+
+
+class Outbox(list[Action]):
+    """Where the core's parts put their actions during one input; the core hands them out."""
+
+    def log(self, event: str, **fields: Any) -> None:
+        self.append(Log(event, fields))

@@ -1,0 +1,293 @@
+"""The gateway core: every keying decision, sans I/O (in the style of aioquic's connection).
+
+Inputs: :meth:`GatewayCore.receive_packet` (an IP packet from an interface, with its capture time),
+:meth:`GatewayCore.receive` (an outcome of an action or a charon event, with the time it
+happened), :meth:`GatewayCore.handle_timer`. Outputs: the actions each call returns, and
+:meth:`GatewayCore.next_timer`. ``now`` is always passed in; nothing here reads a clock, opens a
+socket, starts a thread or talks to charon (a unit test walks the imports to keep it so).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from ..packet import SipExtractor, classify, decode_ip, esp_spi, ike_port
+from ..selectors import FlowRule, rules_for_child
+from ..sip.dialog import (
+    DialogConfirmed,
+    DialogEarly,
+    DialogTerminated,
+    DialogTracker,
+    Event,
+    MediaChanged,
+    MediaNegotiated,
+    MediaOffered,
+    MessageRejected,
+    SipSeen,
+)
+from ..sip.message import SipParseError
+from ..timing import BUDGETS, parse_ike
+from .actions import (
+    Action,
+    AddRoute,
+    ChildUpDown,
+    DelRoute,
+    DnatResult,
+    EstablishIke,
+    EventsLost,
+    IkeResult,
+    IkeUpDown,
+    Input,
+    InstallResult,
+    Outbox,
+    PermitResult,
+    PrekeyResult,
+    RemoveBlanketRoute,
+    RemoveResult,
+)
+from .keying import Keying
+from .natfix import NatFix
+from .strategies import strategy_of
+from .timelines import Timelines
+
+if TYPE_CHECKING:
+    from ..config import ControllerConfig
+
+IKE_TRIES = 5  # attempts at a peer's long-lived IKE_SA at start (its controller may start later)
+IKE_RETRY_S = 1.0
+
+
+class GatewayCore:
+    def __init__(self, cfg: ControllerConfig, backend: str) -> None:
+        self.cfg, self.backend = cfg, backend
+        self.routing = backend == "kernel-libipsec"  # per-flow policy routing into charon's TUN
+        self.out = Outbox()
+        self.tracker = DialogTracker(media_timeout=cfg.media_timeout, report_messages=True)
+        self.extractor = SipExtractor(set(cfg.sip_ports))
+        self.media_interfaces = frozenset(cfg.media_interfaces)
+        self.timelines = Timelines(cfg.name, BUDGETS[cfg.budget], cfg.teardown_delay, self.out)
+        private = tuple(ipaddress.ip_network(p) for p in cfg.nat_private)
+        self.nat = NatFix(cfg.peers, private, cfg.nat_translate, backend, self.out, self.tracker.media_activity)
+        self.keying = Keying(cfg.peers, cfg.teardown_delay, self.out, self.timelines, self.nat,
+                             self.tracker.media_activity)
+        self.peers = {p.name: p for p in cfg.peers}
+        self.routed: set[FlowRule] = set()
+        self.ike_retry: dict[str, tuple[float, int]] = {}  # peer -> (when, attempt)
+
+    def _flush(self) -> list[Action]:
+        actions = list(self.out)
+        self.out.clear()
+        return actions
+
+    # -- start / stop ------------------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """Peers whose strategy reuses one IKE_SA get it now, not on the first call's path; one side
+        (the lower address) initiates, so that the two gateways do not build two."""
+        for peer in self.cfg.peers:
+            if strategy_of(peer).reuses_ike_sa and \
+                    ipaddress.ip_address(peer.ike_local) < ipaddress.ip_address(peer.remote_id):
+                self.out.append(EstablishIke(peer.name, 1))
+        if self.routing:
+            self.out.append(RemoveBlanketRoute())
+        return self._flush()
+
+    def shutdown(self, now: float) -> list[Action]:
+        self.timelines.flush(now)
+        self.keying.shutdown(now)
+        return self._flush()
+
+    def release_routes(self) -> list[Action]:
+        """The per-flow rules still in place (the shell removes them last, after the SAs)."""
+        actions: list[Action] = [DelRoute(r) for r in sorted(self.routed)]
+        self.routed.clear()
+        return actions
+
+    # -- packets -----------------------------------------------------------------------------------
+
+    def receive_packet(self, now: float, data: bytes, interface: str = "") -> list[Action]:
+        pkt = decode_ip(data)
+        if pkt is None:
+            return []
+        if interface in self.media_interfaces:
+            # the phones' side: what their media really comes from (SIP and IKE are taken on the WAN,
+            # once; this side's RTP is in clear by design, so it does not count in the timeline)
+            if pkt.proto == 17:
+                self.nat.lan_packet(pkt.src, pkt.sport, pkt.dst, pkt.dport, now)
+            return self._flush()
+        kind = classify(pkt, self.extractor.is_sip(pkt))
+        if kind == "sip":
+            self._sip(pkt, now)
+        elif kind == "ike":
+            ike = parse_ike(pkt.payload, ike_port(pkt), now, pkt.src)
+            if ike is not None:
+                self.timelines.ike(ike)
+        elif kind == "esp":
+            self._media(self.keying.spi_calls.get(esp_spi(pkt)), True, now)
+        elif kind == "media":
+            calls = self.keying.rule_calls
+            call = calls.get(FlowRule(pkt.src, pkt.dst, pkt.sport, pkt.dport)) or \
+                calls.get(FlowRule(pkt.dst, pkt.src, pkt.dport, pkt.sport))
+            if call is None and self.nat.far_latch:
+                self.nat.wan_clear_media(pkt.src, pkt.sport, pkt.dst, pkt.dport, now)
+            self._media(call, False, now)
+        return self._flush()
+
+    def _sip(self, pkt, now: float) -> None:
+        for item, stream in self.extractor.feed(pkt):
+            if isinstance(item, SipParseError):
+                self.out.log("sip-rejected", reason=str(item), source=f"{pkt.src}:{pkt.sport}")
+                continue
+            for ev in self.tracker.receive(item, now, (pkt.src, pkt.sport), stream=stream,
+                                           destination=(pkt.dst, pkt.dport)):
+                self.sip_event(ev)
+
+    def _media(self, call: str | None, esp: bool, now: float) -> None:
+        if call is None:
+            return
+        self.tracker.media_activity(call, now)
+        tl = self.timelines.get(call)
+        if tl is None or tl.answer_sdp is None:
+            return
+        if esp:
+            if tl.first_esp is None:
+                tl.first_esp = now
+            return
+        if tl.first_rtp is None:
+            tl.first_rtp = now
+        if tl.first_esp is None:  # until the first protected packet: the post-answer gap's cleartext
+            tl.clear_after_answer += 1
+
+    def sip_event(self, ev: Event) -> None:
+        """One dialog event (also the entry point for signalling learnt other than on the wire)."""
+        self.timelines.sip_event(ev)
+        k = self.keying
+        if isinstance(ev, SipSeen):
+            self.nat.sip_seen(ev)
+        elif isinstance(ev, MessageRejected):
+            self.out.log("sip-rejected", call=ev.call_id or None, reason=ev.reason,
+                         source=f"{ev.source[0]}:{ev.source[1]}" if ev.source else None)
+        elif isinstance(ev, DialogEarly):
+            self.out.log("dialog-early", call=ev.call_id, status=ev.status, t=ev.time)
+        elif isinstance(ev, DialogConfirmed):
+            self.out.log("dialog-confirmed", call=ev.call_id, t=ev.time)
+        elif isinstance(ev, MediaOffered):
+            k.offered(ev)
+        elif isinstance(ev, MediaNegotiated):
+            k.key(ev.call_id, ev.flows, ev.time, ev.trigger)
+        elif isinstance(ev, MediaChanged):
+            k.rekey(ev.call_id, ev.new, ev.time, ev.trigger)
+        elif isinstance(ev, DialogTerminated):
+            k.unkey(ev.call_id, ev.reason, ev.time)
+        if ev.call_id:
+            self.timelines.settle(ev.call_id, ev.time)
+
+    # -- outcomes and charon's events -------------------------------------------------------------
+
+    def receive(self, now: float, inp: Input) -> list[Action]:
+        k = self.keying
+        if isinstance(inp, ChildUpDown):
+            self._child_updown(inp, now)
+        elif isinstance(inp, InstallResult):
+            k.install_result(inp)
+        elif isinstance(inp, RemoveResult):
+            k.remove_result(inp)
+            self.timelines.settle(inp.call_id, now)
+        elif isinstance(inp, PrekeyResult):
+            k.prekey_result(inp)
+            self.timelines.settle(inp.call_id, now)
+        elif isinstance(inp, PermitResult):
+            k.permit_result(inp)
+        elif isinstance(inp, DnatResult):
+            k.dnat_result(inp)
+        elif isinstance(inp, IkeResult):
+            self._ike_result(inp, now)
+        elif isinstance(inp, IkeUpDown):
+            self.out.log("ike-up" if inp.up else "ike-down", conn=inp.conn, ike=inp.ike.get("uniqueid"),
+                         remote=inp.ike.get("remote-host"), encap=inp.ike.get("encap") == "yes",
+                         nat_local=inp.ike.get("nat-local") == "yes", nat_remote=inp.ike.get("nat-remote") == "yes")
+            if inp.up:
+                self.nat.ike_up(inp.conn, inp.ike)
+        elif isinstance(inp, EventsLost):
+            self.out.log("events-lost", reason=inp.reason)
+        return self._flush()
+
+    def _ike_result(self, r: IkeResult, now: float) -> None:
+        if r.ok:
+            if not r.already:
+                self.out.log("ike-preestablished", peer=r.peer, ms=r.ms, attempt=r.attempt)
+        elif r.attempt >= IKE_TRIES:
+            self.out.log("ike-preestablish-failed", peer=r.peer, reason=r.reason,
+                         consequence="the first call sets up the IKE_SA (2 RTT)")
+        else:
+            self.ike_retry[r.peer] = (now + IKE_RETRY_S, r.attempt + 1)
+
+    def _child_updown(self, ev: ChildUpDown, now: float) -> None:
+        child, k = ev.child, self.keying
+        rules = rules_for_child(child.get("local-ts", []), child.get("remote-ts", []))
+        st = k.by_child.get(child.get("name", ""))
+        call: str | None = st.call_id if st is not None else k.removed.get(child.get("name", ""))
+        if call is None:  # a responder's SA, named after the template that matched: known by its flows
+            calls = {k.rule_calls.get(r) for r in rules} - {None}
+            call = calls.pop() if len(calls) == 1 else None
+            if call is not None and ev.up and k.calls.get(call) is not None and k.calls[call].role == "responder":
+                st = k.calls[call]
+        spis = [int(child[x], 16) for x in ("spi-in", "spi-out") if child.get(x)]
+        for spi in spis:
+            if not ev.up:
+                k.spi_calls.pop(spi, None)
+            elif call:
+                k.spi_calls[spi] = call
+        if self.routing:
+            self._route(rules, ev.up)
+        tl = self.timelines.get(call)
+        if tl is not None:
+            if ev.up and tl.sa_up is None:
+                tl.sa_up = now
+            elif not ev.up and tl.sa_up is not None and tl.sa_down is None and call not in k.calls:
+                tl.sa_down = now  # the call's last SA (not a speculative one it replaced)
+        self.out.log("sa-up" if ev.up else "sa-down", call=call, conn=ev.ike, child=child.get("name"),
+                     sa=child.get("uniqueid"), local_ts=child.get("local-ts"), remote_ts=child.get("remote-ts"),
+                     encap=child.get("encap") == "yes",
+                     routing_rules=[str(r) for r in sorted(rules)] if self.routing else [])
+        if ev.up and st is not None:
+            k.child_up(st, child)
+        if not ev.up:
+            for r in rules:
+                if k.rule_calls.get(r) == call and call not in k.calls:
+                    k.rule_calls.pop(r, None)
+            if call:
+                self.timelines.settle(call, now)
+
+    def _route(self, rules: set[FlowRule], up: bool) -> None:
+        if up:
+            self.out.append(RemoveBlanketRoute())  # charon puts it back with each route it installs
+            for r in sorted(rules):
+                self.out.append(AddRoute(r))
+                self.routed.add(r)
+        else:
+            for r in sorted(rules):
+                self.out.append(DelRoute(r))
+                self.routed.discard(r)
+
+    # -- timers ------------------------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        times = [t for t in (self.tracker.next_timer(), self.keying.next_timer(), self.timelines.next_timer())
+                 if t is not None]
+        times.extend(t for t, _ in self.ike_retry.values())
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> list[Action]:
+        nt = self.tracker.next_timer()
+        if nt is not None and nt <= now:
+            for ev in self.tracker.handle_timer(now):
+                self.sip_event(ev)
+        self.keying.handle_timer(now)
+        self.timelines.handle_timer(now)
+        for peer, (when, attempt) in list(self.ike_retry.items()):
+            if when <= now:
+                del self.ike_retry[peer]
+                self.out.append(EstablishIke(peer, attempt))
+        return self._flush()

@@ -1,0 +1,413 @@
+"""Keying decisions of the gateway core: which flows of which call get which SA, and when it goes.
+
+Authorisation (both ends in the two peers' media prefixes, ports in the RTP range), the initiator
+rule (the gateway whose prefixes hold the endpoint the strategy names initiates), each SA's life
+as a :class:`~.state.SaKeying` on the transition table, and the outcomes the shell feeds back.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+from ..media import Endpoint, Flow, MediaPolicy
+from ..selectors import FlowRule, PeerConfig, child_name, rules_for_child, ts
+from ..sip.dialog import MediaOffered
+from .actions import (
+    AddDnat,
+    DelDnat,
+    DnatResult,
+    InstallResult,
+    Outbox,
+    PermitChild,
+    PermitResult,
+    PrekeyResult,
+    RemoveResult,
+)
+from .natfix import NatFix
+from .state import CONFIRM_WAIT, Happening, KeyState, SaKeying
+from .strategies import PreKeyed, strategy_of
+from .timelines import Timelines
+
+H = Happening
+REMOVED_MEMORY = 4096
+
+
+class Keying:
+    def __init__(self, peers: tuple[PeerConfig, ...], teardown_delay: float, out: Outbox, timelines: Timelines,
+                 nat: NatFix, activity: Callable[[str, float], None]) -> None:
+        self.policies = [(p, MediaPolicy.build(list(p.local_media), list(p.remote_media), p.rtp_ports))
+                         for p in peers]
+        self.teardown_delay, self.out, self.timelines, self.nat = teardown_delay, out, timelines, nat
+        self.activity = activity
+        self.calls: dict[str, SaKeying] = {}  # call -> its current SA
+        self.by_child: dict[str, SaKeying] = {}  # child config name -> the SA (initiator, permit)
+        # children removed lately -> their call: charon's child-down may come after the removal's answer
+        self.removed: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.timed: dict[int, SaKeying] = {}  # SAs with a removal or confirmation deadline
+        self.spi_calls: dict[int, str] = {}
+        self.rule_calls: dict[FlowRule, str] = {}
+        self.prekey_removing: dict[tuple[str, tuple[int, ...]], SaKeying] = {}  # (call, first SPI) -> SA
+        self.pending_dnat: dict[str, str] = {}  # call -> chains made at the offer, not yet owned by an SA
+        nat.role_of = lambda call: self.calls[call].role if call in self.calls else None
+
+    # -- decisions -------------------------------------------------------------------------------
+
+    def authorise(self, call_id: str, flows: tuple[Flow, ...], t: float,
+                  trigger: str) -> tuple[PeerConfig, MediaPolicy] | None:
+        if not flows:
+            self.out.log("no-flows", call=call_id, t=t, trigger=trigger,
+                         reason="every stream rejected (port 0) or on hold (0.0.0.0)")
+            return None
+        reasons = []
+        for peer, pol in self.policies:
+            problems = [r for r in (pol.check(f) for f in flows) if r]
+            if not problems:
+                return peer, pol
+            reasons.append(f"{peer.name}: {problems[0]}")
+        reasons[:0] = self.nat.refusal_reasons(call_id, flows)
+        self.out.log("refused", call=call_id, t=t, trigger=trigger, flows=[f.to_json() for f in flows],
+                     reason="; ".join(reasons))
+        return None
+
+    def offered(self, ev: MediaOffered) -> None:
+        self.nat.offer_dnat(ev, already=ev.call_id in self.pending_dnat)
+        self.speculate(ev)
+
+    def speculate(self, ev: MediaOffered) -> None:
+        """Strategy c: key the offerer's endpoints to the peer's media range before any answer."""
+        eps = ev.endpoints
+        if not eps or ev.call_id in self.calls:
+            return
+        for peer, pol in self.policies:
+            strategy = strategy_of(peer)
+            if not strategy.keys_offer:
+                continue
+            sides = {pol.side(ep) for ep in eps}
+            if not all(pol.port_min <= ep.port <= pol.port_max for ep in eps) or len(sides) != 1 or None in sides:
+                continue
+            lo, hi = peer.rtp_ports
+            if sides == {"local"}:
+                dest = ev.destination[0] if ev.destination else None
+                if dest is not None and dest != peer.ike_remote and pol.side(Endpoint(dest, lo)) != "remote":
+                    continue  # this INVITE goes elsewhere
+                local_ts = sorted({ts(ep) for ep in eps})
+                remote_ts, role = [f"{p}[udp/{lo}-{hi}]" for p in peer.remote_media], "initiator"
+            else:
+                local_ts = [f"{p}[udp/{lo}-{hi}]" for p in peer.local_media]
+                remote_ts, role = sorted({ts(ep) for ep in eps}), "responder"
+            rules = frozenset(rules_for_child(local_ts, remote_ts))
+            st = SaKeying(ev.call_id, peer, role, (), rules, KeyState.WAITING, answered_at=ev.time, speculative=True)
+            self.calls[ev.call_id] = st
+            for r in rules:
+                self.rule_calls[r] = ev.call_id
+            tl = self.timelines.get(ev.call_id)
+            if tl is not None:
+                tl.role, tl.strategy = role, peer.strategy
+                if role == "responder":
+                    tl.keying_started = ev.time
+            if role == "initiator":
+                st.child = "spec-" + child_name(ev.call_id, 0)[5:]
+                self._request(st, strategy.install(st, local_ts, remote_ts))
+            self.out.log("keying-speculative", call=ev.call_id, t=ev.time, role=role, peer=peer.name, child=st.child,
+                         local_ts=local_ts, remote_ts=remote_ts)
+            return
+
+    def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str, generation: int = 0) -> None:
+        prev = self.calls.get(call_id)
+        spec = prev if prev is not None and prev.speculative else None
+        sdp_flows = flows
+        flows, dnat = self.nat.translate_flows(call_id, flows)
+        ok = self.authorise(call_id, self.nat.asked(call_id, flows), t, trigger)
+        if ok is None:
+            if spec is not None:
+                self.unkey(call_id, "answer-refused", t)
+            return
+        peer, pol = ok
+        strategy = strategy_of(peer)
+        role = "initiator" if pol.side(strategy.initiator_endpoint(flows[0])) == "local" else "responder"
+        oriented = [pol.orient(f) for f in flows]
+        rules = frozenset(FlowRule(lo.address, re.address, lo.port, re.port) for lo, re in oriented)
+        st = SaKeying(call_id, peer, role, flows, rules, KeyState.WAITING, generation=generation, answered_at=t,
+                      spec=spec, own_conn=strategy.own_conn)
+        self.calls[call_id] = st
+        st.dnat = self.pending_dnat.pop(call_id, None)  # installed at the offer already
+        if st.dnat is None and dnat:
+            self._dnat(call_id, child_name(call_id, generation)[5:], tuple(dnat))
+        for r in rules:
+            self.rule_calls[r] = call_id
+        self.nat.keyed(call_id, sdp_flows, flows, oriented)
+        tl = self.timelines.get(call_id)
+        if tl is not None and not tl.role:
+            tl.role, tl.strategy = role, peer.strategy
+            if role == "responder":
+                tl.keying_started = t
+        if isinstance(strategy, PreKeyed):
+            self.out.log("keying", call=call_id, t=t, trigger=trigger, role="both", peer=peer.name, child=None,
+                         flows=[f.to_json() for f in flows], strategy=peer.strategy)
+            st.role = "initiator"  # it removes its own SAs, after teardown_delay like an initiator
+            self._request(st, strategy.install_prekeyed(st, peer, tuple(sorted(set(oriented)))))
+            return
+        local_ts = sorted({ts(lo) for lo, _ in oriented})
+        remote_ts = sorted({ts(re) for _, re in oriented})
+        if role == "initiator":
+            st.child = child_name(call_id, generation)
+            self._request(st, strategy.install(st, local_ts, remote_ts))
+        elif self.nat.relatched.get(call_id):
+            # the responder's template child holds the RTP port range; a port a NAT chose is outside
+            # it, so the peer's CREATE_CHILD_SA needs a child config with exactly these flows
+            st.child, st.permit, st.state = child_name(call_id, generation), True, KeyState.PERMITTING
+            self.by_child[st.child] = st
+            st.set_up_pending = True
+            self.out.append(PermitChild(call_id, st.child, peer.name, tuple(local_ts), tuple(remote_ts)))
+        self.out.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=st.child,
+                     flows=[f.to_json() for f in flows], strategy=peer.strategy)
+
+    def _request(self, st: SaKeying, action) -> None:
+        st.state, st.set_up_pending = KeyState.REQUESTED, True
+        if st.child is not None:
+            self.by_child[st.child] = st
+        self.out.append(action)
+
+    def _dnat(self, call_id: str, tag: str, rules: tuple) -> None:
+        self.out.append(AddDnat(call_id, tag, rules, self.nat.reason(call_id)))
+
+    def rekey(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str) -> None:
+        old = self.calls.get(call_id)
+        if old is not None:
+            self.unkey(call_id, "media-changed", t)
+        self.key(call_id, flows, t, trigger, generation=old.generation + 1 if old else 0)
+
+    def unkey(self, call_id: str, reason: str, t: float) -> None:
+        st = self.calls.pop(call_id, None)
+        self.nat.forget(call_id, rekeying=reason == "media-changed")
+        pending = self.pending_dnat.pop(call_id, None)
+        if pending is not None:
+            self.out.append(DelDnat(pending))  # translated at the offer, never keyed (cancelled, refused)
+        if st is None:
+            self.out.log("dialog-ended", call=call_id, reason=reason, t=t, keyed=False)
+            return
+        for s_ in (st, st.spec):
+            if s_ is None or s_.terminated:
+                continue  # a speculative SA already replaced by the exact one
+            self.out.log("unkeying", call=call_id, reason=reason, t=t, role=s_.role, child=s_.child,
+                         speculative=s_.speculative)
+            if s_.role == "initiator" or s_.permit:
+                # trailing RTP after a BYE would leave in clear if the SA went at once
+                self._drain(s_, t + (0.0 if reason == "media-changed" else self.teardown_delay), reason)
+            else:
+                never_up = s_.state is not KeyState.UP
+                s_.state = KeyState.GONE  # a responder's SA is the initiator's to delete
+                if s_.dnat:
+                    self.out.append(DelDnat(s_.dnat))
+                if never_up:  # else its child-down, still to come, needs them to find the call
+                    self._forget_rules(s_)
+
+    def _drain(self, st: SaKeying, due: float, reason: str) -> None:
+        st.advance(H.UNKEY)
+        st.remove_due, st.remove_reason, st.confirm_due = due, reason, None
+        self.timed[id(st)] = st
+
+    def _remove(self, st: SaKeying) -> None:
+        st.advance(H.REMOVE)
+        if st.child is None and st.prekeyed is None:
+            st.state = KeyState.GONE  # a pre-keyed install that failed: nothing to remove
+            self.timed.pop(id(st), None)
+            return
+        self.timed.pop(id(st), None)
+        if st.speculative:
+            for r in st.rules:
+                if self.rule_calls.get(r) == st.call_id:
+                    self.rule_calls.pop(r, None)
+        if st.dnat:
+            self.out.append(DelDnat(st.dnat))
+            st.dnat = None
+        if st.prekeyed is not None:
+            self.prekey_removing[(st.call_id, tuple(k.spi for k in st.prekeyed[0])[:1])] = st
+            for k in st.prekeyed[0]:
+                self.spi_calls.pop(k.spi, None)
+        self.out.append(strategy_of(st.peer).remove(st, st.remove_reason))
+
+    def _forget_rules(self, st: SaKeying) -> None:
+        if st.call_id not in self.calls:
+            for r in st.rules:
+                if self.rule_calls.get(r) == st.call_id:
+                    self.rule_calls.pop(r, None)
+
+    def relatch(self, now: float) -> None:
+        for call in self.nat.due_relatches(now):
+            if call in self.calls and call in self.nat.sdp_flows:
+                self.rekey(call, self.nat.sdp_flows[call], now, "media latching")
+
+    # -- outcomes ----------------------------------------------------------------------------------
+
+    def install_result(self, r: InstallResult) -> None:
+        st = self.by_child.get(r.child)
+        if st is None or st.call_id != r.call_id:
+            return
+        st.set_up_pending = False
+        st.install_started, st.install_finished = r.started, r.finished
+        tl = self.timelines.get(r.call_id)
+        if tl is not None and tl.keying_started is None:
+            tl.keying_started = r.started
+        if not r.ok:
+            st.install_error = r.reason
+        before = st.state
+        st.advance(H.INSTALL_OK if r.ok else H.INSTALL_FAILED)
+        if st.state is KeyState.UP:
+            self._initiated(st, recovered=not r.ok)
+        elif st.state in (KeyState.INITIATED, KeyState.CONFIRMING):
+            st.confirm_due = r.finished + CONFIRM_WAIT
+            self.timed[id(st)] = st
+        elif before is KeyState.DRAINING:
+            self.timed[id(st)] = st  # its removal waited for this
+
+    def prekey_result(self, r: PrekeyResult) -> None:
+        st = self.calls.get(r.call_id)
+        if r.removed:
+            self._prekey_removed(r)
+            return
+        if st is None or st.prekeyed is None or not st.set_up_pending:
+            return
+        st.set_up_pending = False
+        keys, pairs = st.prekeyed
+        if not r.ok:
+            st.prekeyed = None  # the install is all or nothing
+            st.advance(H.INSTALL_FAILED)
+            st.advance(H.CONFIRM_TIMEOUT)
+            self.out.log("keying-failed", call=r.call_id, reason=f"pre-keyed install: {r.reason}")
+            return
+        st.advance(H.INSTALL_OK)
+        st.advance(H.CHILD_UP)
+        for k in keys:
+            self.spi_calls[k.spi] = r.call_id
+        tl = self.timelines.get(r.call_id)
+        if tl is not None:
+            tl.role, tl.strategy = "pre-keyed", st.peer.strategy
+            tl.keying_started, tl.sa_up = r.started, r.finished
+        self.out.log("sa-up", call=r.call_id, child="pre-keyed", spis=[f"{k.spi:08x}" for k in keys],
+                     local_ts=[ts(lo) for lo, _ in pairs], remote_ts=[ts(re) for _, re in pairs],
+                     keying_ms=round((r.finished - r.started) * 1000, 3))
+
+    def _prekey_removed(self, r: PrekeyResult) -> None:
+        st = self.prekey_removing.pop((r.call_id, r.spis[:1]), None)
+        if st is None:
+            return
+        st.advance(H.REMOVED)
+        tl = self.timelines.get(r.call_id)
+        if tl is not None and tl.sa_down is None:
+            tl.sa_down = r.finished
+        if not r.ok:
+            self.out.log("keying-failed", call=r.call_id, reason=f"pre-keyed removal: {r.reason}")
+            return
+        self.out.log("sa-removed", call=r.call_id, child="pre-keyed", spis=[f"{s:08x}" for s in r.spis],
+                     reason=st.remove_reason)
+        self.out.log("sa-down", call=r.call_id, child="pre-keyed")
+
+    def permit_result(self, r: PermitResult) -> None:
+        st = self.by_child.get(r.child)
+        if st is None:
+            return
+        st.set_up_pending = False
+        if not r.ok:
+            self.out.log("keying-failed", call=r.call_id, child=r.child, reason=r.reason)
+        st.advance(H.PERMITTED if r.ok else H.INSTALL_FAILED)
+        if st.state is KeyState.DRAINING:
+            self.timed[id(st)] = st
+
+    def remove_result(self, r: RemoveResult) -> None:
+        st = self.by_child.pop(r.child, None)
+        if st is None:
+            return
+        self.removed[r.child] = r.call_id
+        while len(self.removed) > REMOVED_MEMORY:
+            self.removed.popitem(last=False)
+        st.uniqueid = st.uniqueid or r.uniqueid
+        st.advance(H.REMOVED)
+        self._forget_rules(st)
+        if not r.ok:
+            self.out.log("keying-failed", call=r.call_id, child=r.child, reason=r.reason)
+        elif st.permit:
+            self.out.log("child-config-removed", call=r.call_id, child=r.child, reason=st.remove_reason)
+        else:
+            self.out.log("sa-removed", call=r.call_id, child=r.child, sa=st.uniqueid, reason=st.remove_reason)
+
+    def dnat_result(self, r: DnatResult) -> None:
+        if not r.ok:
+            self.out.log("nat-translate-failed", call=r.call_id, reason=r.error)
+            return
+        st = self.calls.get(r.call_id)
+        if st is not None and st.dnat is None and not st.terminated:
+            st.dnat = r.tag
+        elif st is None and r.call_id not in self.pending_dnat:
+            self.pending_dnat[r.call_id] = r.tag
+        else:
+            self.out.append(DelDnat(r.tag))  # the call moved on meanwhile: nothing owns it
+            return
+        self.out.log("nat-translated", call=r.call_id, rules=[f"{a}:{p} -> {b}:{q}" for a, p, b, q in r.rules],
+                     reason=r.reason)
+
+    def child_up(self, st: SaKeying, child: dict) -> None:
+        st.uniqueid, st.child_info = child.get("uniqueid"), child
+        if not st.can(H.CHILD_UP):
+            return
+        before = st.state
+        st.advance(H.CHILD_UP)
+        if st.state is KeyState.UP and before in (KeyState.INITIATED, KeyState.CONFIRMING):
+            self.timed.pop(id(st), None)
+            self._initiated(st, recovered=before is KeyState.CONFIRMING)
+
+    def _initiated(self, st: SaKeying, recovered: bool) -> None:
+        """An SA this gateway asked for is up and its initiate has answered."""
+        assert st.install_started is not None and st.install_finished is not None
+        if st.spec is not None and not st.spec.terminated:
+            # the exact SA is up: the speculative one has done its job
+            self._drain(st.spec, st.install_finished, "fitted-to-answer")
+            if not st.spec.set_up_pending:
+                self._remove(st.spec)
+        if recovered:
+            self.out.log("keying-recovered", call=st.call_id, child=st.child, reason=st.install_error)
+        c = st.child_info
+        self.out.log("sa-initiated", call=st.call_id, child=st.child, sa=st.uniqueid,
+                     keying_ms=round((st.install_finished - st.install_started) * 1000, 3),
+                     after_answer_ms=round((st.install_finished - st.answered_at) * 1000, 3),
+                     local_ts=c.get("local-ts"), remote_ts=c.get("remote-ts"), encap=c.get("encap") == "yes")
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        times = []
+        for st in self.timed.values():
+            if st.state is KeyState.DRAINING and not st.set_up_pending and st.remove_due is not None:
+                times.append(st.remove_due)
+            elif st.confirm_due is not None:
+                times.append(st.confirm_due)
+        nt = self.nat.next_timer()
+        if nt is not None:
+            times.append(nt)
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        for st in list(self.timed.values()):
+            if st.state is KeyState.DRAINING:
+                if not st.set_up_pending and st.remove_due is not None and st.remove_due <= now:
+                    self._remove(st)
+            elif st.confirm_due is not None and st.confirm_due <= now:
+                st.confirm_due = None
+                self.timed.pop(id(st), None)
+                st.advance(H.CONFIRM_TIMEOUT)
+                self.out.log("keying-failed", call=st.call_id, child=st.child,
+                             reason=st.install_error or f"{st.child} not installed after initiate")
+        self.relatch(now)
+
+    def shutdown(self, now: float) -> None:
+        """Remove what this gateway set up: pending removals now, and every live SA it initiated."""
+        for st in list(self.calls.values()):
+            for s_ in (st, st.spec):
+                if s_ is not None and (s_.role == "initiator" or s_.permit) and not s_.terminated and \
+                        s_.state is not KeyState.FAILED:
+                    self._drain(s_, now, "controller-stopped")
+        for st in list(self.timed.values()):
+            if st.state is KeyState.DRAINING:
+                st.set_up_pending = False  # the shell has stopped its workers: nothing is in flight
+                self._remove(st)

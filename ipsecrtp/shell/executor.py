@@ -1,0 +1,309 @@
+"""Carries out the gateway core's actions on the backends and feeds each outcome back as an input.
+
+Threads, each with its own VICI session (VICI has no request ids), none touching the core:
+- set-up worker: load a call's child config and initiate it (one round trip or two: off the loop);
+- removal worker: a DELETE costs a round trip too, and the next call's set-up must not wait behind
+  the last call's teardown in our queue (charon may still serialise the two exchanges on one
+  IKE_SA; that wait is real and shows in the timeline);
+- listener: charon's child-updown and ike-updown events.
+Their outcomes go into one queue that the loop drains (``outcomes``), woken by a pipe. Routing,
+nftables and xfrm actions are quick netlink or nft calls and run inline, their outcome returned at
+once. The one piece of state here, each peer's child configs (a ``load-conn`` carries all of them),
+is the keying backend's and is guarded by a lock that also spans the initiate.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from ..config import ControllerConfig
+from ..gateway.actions import (
+    Action,
+    AddDnat,
+    AddRoute,
+    ChildUpDown,
+    DelDnat,
+    DelRoute,
+    DnatResult,
+    EstablishIke,
+    EventsLost,
+    IkeResult,
+    IkeUpDown,
+    Input,
+    InstallChild,
+    InstallPrekeyed,
+    InstallResult,
+    Log,
+    PermitChild,
+    PermitResult,
+    PrekeyResult,
+    RemoveBlanketRoute,
+    RemoveChild,
+    RemovePrekeyed,
+    RemoveResult,
+)
+from ..kernel.xfrm import XfrmSocket
+from ..keying import dnat, prekeyed
+from ..keying.routing import PolicyRouting
+from ..keying.strongswan import Charon, KeyingError, listen
+from ..log import DecisionLog
+
+Outcome = tuple[float, Input]
+CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke)
+
+
+class Executor:
+    def __init__(self, cfg: ControllerConfig, log: DecisionLog, routing: PolicyRouting | None) -> None:
+        self.cfg, self.log, self.routing = cfg, log, routing
+        self.peers = {p.name: p for p in cfg.peers}
+        self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.setup_jobs: queue.SimpleQueue[Action | None] = queue.SimpleQueue()
+        self.removal_jobs: queue.SimpleQueue[Action | None] = queue.SimpleQueue()
+        self.children: dict[str, dict[str, tuple[list[str], list[str]]]] = {p.name: {} for p in cfg.peers}
+        self.conf_lock = threading.Lock()  # the child configs and the load-conn that mirrors them
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.dnat_used = False
+
+    # -- life ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        ready = threading.Event()
+        self.threads = [threading.Thread(target=self._worker, args=(self.setup_jobs,), name="keying", daemon=True),
+                        threading.Thread(target=self._worker, args=(self.removal_jobs,), name="unkeying",
+                                         daemon=True),
+                        threading.Thread(target=self._listener, args=(ready,), name="events", daemon=True)]
+        for t in self.threads:
+            t.start()
+        ready.wait(5)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.setup_jobs.put(None)
+        self.removal_jobs.put(None)
+        for t in self.threads:
+            t.join(timeout=15)
+        self.threads = []
+
+    def close(self) -> None:
+        if self.dnat_used:
+            dnat.drop_table()  # this process made it: its per-call chains go with it
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    def _post(self, inp: Input) -> None:
+        self.outcomes.put((time.time(), inp))
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass  # closed at shutdown
+
+    def drain(self) -> list[Outcome]:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out = []
+        while True:
+            try:
+                out.append(self.outcomes.get_nowait())
+            except queue.Empty:
+                return out
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def submit(self, action: Action, charon: Charon | None = None) -> list[Outcome]:
+        """Run or queue one action; what finished at once comes back. With ``charon`` (shutdown, the
+        workers stopped) charon's actions run here too, on that session."""
+        if isinstance(action, Log):
+            self.log(action.event, **action.fields)
+            return []
+        if isinstance(action, CHARON_ACTIONS):
+            if charon is not None:
+                return [(time.time(), self._charon(charon, action))]
+            (self.removal_jobs if isinstance(action, RemoveChild) else self.setup_jobs).put(action)
+            return []
+        return [(time.time(), r) for r in [self._inline(action)] if r is not None]
+
+    def _inline(self, a: Action) -> Input | None:
+        if isinstance(a, (AddRoute, DelRoute, RemoveBlanketRoute)):
+            if self.routing is not None:
+                try:
+                    if isinstance(a, AddRoute):
+                        self.routing.add(a.rule)
+                    elif isinstance(a, DelRoute):
+                        self.routing.delete(a.rule)
+                    else:
+                        self.routing.remove_blanket()
+                except Exception as exc:  # noqa: BLE001 - NetlinkError: one line, the loop goes on
+                    self.log("routing-failed", reason=f"{type(exc).__name__}: {exc}")
+            return None
+        if isinstance(a, AddDnat):
+            try:
+                dnat.add(a.tag, list(a.rules))
+            except dnat.DnatError as exc:
+                return DnatResult(a.call_id, a.tag, False, a.rules, a.reason, str(exc))
+            self.dnat_used = True
+            return DnatResult(a.call_id, a.tag, True, a.rules, a.reason)
+        if isinstance(a, DelDnat):
+            dnat.delete(a.tag)
+            return None
+        if isinstance(a, (InstallPrekeyed, RemovePrekeyed)):
+            return self._prekeyed(a)
+        raise TypeError(f"no executor for {type(a).__name__}")
+
+    def _prekeyed(self, a: InstallPrekeyed | RemovePrekeyed) -> PrekeyResult:
+        t0 = time.time()
+        sock = XfrmSocket()
+        try:
+            if isinstance(a, InstallPrekeyed):
+                prekeyed.install(sock, a.keys, a.local_gw, list(a.pairs))
+            else:
+                prekeyed.remove(sock, a.keys, prekeyed.policies_for(a.keys, list(a.pairs)))
+        except Exception as exc:  # noqa: BLE001 - NetlinkError and friends: one line, nothing left
+            return PrekeyResult(a.call_id, False, t0, time.time(), str(exc), isinstance(a, RemovePrekeyed),
+                                tuple(k.spi for k in a.keys))
+        finally:
+            sock.close()
+        return PrekeyResult(a.call_id, True, t0, time.time(), "", isinstance(a, RemovePrekeyed),
+                            tuple(k.spi for k in a.keys))
+
+    # -- charon ----------------------------------------------------------------------------------
+
+    def _worker(self, jobs: queue.SimpleQueue) -> None:
+        try:
+            charon = Charon(self.cfg.vici)
+        except KeyingError as exc:
+            self.log("keying-failed", reason=str(exc))
+            return
+        try:
+            while (job := jobs.get()) is not None:
+                self._post(self._charon(charon, job))
+        finally:
+            charon.close()
+
+    def _charon(self, charon: Charon, a: Action) -> Input:
+        try:
+            if isinstance(a, InstallChild):
+                return self._install(charon, a)
+            if isinstance(a, RemoveChild):
+                return RemoveResult(a.call_id, a.child, True, uniqueid=self._remove(charon, a))
+            if isinstance(a, PermitChild):
+                self._set_child(charon, a.peer, a.child, (list(a.local_ts), list(a.remote_ts)))
+                return PermitResult(a.call_id, a.child, True)
+            assert isinstance(a, EstablishIke)
+            return self._establish(charon, a)
+        except Exception as exc:  # noqa: BLE001 - KeyingError, a broken session: the core decides
+            reason = str(exc) if isinstance(exc, KeyingError) else f"{type(exc).__name__}: {exc}"
+            if isinstance(a, RemoveChild):
+                return RemoveResult(a.call_id, a.child, False, reason)
+            if isinstance(a, PermitChild):
+                return PermitResult(a.call_id, a.child, False, reason)
+            if isinstance(a, EstablishIke):
+                return IkeResult(a.peer, a.attempt, False, reason=reason)
+            now = time.time()
+            return InstallResult(a.call_id, a.child, False, now, now, reason)
+
+    def _set_child(self, charon: Charon, peer: str, child: str, sel: tuple[list[str], list[str]] | None) -> None:
+        """Add (sel) or remove (None) one child config of the peer's connection, under the lock."""
+        with self.conf_lock:
+            if sel is None:
+                if self.children[peer].pop(child, None) is None:
+                    return
+            else:
+                self.children[peer][child] = sel
+            charon.load_peer(self.peers[peer], dict(self.children[peer]))
+
+    def _install(self, charon: Charon, a: InstallChild) -> InstallResult:
+        peer = self.peers[a.peer]
+        # The lock also spans the initiate: a removal's load-conn replacing the peer's child configs
+        # while an initiate waits makes charon report a failure for a CHILD_SA that does come up.
+        with self.conf_lock:
+            if a.own_conn:
+                charon.load_call_conn(peer, a.child, list(a.local_ts), list(a.remote_ts))
+            else:
+                self.children[a.peer][a.child] = (list(a.local_ts), list(a.remote_ts))
+                charon.load_peer(peer, dict(self.children[a.peer]))
+            t0 = time.time()
+            try:
+                if a.own_conn:
+                    charon.initiate_conn(a.child)
+                else:
+                    charon.initiate(peer, a.child)
+            except KeyingError as exc:
+                return InstallResult(a.call_id, a.child, False, t0, time.time(), str(exc))
+        return InstallResult(a.call_id, a.child, True, t0, time.time())
+
+    def _remove(self, charon: Charon, a: RemoveChild) -> str | None:
+        peer = self.peers[a.peer]
+        uniqueid = a.uniqueid
+        if a.own_conn:
+            uniqueid = charon.remove_call_conn(a.child)
+        else:
+            if not uniqueid and not a.permit:
+                # never learnt its id (a failed or unconfirmed set-up): find it by name, leave nothing behind
+                uniqueid = next((c.get("uniqueid") for c in charon.child_sas(peer.conn)
+                                 if c.get("name") == a.child), None)
+            if uniqueid and not a.permit:  # a responder's SA is the initiator's to delete
+                charon.terminate_child(uniqueid)
+            self._set_child(charon, a.peer, a.child, None)
+        return uniqueid
+
+    def _establish(self, charon: Charon, a: EstablishIke) -> IkeResult:
+        peer = self.peers[a.peer]
+        if any(c.get("state") for c in charon.child_sas(peer.conn)) or charon.ike_established(peer.conn):
+            return IkeResult(a.peer, a.attempt, True, already=True)
+        t0 = time.time()
+        charon.initiate_ike(peer)
+        return IkeResult(a.peer, a.attempt, True, ms=round((time.time() - t0) * 1000, 3))
+
+    def _listener(self, ready: threading.Event) -> None:
+        try:
+            for name, payload, _t in listen(self.cfg.vici):
+                ready.set()
+                if self.stopping.is_set():
+                    break
+                if name in ("child-updown", "ike-updown"):
+                    for inp in events_to_inputs(name, payload):
+                        self._post(inp)
+        except (KeyingError, OSError) as exc:
+            if not self.stopping.is_set():
+                self._post(EventsLost(str(exc)))
+        finally:
+            ready.set()
+
+
+def events_to_inputs(name: str, payload: dict) -> list[Input]:
+    """One input per CHILD_SA of a child-updown (per IKE_SA of an ike-updown)."""
+    up = payload.get("up") == "yes"
+    out: list[Input] = []
+    for ike_name, ike in payload.items():
+        if not isinstance(ike, dict):
+            continue
+        if name == "ike-updown":
+            out.append(IkeUpDown(up, ike_name, ike))
+        else:
+            out.extend(ChildUpDown(up, ike_name, child) for child in ike.get("child-sas", {}).values())
+    return out
+
+
+class RecordingExecutor:
+    """Dry run and offline replay: every action is recorded, none is carried out; log lines are
+    written (the decisions an operator wants to see)."""
+
+    def __init__(self, log: Callable[..., None] | None = None) -> None:
+        self.log = log
+        self.actions: list[tuple[float, Action]] = []
+
+    def submit(self, action: Action, now: float = 0.0) -> list[Outcome]:
+        self.actions.append((now, action))
+        if isinstance(action, Log) and self.log is not None:
+            self.log(action.event, **action.fields)
+        return []
