@@ -7,8 +7,8 @@ independent sources: tcpdump's capture of the WAN, charon's list-sas, the kernel
 from __future__ import annotations
 
 import os
+import shutil
 import struct
-import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -196,4 +196,4 @@ class Phones:
 
 
 def tshark_available() -> bool:
-    return subprocess.run(["which", "tshark"], capture_output=True).returncode == 0
+    return shutil.which("tshark") is not None
