@@ -47,4 +47,6 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 # the real-kernel tier's kernel (Debian's stock image, unpacked once into /opt/ipsecrtp/kernel)
 .venv/bin/python -m ipsecrtp.netns.vm --fetch >/dev/null
+# everything above really there (programs, charon plugins, kernel features): fails setup if not
+.venv/bin/ipsecrtp doctor --quiet
 echo "setup done: $(.venv/bin/ipsecrtp --help | head -n 1)"

@@ -9,6 +9,7 @@ import sys
 import click
 
 from .bench import bench
+from .doctor import doctor
 from .lab import lab
 from .natcheck import nat_check
 from .sas import sas
@@ -136,6 +137,7 @@ main.add_command(lab)
 main.add_command(bench)
 main.add_command(nat_check)
 main.add_command(sas)
+main.add_command(doctor)
 
 if __name__ == "__main__":
     sys.exit(main())
