@@ -20,7 +20,7 @@ class ControllerConfig:
     sip_ports: frozenset[int]
     vici: str
     peers: tuple[PeerConfig, ...]
-    media_timeout: float
+    media_timeout: float | None  # None: never (an offline replay judges media from the capture)
     backend: str  # auto, kernel-netlink, kernel-libipsec
     teardown_delay: float = 1.0  # seconds an SA outlives its dialog, for trailing RTP
     name: str = ""  # this gateway's name in logs and timelines

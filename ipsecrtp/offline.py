@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import fields, replace
+
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import PcapReader
 
-from .packet import UDP, SipExtractor, decode_ip
+from .config import ControllerConfig
+from .gateway.actions import Action, Log
+from .gateway.core import GatewayCore
+from .gateway.simulate import SimulatedCharon
+from .packet import SipExtractor, classify, decode_ip, ike_port
 from .sip.dialog import (
     DialogConfirmed,
     DialogEarly,
@@ -35,14 +42,14 @@ def ip_packets(path: str):
                 yield float(pkt.time), bytes(layer)
 
 
-def _media(pkt, t: float, timelines: dict, flow_calls: dict, ike: list) -> None:
+def _media(pkt, kind: str, t: float, timelines: dict, flow_calls: dict, ike: list) -> None:
     """IKE, ESP and negotiated RTP/RTCP in the capture, for the calls' timelines."""
-    if 500 in (pkt.sport, pkt.dport) or (4500 in (pkt.sport, pkt.dport) and pkt.payload[:4] == b"\0\0\0\0"):
-        p = parse_ike(pkt.payload, 4500 if 4500 in (pkt.sport, pkt.dport) else 500, t, pkt.src)
+    if kind == "ike":
+        p = parse_ike(pkt.payload, ike_port(pkt), t, pkt.src)
         if p is not None:
             ike.append(p)
         return
-    if 4500 in (pkt.sport, pkt.dport):
+    if kind == "esp":
         # ESP-in-UDP: the capture cannot tell whose without the SPIs; the first after a call's
         # answer is that call's first protected packet, as good as a capture alone can say
         for tl in timelines.values():
@@ -75,7 +82,7 @@ def replay(path: str, sip_ports: set[int]) -> dict:
     def call(cid: str) -> dict:
         return calls.setdefault(cid, {
             "call_id": cid, "state": "trying", "started": None, "early": None, "confirmed": None,
-            "ended": None, "end_reason": None, "to_tag": None, "flows": [], "notes": [],
+            "ended": None, "end_reason": None, "to_tag": None, "offered": [], "flows": [], "notes": [],
             "retransmissions": 0, "relayed": 0,
             "events": [],
         })
@@ -90,8 +97,10 @@ def replay(path: str, sip_ports: set[int]) -> dict:
         pkt = decode_ip(data)
         if pkt is None:
             continue
-        if not extractor.is_sip(pkt) and pkt.proto == UDP:
-            _media(pkt, t, timelines, flow_calls, ike)
+        kind = classify(pkt, extractor.is_sip(pkt))
+        if kind != "sip":
+            if kind in ("ike", "esp", "media"):
+                _media(pkt, kind, t, timelines, flow_calls, ike)
             continue
         for item, stream in extractor.feed(pkt):
             src = (pkt.src, pkt.sport)
@@ -107,7 +116,10 @@ def replay(path: str, sip_ports: set[int]) -> dict:
                         a, b = f.offerer, f.answerer
                         flow_calls[(a.address, a.port, b.address, b.port)] = ev.call_id
                         flow_calls[(b.address, b.port, a.address, a.port)] = ev.call_id
-                if not isinstance(ev, (SipSeen, MediaOffered)):
+                if isinstance(ev, MediaOffered):
+                    # what an unanswered, cancelled or rejected call would have keyed on the offerer's side
+                    call(ev.call_id)["offered"] = [str(ep) for ep in ev.endpoints]
+                elif not isinstance(ev, SipSeen):
                     events.append(ev)
             if len(tracker.dialogs) > before:  # a new INVITE: the call starts here
                 cid = next(reversed(tracker.dialogs))
@@ -117,7 +129,8 @@ def replay(path: str, sip_ports: set[int]) -> dict:
     for ev in events:
         if isinstance(ev, tuple):
             _, cid, t, src = ev
-            call(cid)["events"].append({"time": t, "type": "Invite", "detail": f"from {_source(src)}"})
+            call(cid)["events"].append({"time": t, "type": "Invite", "detail": f"from {_source(src)}",
+                                        "offered": call(cid)["offered"]})
             continue
         if isinstance(ev, MessageRejected):
             rejected.append({"time": ev.time, "source": _source(ev.source), "call_id": ev.call_id or None,
@@ -135,6 +148,9 @@ def replay(path: str, sip_ports: set[int]) -> dict:
             new = ev.flows if isinstance(ev, MediaNegotiated) else ev.new
             c["flows"], c["notes"] = [f.to_json() for f in new], list(ev.notes)
             rec["detail"] = f"{ev.trigger} from {_source(ev.answer_source)}: {len(new)} flows"
+            rec["flows"] = c["flows"]
+            if isinstance(ev, MediaChanged):
+                rec["old_flows"] = [f.to_json() for f in ev.old]
         elif isinstance(ev, DialogTerminated):
             c["state"], c["end_reason"], c["ended"] = "terminated", ev.reason, ev.time
             rec["detail"] = ev.reason + (f" ({ev.trigger})" if ev.trigger else "")
@@ -160,3 +176,53 @@ def replay(path: str, sip_ports: set[int]) -> dict:
                 tl.ike = [p for p in ike if tl.invite <= p.time <= end]
             calls[cid]["timeline"] = tl.to_json()
     return {"file": path, "messages": messages, "calls": list(calls.values()), "rejected": rejected}
+
+
+def _describe(t: float, action: Action) -> dict:
+    """An action as a report line: its kind and fields, never key material (pre-keyed keys)."""
+    if isinstance(action, Log):
+        return {"time": t, "event": action.event, **action.fields}
+    rec: dict = {"time": t, "action": type(action).__name__}
+    for f in fields(action):  # type: ignore[arg-type]
+        if f.name == "keys":
+            rec["spis"] = [f"{k.spi:08x}" for k in action.keys]
+            continue
+        v = getattr(action, f.name)
+        rec[f.name] = [str(x) for x in v] if f.name == "pairs" else (str(v) if f.name == "rule" else v)
+    return rec
+
+
+def decisions(path: str, cfg: ControllerConfig, interface: str = "") -> dict[str, list[dict]]:
+    """What a gateway with this configuration would have done on this capture, call by call and
+    when: the same core as the live controller, every action recorded, charon played by a stand-in
+    that says yes (so that removals, re-keys and teardown delays follow, at capture times)."""
+    cfg = replace(cfg, media_timeout=None, dry_run=True)  # media is judged from the capture, not timed out
+    core = GatewayCore(cfg, "offline")
+    charon = SimulatedCharon({p.name: p.conn for p in cfg.peers})
+    iface = interface or (cfg.interfaces[0] if cfg.interfaces else "")
+    per_call: dict[str, list[dict]] = {}
+
+    def run(now: float, actions: list[Action]) -> None:
+        todo = deque(actions)
+        while todo:
+            a = todo.popleft()
+            rec = _describe(now, a)
+            call = rec.get("call") or rec.get("call_id")
+            if call:
+                per_call.setdefault(call, []).append(rec)
+            for inp in charon.outcomes(a, now):
+                todo.extend(core.receive(now, inp))
+
+    last = None
+    for t, data in ip_packets(path):
+        if last is None:
+            run(t, core.start(t))
+        last = t
+        while (nt := core.next_timer()) is not None and nt <= t:
+            run(nt, core.handle_timer(nt))
+        run(t, core.receive_packet(t, data, iface))
+    if last is not None:  # what was still due: teardown delays, confirmations
+        end = last + cfg.teardown_delay + 5.0
+        while (nt := core.next_timer()) is not None and nt <= end:
+            run(nt, core.handle_timer(nt))
+    return per_call

@@ -50,15 +50,26 @@ def run(config_path: str) -> None:
 @main.command()
 @click.option("--pcap", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--sip-port", "sip_ports", multiple=True, type=int, default=(5060,), show_default=True)
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="a controller TOML: also show what that gateway would key, refuse, re-key and remove, and when")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def calls(pcap: str, sip_ports: tuple[int, ...], as_json: bool) -> None:
+def calls(pcap: str, sip_ports: tuple[int, ...], config_path: str | None, as_json: bool) -> None:
     """Replay a capture through the SIP core and print each dialog and its media flows."""
-    from ..offline import replay
+    from ..config import ConfigError, load
+    from ..offline import decisions, replay
 
     try:
-        report = replay(pcap, set(sip_ports))
+        cfg = load(config_path) if config_path else None
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        report = replay(pcap, set(cfg.sip_ports) if cfg else set(sip_ports))
+        decided = decisions(pcap, cfg) if cfg else None
     except (OSError, ValueError) as exc:
         raise click.ClickException(f"{pcap}: {exc}") from None
+    if decided is not None:
+        for c in report["calls"]:
+            c["decisions"] = decided.get(c["call_id"], [])
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
@@ -83,6 +94,11 @@ def calls(pcap: str, sip_ports: tuple[int, ...], as_json: bool) -> None:
             click.echo(f"    note: {n}")
         for e in c["events"]:
             click.echo(f"    {e['time']:.6f} {e['type']} {e.get('detail', '')}")
+        for d in c.get("decisions", []):
+            what = d.get("event") or d.get("action")
+            extra = {k: v for k, v in d.items() if k in ("role", "child", "reason", "strategy", "flows", "local_ts",
+                                                         "remote_ts", "trigger")}
+            click.echo(f"    decided {d['time']:.6f} {what} {json.dumps(extra, default=str)}")
     for r in report["rejected"]:
         click.echo(f"rejected {r['time']:.6f} {r['source']}: {r['reason']}")
 
