@@ -24,3 +24,20 @@ class DecisionLog:
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()
+
+
+def read_log(path: str) -> list[dict]:
+    """The JSON lines of a decision log (other lines, and a missing file, give nothing)."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue
+    except FileNotFoundError:
+        pass
+    return out

@@ -7,48 +7,6 @@ import json
 import click
 
 
-def _covers(policy: dict, child: dict) -> bool:
-    """A kernel policy whose selector is one of the child's (local, remote) pairs, either way round."""
-    from ..kernel.view import _ts_ports
-
-    sel = policy["selector"]
-    ends = {(sel["src"].split("/")[0], sel["sport"]), (sel["dst"].split("/")[0], sel["dport"])}
-    return any(ends == {_ts_ports(lt), _ts_ports(rt)} for lt in child.get("local-ts", [])
-               for rt in child.get("remote-ts", []))
-
-
-def gateway_sas(name: str, vici: str, log_path: str | None, ns: str | None) -> dict:
-    from ..kernel.view import compare, kernel_view
-    from ..keying.strongswan import Charon, KeyingError
-    from ..netns import proc
-    from ..netns.lab import read_log
-
-    try:
-        charon = Charon(vici)
-    except KeyingError as exc:
-        return {"gateway": name, "error": str(exc)}
-    try:
-        backend, children = charon.backend(), charon.child_sas()
-    finally:
-        charon.close()
-    calls = {}
-    for e in read_log(log_path) if log_path else []:
-        if e.get("event") == "sa-up" and e.get("call"):
-            calls[e.get("sa")] = e["call"]
-    kernel = proc.in_netns(ns, kernel_view) if ns else kernel_view()
-    by_spi = {sa["spi"]: sa for sa in kernel["sas"]}
-    rows = []
-    for c in children:
-        spis = [int(c[k], 16) for k in ("spi-in", "spi-out") if c.get(k)]
-        rows.append({"call": calls.get(c.get("uniqueid")), "child": c.get("name"), "state": c.get("state"),
-                     "local_ts": c.get("local-ts"), "remote_ts": c.get("remote-ts"),
-                     "charon_bytes": {"in": c.get("bytes-in"), "out": c.get("bytes-out")},
-                     "kernel_sas": [by_spi[s] for s in spis if s in by_spi],
-                     "kernel_policies": [p for p in kernel["policies"] if _covers(p, c)],
-                     "problems": compare([c], kernel) if backend == "kernel-netlink" else []})
-    return {"gateway": name, "backend": backend, "children": rows, "kernel": kernel}
-
-
 @click.command()
 @click.option("--lab", "lab_name", default=None, help="both gateways of this lab")
 @click.option("--vici", default=None, help="this gateway's charon VICI socket (kernel: this namespace)")
@@ -57,6 +15,7 @@ def gateway_sas(name: str, vici: str, log_path: str | None, ns: str | None) -> d
 def sas(lab_name, vici, log_path, as_json) -> None:
     """Per call: charon's CHILD_SA (selectors, bytes) next to the kernel's xfrm SAs and policies."""
     from ..netns.lab import Lab, LabError
+    from ..views import gateway_sas
 
     if lab_name:
         try:

@@ -3,7 +3,7 @@
 For the offline replay (``ipsecrtp calls --pcap F --config C``): the same core decides on a
 capture, and this stands in for the backends so that the decisions go on past the first install
 (removals, re-keys, teardown delays), each at the capture time it would happen. Pure; the SAs'
-ids and SPIs it invents are marked as such (``sim-N``, SPIs from 0xsim range) and never reach charon.
+ids and SPIs it invents are marked as such (``sim-N``, SPIs from 0x7e000000 up) and never reach charon.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ class SimulatedCharon:
     def outcomes(self, action: Action, now: float) -> list[Input]:
         if isinstance(action, InstallChild):
             self.ids += 1
+            spi = SIM_SPI_BASE + 2 * self.ids
             child = {"name": action.child, "uniqueid": f"sim-{self.ids}", "state": "INSTALLED",
                      "local-ts": list(action.local_ts), "remote-ts": list(action.remote_ts),
-                     "spi-in": f"{SIM_SPI_BASE + 2 * self.ids:08x}", "spi-out": f"{SIM_SPI_BASE + 2 * self.ids + 1:08x}"}
+                     "spi-in": f"{spi:08x}", "spi-out": f"{spi + 1:08x}"}
             self.up[action.child] = child
             conn = action.child if action.own_conn else self.peer_conns[action.peer]
             return [ChildUpDown(True, conn, child), InstallResult(action.call_id, action.child, True, now, now)]

@@ -95,8 +95,10 @@ def _plain_esp(data: bytes) -> tuple[str, str, int] | None:
     return None
 
 
-def wire_stats(pcap: str) -> WireStats:
+def wire_stats(pcap: str, rtp_ports: tuple[int, int] = RTP_PORTS) -> WireStats:
+    """What a WAN capture holds; ``rtp_ports``: the lab's media range (``Lab.rtp_ports``)."""
     out = WireStats()
+    lo, hi = rtp_ports
     for t, data in ip_packets(pcap):
         esp = _plain_esp(data)
         if esp is not None:  # kernel ESP without NAT is not UDP-encapsulated (kernel-netlink)
@@ -113,7 +115,7 @@ def wire_stats(pcap: str) -> WireStats:
             spi = struct.unpack_from("!I", p.payload)[0]
             if spi:
                 out.esp.append((t, p.src, p.dst, spi))
-        elif RTP_PORTS[0] <= p.sport <= RTP_PORTS[1] + 1 or RTP_PORTS[0] <= p.dport <= RTP_PORTS[1] + 1:
+        elif lo <= p.sport <= hi + 1 or lo <= p.dport <= hi + 1:
             # one side is enough: a NAT may have given the other any port
             out.rtp_clear.append((t, p.src, p.sport, p.dst, p.dport))
     return out
@@ -180,7 +182,7 @@ class Phones:
                 from ..kernel.view import kernel_view
 
                 res.kernel[gw.role] = proc.in_netns(self.lab.ns(gw.role), kernel_view)
-            from ..cli.sas import gateway_sas  # what `ipsecrtp sas` shows while the call is up
+            from ..views import gateway_sas  # what `ipsecrtp sas` shows while the call is up
 
             res.sas[gw.role] = gateway_sas(gw.role, self.lab.vici(gw.role), self.lab.controller_log(gw.role),
                                            self.lab.ns(gw.role))

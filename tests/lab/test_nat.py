@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from ipsecrtp.cli.natcheck import gateway_report
 from ipsecrtp.netns.baresip import BaresipControl
 from ipsecrtp.netns.calls import Capture, child_sas, wire_stats
 from ipsecrtp.netns.lab import Lab, read_log
 from ipsecrtp.netns.pdd import _wait_ike, place_call, wait_timelines
+from ipsecrtp.views import gateway_nat_report
 
 
 def run_call(nat: str | None, sip_alg: bool, tmp, translate: bool = True) -> dict:
@@ -38,7 +38,8 @@ def run_call(nat: str | None, sip_alg: bool, tmp, translate: bool = True) -> dic
         nft = run(lab.ns("gwb"), "nft", "list", "ruleset", check=False).stdout
         return {"call": call, "timelines": tls, "wire": wire_stats(cap.path), "nft_gwb": nft,
                 "left": {r: child_sas(lab, r) for r in ("gwa", "gwb")},
-                "check": {r: gateway_report(r, lab.vici(r), lab.controller_log(r), None, True) for r in ("gwa", "gwb")},
+                "check": {r: gateway_nat_report(r, lab.vici(r), lab.controller_log(r), None, True)
+                          for r in ("gwa", "gwb")},
                 "logs": {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")}}
     finally:
         lab.down()
@@ -136,7 +137,8 @@ def observe_phone_nat(sip_alg: bool, translate: bool = True, random_ports: bool 
                 c.close()
         time.sleep(0.5)
         return {"call": call, "logs": {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")},
-                "check": {r: gateway_report(r, lab.vici(r), lab.controller_log(r), None, True) for r in ("gwa", "gwb")}}
+                "check": {r: gateway_nat_report(r, lab.vici(r), lab.controller_log(r), None, True)
+                          for r in ("gwa", "gwb")}}
     finally:
         lab.down()
         assert not os.path.exists(lab.dir)
