@@ -109,7 +109,15 @@ class Charon:
         child = {"mode": "tunnel", "esp_proposals": list(peer.esp_proposals), "start_action": "none",
                  "close_action": "none", "dpd_action": "clear", "rekey_time": "1h",
                  "local_ts": local_ts, "remote_ts": remote_ts}
-        self._request("load_conn", "load-conn", {name: self._conn(peer, {name: child})})
+        conn = self._conn(peer, {name: child})
+        # charon initiates on any live IKE_SA whose peer config is *equal*, and equality ignores the
+        # name: per-call connections from one template would all share the first call's IKE_SA
+        # (issue 18). An address pool named after the call makes each config unequal to every
+        # other; it is harmless here: pools are only read when answering a peer's virtual-IP
+        # request (an IKEv2 responder's job, these connections only initiate) and for `dynamic`
+        # selectors (ours are explicit). Verified with charon 5.9.8: docs/charon-ike-reuse.md.
+        conn["pools"] = [name]
+        self._request("load_conn", "load-conn", {name: conn})
 
     def load_bench_conn(self, peer: PeerConfig, name: str, children: dict[str, tuple[list[str], list[str]]]) -> None:
         """A connection with many fixed children (benchmarks)."""
@@ -198,6 +206,10 @@ class Charon:
                     child["ike-id"] = ike_sa.get("uniqueid")
                     out.append(child)
         return out
+
+    def list_sas(self) -> list[dict]:
+        """list-sas as charon sends it: one dict per IKE_SA, keyed by its connection name."""
+        return [_decode(x) for x in self.session.list_sas()]
 
     def ike_established(self, conn: str) -> bool:
         for ike in self.session.list_sas({"ike": conn}):
