@@ -48,6 +48,7 @@ from .actions import (
 )
 from .keying import Keying
 from .natfix import NatFix
+from .outcomes import Outcomes
 from .strategies import strategy_of
 from .timelines import Timelines
 
@@ -71,6 +72,7 @@ class GatewayCore:
         self.nat = NatFix(cfg.peers, private, cfg.nat_translate, backend, self.out, self.tracker.media_activity)
         self.keying = Keying(cfg.peers, cfg.teardown_delay, self.out, self.timelines, self.nat,
                              self.tracker.media_activity)
+        self.outcomes = Outcomes(self.keying)
         self.peers = {p.name: p for p in cfg.peers}
         self.routed: set[FlowRule] = set()
         self.ike_retry: dict[str, tuple[float, int]] = {}  # peer -> (when, attempt)
@@ -186,21 +188,20 @@ class GatewayCore:
     # -- outcomes and charon's events -------------------------------------------------------------
 
     def receive(self, now: float, inp: Input) -> list[Action]:
-        k = self.keying
         if isinstance(inp, ChildUpDown):
             self._child_updown(inp, now)
         elif isinstance(inp, InstallResult):
-            k.install_result(inp)
+            self.outcomes.install_result(inp)
         elif isinstance(inp, RemoveResult):
-            k.remove_result(inp)
+            self.outcomes.remove_result(inp)
             self.timelines.settle(inp.call_id, now)
         elif isinstance(inp, PrekeyResult):
-            k.prekey_result(inp)
+            self.outcomes.prekey_result(inp)
             self.timelines.settle(inp.call_id, now)
         elif isinstance(inp, PermitResult):
-            k.permit_result(inp)
+            self.outcomes.permit_result(inp)
         elif isinstance(inp, DnatResult):
-            k.dnat_result(inp)
+            self.outcomes.dnat_result(inp)
         elif isinstance(inp, IkeResult):
             self._ike_result(inp, now)
         elif isinstance(inp, IkeUpDown):
@@ -252,7 +253,7 @@ class GatewayCore:
                      encap=child.get("encap") == "yes",
                      routing_rules=[str(r) for r in sorted(rules)] if self.routing else [])
         if ev.up and st is not None:
-            k.child_up(st, child)
+            self.outcomes.child_up(st, child)
         if not ev.up:
             for r in rules:
                 if k.rule_calls.get(r) == call and call not in k.calls:

@@ -2,7 +2,7 @@
 
 Authorisation (both ends in the two peers' media prefixes, ports in the RTP range), the initiator
 rule (the gateway whose prefixes hold the endpoint the strategy names initiates), each SA's life
-as a :class:`~.state.SaKeying` on the transition table, and the outcomes the shell feeds back.
+as a :class:`~.state.SaKeying` on the transition table (its outcomes: ``outcomes.py``).
 """
 
 from __future__ import annotations
@@ -16,16 +16,11 @@ from ..sip.dialog import MediaOffered
 from .actions import (
     AddDnat,
     DelDnat,
-    DnatResult,
-    InstallResult,
     Outbox,
     PermitChild,
-    PermitResult,
-    PrekeyResult,
-    RemoveResult,
 )
 from .natfix import NatFix
-from .state import CONFIRM_WAIT, Happening, KeyState, SaKeying
+from .state import Happening, KeyState, SaKeying
 from .strategies import PreKeyed, strategy_of
 from .timelines import Timelines
 
@@ -194,21 +189,21 @@ class Keying:
                          speculative=s_.speculative)
             if s_.role == "initiator" or s_.permit:
                 # trailing RTP after a BYE would leave in clear if the SA went at once
-                self._drain(s_, t + (0.0 if reason == "media-changed" else self.teardown_delay), reason)
+                self.drain(s_, t + (0.0 if reason == "media-changed" else self.teardown_delay), reason)
             else:
                 never_up = s_.state is not KeyState.UP
                 s_.state = KeyState.GONE  # a responder's SA is the initiator's to delete
                 if s_.dnat:
                     self.out.append(DelDnat(s_.dnat))
                 if never_up:  # else its child-down, still to come, needs them to find the call
-                    self._forget_rules(s_)
+                    self.forget_rules(s_)
 
-    def _drain(self, st: SaKeying, due: float, reason: str) -> None:
+    def drain(self, st: SaKeying, due: float, reason: str) -> None:
         st.advance(H.UNKEY)
         st.remove_due, st.remove_reason, st.confirm_due = due, reason, None
         self.timed[id(st)] = st
 
-    def _remove(self, st: SaKeying) -> None:
+    def remove(self, st: SaKeying) -> None:
         st.advance(H.REMOVE)
         if st.child is None and st.prekeyed is None:
             st.state = KeyState.GONE  # a pre-keyed install that failed: nothing to remove
@@ -228,7 +223,7 @@ class Keying:
                 self.spi_calls.pop(k.spi, None)
         self.out.append(strategy_of(st.peer).remove(st, st.remove_reason))
 
-    def _forget_rules(self, st: SaKeying) -> None:
+    def forget_rules(self, st: SaKeying) -> None:
         if st.call_id not in self.calls:
             for r in st.rules:
                 if self.rule_calls.get(r) == st.call_id:
@@ -238,140 +233,6 @@ class Keying:
         for call in self.nat.due_relatches(now):
             if call in self.calls and call in self.nat.sdp_flows:
                 self.rekey(call, self.nat.sdp_flows[call], now, "media latching")
-
-    # -- outcomes ----------------------------------------------------------------------------------
-
-    def install_result(self, r: InstallResult) -> None:
-        st = self.by_child.get(r.child)
-        if st is None or st.call_id != r.call_id:
-            return
-        st.set_up_pending = False
-        st.install_started, st.install_finished = r.started, r.finished
-        tl = self.timelines.get(r.call_id)
-        if tl is not None and tl.keying_started is None:
-            tl.keying_started = r.started
-        if not r.ok:
-            st.install_error = r.reason
-        before = st.state
-        st.advance(H.INSTALL_OK if r.ok else H.INSTALL_FAILED)
-        if st.state is KeyState.UP:
-            self._initiated(st, recovered=not r.ok)
-        elif st.state in (KeyState.INITIATED, KeyState.CONFIRMING):
-            st.confirm_due = r.finished + CONFIRM_WAIT
-            self.timed[id(st)] = st
-        elif before is KeyState.DRAINING:
-            self.timed[id(st)] = st  # its removal waited for this
-
-    def prekey_result(self, r: PrekeyResult) -> None:
-        st = self.calls.get(r.call_id)
-        if r.removed:
-            self._prekey_removed(r)
-            return
-        if st is None or st.prekeyed is None or not st.set_up_pending:
-            return
-        st.set_up_pending = False
-        keys, pairs = st.prekeyed
-        if not r.ok:
-            st.prekeyed = None  # the install is all or nothing
-            st.advance(H.INSTALL_FAILED)
-            st.advance(H.CONFIRM_TIMEOUT)
-            self.out.log("keying-failed", call=r.call_id, reason=f"pre-keyed install: {r.reason}")
-            return
-        st.advance(H.INSTALL_OK)
-        st.advance(H.CHILD_UP)
-        for k in keys:
-            self.spi_calls[k.spi] = r.call_id
-        tl = self.timelines.get(r.call_id)
-        if tl is not None:
-            tl.role, tl.strategy = "pre-keyed", st.peer.strategy
-            tl.keying_started, tl.sa_up = r.started, r.finished
-        self.out.log("sa-up", call=r.call_id, child="pre-keyed", spis=[f"{k.spi:08x}" for k in keys],
-                     local_ts=[ts(lo) for lo, _ in pairs], remote_ts=[ts(re) for _, re in pairs],
-                     keying_ms=round((r.finished - r.started) * 1000, 3))
-
-    def _prekey_removed(self, r: PrekeyResult) -> None:
-        st = self.prekey_removing.pop((r.call_id, r.spis[:1]), None)
-        if st is None:
-            return
-        st.advance(H.REMOVED)
-        tl = self.timelines.get(r.call_id)
-        if tl is not None and tl.sa_down is None:
-            tl.sa_down = r.finished
-        if not r.ok:
-            self.out.log("keying-failed", call=r.call_id, reason=f"pre-keyed removal: {r.reason}")
-            return
-        self.out.log("sa-removed", call=r.call_id, child="pre-keyed", spis=[f"{s:08x}" for s in r.spis],
-                     reason=st.remove_reason)
-        self.out.log("sa-down", call=r.call_id, child="pre-keyed")
-
-    def permit_result(self, r: PermitResult) -> None:
-        st = self.by_child.get(r.child)
-        if st is None:
-            return
-        st.set_up_pending = False
-        if not r.ok:
-            self.out.log("keying-failed", call=r.call_id, child=r.child, reason=r.reason)
-        st.advance(H.PERMITTED if r.ok else H.INSTALL_FAILED)
-        if st.state is KeyState.DRAINING:
-            self.timed[id(st)] = st
-
-    def remove_result(self, r: RemoveResult) -> None:
-        st = self.by_child.pop(r.child, None)
-        if st is None:
-            return
-        self.removed[r.child] = r.call_id
-        while len(self.removed) > REMOVED_MEMORY:
-            self.removed.popitem(last=False)
-        st.uniqueid = st.uniqueid or r.uniqueid
-        st.advance(H.REMOVED)
-        self._forget_rules(st)
-        if not r.ok:
-            self.out.log("keying-failed", call=r.call_id, child=r.child, reason=r.reason)
-        elif st.permit:
-            self.out.log("child-config-removed", call=r.call_id, child=r.child, reason=st.remove_reason)
-        else:
-            self.out.log("sa-removed", call=r.call_id, child=r.child, sa=st.uniqueid, reason=st.remove_reason)
-
-    def dnat_result(self, r: DnatResult) -> None:
-        if not r.ok:
-            self.out.log("nat-translate-failed", call=r.call_id, reason=r.error)
-            return
-        st = self.calls.get(r.call_id)
-        if st is not None and st.dnat is None and not st.terminated:
-            st.dnat = r.tag
-        elif st is None and r.call_id not in self.pending_dnat:
-            self.pending_dnat[r.call_id] = r.tag
-        else:
-            self.out.append(DelDnat(r.tag))  # the call moved on meanwhile: nothing owns it
-            return
-        self.out.log("nat-translated", call=r.call_id, rules=[f"{a}:{p} -> {b}:{q}" for a, p, b, q in r.rules],
-                     reason=r.reason)
-
-    def child_up(self, st: SaKeying, child: dict) -> None:
-        st.uniqueid, st.child_info = child.get("uniqueid"), child
-        if not st.can(H.CHILD_UP):
-            return
-        before = st.state
-        st.advance(H.CHILD_UP)
-        if st.state is KeyState.UP and before in (KeyState.INITIATED, KeyState.CONFIRMING):
-            self.timed.pop(id(st), None)
-            self._initiated(st, recovered=before is KeyState.CONFIRMING)
-
-    def _initiated(self, st: SaKeying, recovered: bool) -> None:
-        """An SA this gateway asked for is up and its initiate has answered."""
-        assert st.install_started is not None and st.install_finished is not None
-        if st.spec is not None and not st.spec.terminated:
-            # the exact SA is up: the speculative one has done its job
-            self._drain(st.spec, st.install_finished, "fitted-to-answer")
-            if not st.spec.set_up_pending:
-                self._remove(st.spec)
-        if recovered:
-            self.out.log("keying-recovered", call=st.call_id, child=st.child, reason=st.install_error)
-        c = st.child_info
-        self.out.log("sa-initiated", call=st.call_id, child=st.child, sa=st.uniqueid,
-                     keying_ms=round((st.install_finished - st.install_started) * 1000, 3),
-                     after_answer_ms=round((st.install_finished - st.answered_at) * 1000, 3),
-                     local_ts=c.get("local-ts"), remote_ts=c.get("remote-ts"), encap=c.get("encap") == "yes")
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -391,7 +252,7 @@ class Keying:
         for st in list(self.timed.values()):
             if st.state is KeyState.DRAINING:
                 if not st.set_up_pending and st.remove_due is not None and st.remove_due <= now:
-                    self._remove(st)
+                    self.remove(st)
             elif st.confirm_due is not None and st.confirm_due <= now:
                 st.confirm_due = None
                 self.timed.pop(id(st), None)
@@ -406,8 +267,8 @@ class Keying:
             for s_ in (st, st.spec):
                 if s_ is not None and (s_.role == "initiator" or s_.permit) and not s_.terminated and \
                         s_.state is not KeyState.FAILED:
-                    self._drain(s_, now, "controller-stopped")
+                    self.drain(s_, now, "controller-stopped")
         for st in list(self.timed.values()):
             if st.state is KeyState.DRAINING:
                 st.set_up_pending = False  # the shell has stopped its workers: nothing is in flight
-                self._remove(st)
+                self.remove(st)
