@@ -149,7 +149,7 @@ def kernel_checks(roles: frozenset[str]) -> tuple[list[Check], bool | None]:
         esp = found[ESP][1].startswith("yes")
     lab = LAB in roles
     required = {NETNS: True, "veth": lab, "af_packet": True, "xfrm": True, ESP: False,
-                "tun": esp is not True, "nftables": True, "port_rules": esp is not True}
+                "tun": esp is not True, "nftables": True, "port_rules": esp is not True, "realtime": False}
     fixes = {NETNS: "run as root on a kernel with CONFIG_NET_NS",
              "veth": "a kernel with CONFIG_VETH (modprobe veth)",
              "af_packet": "run as root on a kernel with CONFIG_PACKET",
@@ -157,7 +157,10 @@ def kernel_checks(roles: frozenset[str]) -> tuple[list[Check], bool | None]:
              ESP: "optional: a kernel with CONFIG_INET_ESP (modprobe esp4) lets charon use kernel-netlink",
              "tun": "a kernel with CONFIG_TUN (modprobe tun): kernel-libipsec needs it without kernel ESP",
              "nftables": "a kernel with CONFIG_NF_TABLES (modprobe nf_tables), and " + install_hint("nftables"),
-             "port_rules": "Linux 4.17 or later (fib rules with ip_proto and port ranges)"}
+             "port_rules": "Linux 4.17 or later (fib rules with ip_proto and port ranges)",
+             "realtime": "optional: a real-time budget (sysctl kernel.sched_rt_runtime_us, the cgroup's "
+                         "cpu.rt_runtime_us); without it wanem runs at nice -20 and the lab's timing tests may "
+                         "see late frames"}
     whats = {NETNS: "network namespaces", **{k: v[0] for k, v in PROBES.items()}}
     out = []
     for key, what in whats.items():

@@ -83,6 +83,14 @@ def _port_rules() -> str:
     return "added a per-port policy-routing rule"
 
 
+def _realtime() -> str:
+    # the lab's WAN emulator asks for SCHED_FIFO so that a busy machine does not delay its frames
+    # (netns/wanem.py); a container's cgroup may have no real-time budget
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    return "SCHED_FIFO allowed"
+
+
 PROBES: dict[str, tuple[str, Callable[[], str]]] = {
     "veth": ("veth pairs (the lab's links)", _veth),
     "af_packet": ("AF_PACKET sockets (SIP capture, WAN emulator)", _af_packet),
@@ -91,6 +99,7 @@ PROBES: dict[str, tuple[str, Callable[[], str]]] = {
     "tun": ("TUN devices (/dev/net/tun: kernel-libipsec's ipsec0)", _tun),
     "nftables": ("nftables (DNAT behind a SIP ALG, lab NAT routers)", _nftables),
     "port_rules": ("policy-routing rules with ports (kernel-libipsec per-flow routing)", _port_rules),
+    "realtime": ("real-time scheduling (the lab's WAN emulator keeps its delays on a busy machine)", _realtime),
 }
 
 
