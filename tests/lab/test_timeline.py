@@ -1,5 +1,9 @@
 """The timeline a controller reports agrees with an independent tshark capture of the same run
-within 1 ms: every SIP milestone, every IKE packet and the first ESP packet, on both gateways."""
+within 1 ms: every SIP milestone, every IKE packet and the first ESP packet, on both gateways.
+
+Not a timing goal: both read the same kernel timestamp of each packet (SO_TIMESTAMPNS, as tcpdump
+records it), so they agree however loaded the machine is; 1 ms only allows for the pcap's microsecond
+resolution and for picking the wrong packet, which would be off by far more."""
 
 import os
 import secrets
@@ -93,10 +97,11 @@ def test_ike_packets_and_first_esp_agree_with_tshark(run, gw):
     esp = [float(f["frame.time_epoch"]) for f in frames[gw]
            if f["esp.spi"] and float(f["frame.time_epoch"]) >= tl["final"]]
     assert abs(tl["first_esp"] - esp[0]) < 0.001
-    # keying on a 20 ms link: the initiator's exchange brackets one RTT
+    # keying on a 20 ms link: the initiator's exchange brackets one RTT, so it cannot take less (how
+    # much more, with charon's processing, depends on the machine's load: a figure for the bench)
     if tl["role"] == "initiator":
         assert tl["metrics"]["ike_exchanges"] == ["CREATE_CHILD_SA"]
-        assert 19.0 < tl["metrics"]["ike_rtts_ms"][0] < 60.0
+        assert tl["metrics"]["ike_rtts_ms"][0] > 19.0
 
 
 @pytest.mark.parametrize("gw", ["gwa", "gwb"])
