@@ -44,6 +44,11 @@ class Keying:
         self.rule_calls: dict[FlowRule, str] = {}
         self.prekey_removing: dict[tuple[str, tuple[int, ...]], SaKeying] = {}  # (call, first SPI) -> SA
         self.pending_dnat: dict[str, str] = {}  # call -> chains made at the offer, not yet owned by an SA
+        # the last generation each call was keyed with, kept while its dialog lasts (on hold it has no
+        # SA) and a while after it ended (its Call-ID used again): a child's name, which charon may
+        # still hold while a removal runs, and pre-keyed keys (ESP must never reuse one) stay unique
+        self.generations: dict[str, int] = {}
+        self.ended_generations: collections.OrderedDict[str, int] = collections.OrderedDict()
         nat.role_of = lambda call: self.calls[call].role if call in self.calls else None
 
     # -- decisions -------------------------------------------------------------------------------
@@ -92,7 +97,8 @@ class Keying:
                 local_ts = [f"{p}[udp/{lo}-{hi}]" for p in peer.local_media]
                 remote_ts, role = sorted({ts(ep) for ep in eps}), "responder"
             rules = frozenset(rules_for_child(local_ts, remote_ts))
-            st = SaKeying(ev.call_id, peer, role, (), rules, KeyState.WAITING, answered_at=ev.time, speculative=True)
+            st = SaKeying(ev.call_id, peer, role, (), rules, KeyState.WAITING, answered_at=ev.time, speculative=True,
+                          generation=self._generation(ev.call_id))
             self.calls[ev.call_id] = st
             for r in rules:
                 self.rule_calls[r] = ev.call_id
@@ -102,13 +108,13 @@ class Keying:
                 if role == "responder":
                     tl.keying_started = ev.time
             if role == "initiator":
-                st.child = "spec-" + child_name(ev.call_id, 0)[5:]
+                st.child = "spec-" + child_name(ev.call_id, st.generation)[5:]
                 self._request(st, strategy.install(st, local_ts, remote_ts))
             self.out.log("keying-speculative", call=ev.call_id, t=ev.time, role=role, peer=peer.name, child=st.child,
                          local_ts=local_ts, remote_ts=remote_ts)
             return
 
-    def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str, generation: int = 0) -> None:
+    def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str) -> None:
         prev = self.calls.get(call_id)
         spec = prev if prev is not None and prev.speculative else None
         sdp_flows = flows
@@ -120,6 +126,8 @@ class Keying:
             return
         peer, pol = ok
         strategy = strategy_of(peer)
+        # the exact SA fitted to a speculative one shares its generation (spec-X-n, call-X-n)
+        generation = spec.generation if spec is not None else self._generation(call_id)
         role = "initiator" if pol.side(strategy.initiator_endpoint(flows[0])) == "local" else "responder"
         oriented = [pol.orient(f) for f in flows]
         rules = frozenset(FlowRule(lo.address, re.address, lo.port, re.port) for lo, re in oriented)
@@ -167,15 +175,24 @@ class Keying:
     def _dnat(self, call_id: str, tag: str, rules: tuple) -> None:
         self.out.append(AddDnat(call_id, tag, rules, self.nat.reason(call_id)))
 
+    def _generation(self, call_id: str) -> int:
+        """The call's next generation (0 for a new Call-ID), remembered from now on."""
+        gen = self.generations.get(call_id, self.ended_generations.pop(call_id, -1)) + 1
+        self.generations[call_id] = gen
+        return gen
+
     def rekey(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str) -> None:
-        old = self.calls.get(call_id)
-        if old is not None:
+        if call_id in self.calls:
             self.unkey(call_id, "media-changed", t)
-        self.key(call_id, flows, t, trigger, generation=old.generation + 1 if old else 0)
+        self.key(call_id, flows, t, trigger)
 
     def unkey(self, call_id: str, reason: str, t: float) -> None:
         st = self.calls.pop(call_id, None)
         self.nat.forget(call_id, rekeying=reason == "media-changed")
+        if reason != "media-changed" and call_id in self.generations:
+            self.ended_generations[call_id] = self.generations.pop(call_id)
+            while len(self.ended_generations) > REMOVED_MEMORY:
+                self.ended_generations.popitem(last=False)
         pending = self.pending_dnat.pop(call_id, None)
         if pending is not None:
             self.out.append(DelDnat(pending))  # translated at the offer, never keyed (cancelled, refused)
