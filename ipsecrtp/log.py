@@ -6,7 +6,10 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
+
+Listener = Callable[[dict[str, Any]], None]
 
 
 class DecisionLog:
@@ -14,6 +17,9 @@ class DecisionLog:
         self.stream = stream or sys.stdout
         self.node = node
         self._lock = threading.Lock()
+        # observers of every decision (metrics, the control socket): what is counted is exactly
+        # what is logged, so the two never disagree
+        self.listeners: list[Listener] = []
 
     def __call__(self, event: str, **fields: Any) -> None:
         rec: dict[str, Any] = {"ts": round(time.time(), 6), "event": event}
@@ -24,6 +30,8 @@ class DecisionLog:
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()
+            for listener in self.listeners:
+                listener(rec)
 
 
 def read_log(path: str) -> list[dict]:
