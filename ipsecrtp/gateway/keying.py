@@ -43,6 +43,9 @@ class Keying:
         self.spi_calls: dict[int, str] = {}
         self.rule_calls: dict[FlowRule, str] = {}
         self.prekey_removing: dict[tuple[str, tuple[int, ...]], SaKeying] = {}  # (call, first SPI) -> SA
+        # pre-keyed installs not answered yet, found by their SPIs like removals: the call may have
+        # ended or moved on to another generation before the answer comes
+        self.prekey_installing: dict[tuple[str, tuple[int, ...]], SaKeying] = {}
         self.pending_dnat: dict[str, str] = {}  # call -> chains made at the offer, not yet owned by an SA
         # the last generation each call was keyed with, kept while its dialog lasts (on hold it has no
         # SA) and a while after it ended (its Call-ID used again): a child's name, which charon may
@@ -170,6 +173,8 @@ class Keying:
         st.state, st.set_up_pending = KeyState.REQUESTED, True
         if st.child is not None:
             self.by_child[st.child] = st
+        elif st.prekeyed is not None:
+            self.prekey_installing[(st.call_id, tuple(k.spi for k in st.prekeyed[0])[:1])] = st
         self.out.append(action)
 
     def _dnat(self, call_id: str, tag: str, rules: tuple) -> None:

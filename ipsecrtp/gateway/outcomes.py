@@ -38,10 +38,12 @@ class Outcomes:
             self.k.timed[id(st)] = st  # its removal waited for this
 
     def prekey_result(self, r: PrekeyResult) -> None:
-        st = self.k.calls.get(r.call_id)
         if r.removed:
             self._prekey_removed(r)
             return
+        # by its SPIs, not as the call's current SA: a call that ended (or was re-keyed) before the
+        # answer came has a draining SA whose removal waits for exactly this answer
+        st = self.k.prekey_installing.pop((r.call_id, r.spis[:1]), None)
         if st is None or st.prekeyed is None or not st.set_up_pending:
             return
         st.set_up_pending = False
@@ -49,11 +51,13 @@ class Outcomes:
         if not r.ok:
             st.prekeyed = None  # the install is all or nothing
             st.advance(H.INSTALL_FAILED)
-            st.advance(H.CONFIRM_TIMEOUT)
+            if not st.terminated:
+                st.advance(H.CONFIRM_TIMEOUT)
             self.k.out.log("keying-failed", call=r.call_id, reason=f"pre-keyed install: {r.reason}")
             return
         st.advance(H.INSTALL_OK)
-        st.advance(H.CHILD_UP)
+        if not st.terminated:
+            st.advance(H.CHILD_UP)
         for k in keys:
             self.k.spi_calls[k.spi] = r.call_id
         tl = self.k.timelines.get(r.call_id)
