@@ -91,7 +91,7 @@ def locate(p: Program) -> str | None:
 
 
 def program_check(p: Program, roles: frozenset[str]) -> Check:
-    required = bool(p.roles & roles)
+    required = bool(p.roles & roles) and not p.optional
     what = f"{p.name}: {p.purpose}"
     fix = install_hint(p.package)
     if p.name == "busybox":

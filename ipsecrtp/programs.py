@@ -31,6 +31,9 @@ class Program:
     via: str | None = None  # run by a dependency, not by ipsecrtp's own code (the source scan cannot see it)
     in_venv: bool = False  # a console script of the venv (next to sys.executable), not of the system
     aliases: tuple[str, ...] = ()  # other names the same program is looked for under
+    # a tool some option uses when it is there (a profiler, ...): reported, never required, and
+    # setup.sh need not install it
+    optional: bool = False
 
 
 def _p(name: str, package: str, purpose: str, *roles: str, **kw) -> Program:

@@ -116,6 +116,16 @@ def _module_level(tree: ast.Module):
             todo.extend(ast.iter_child_nodes(node))
 
 
+def _own_nodes(fn: ast.AST):
+    """A function's nodes, nested functions and classes left out."""
+    todo = list(ast.iter_child_nodes(fn))
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            todo.extend(ast.iter_child_nodes(node))
+
+
 def _builtin(node: ast.expr) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
@@ -141,13 +151,25 @@ def _aliases(tree: ast.Module, module: str, is_pkg: bool) -> dict[str, str]:
     return out
 
 
+@dataclass
+class _Context:
+    """What every module's scan shares."""
+
+    trees: dict[str, tuple[str, ast.Module]]  # path -> (module, tree)
+    static: dict[str, tuple]  # path -> (constants, sequences, aliases)
+    table: dict[str, str]  # qualified name -> string constant, every module
+    funcs: dict[str, tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]  # module-level functions
+    wrappers: dict[str, set[Spec]]
+    methods: dict[str, set[Spec]]  # wrapper methods by bare name
+
+
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, path: str, module: str, tree: ast.Module, static: tuple, table: dict[str, str],
-                 wrappers: dict[str, set[Spec]], methods: dict[str, set[Spec]]) -> None:
-        self.path, self.module, self.table, self.tree = path, module, table, tree
-        self.wrappers, self.methods = wrappers, methods  # methods: wrapper methods by bare name
+    def __init__(self, path: str, ctx: _Context, depth: int = 0) -> None:
+        self.path, self.ctx, self.depth = path, ctx, depth
+        self.module, self.tree = ctx.trees[path]
+        self.table, self.wrappers, self.methods = ctx.table, ctx.wrappers, ctx.methods
         self.params: list[_Param] = []  # wrappers found in this module
-        self.consts, self.seqs, self.alias = static
+        self.consts, self.seqs, self.alias = ctx.static[path]
         self.found: list[Found] = []
         self.unresolved: list[Unresolved] = []
         self.stack: list[ast.AST] = []  # enclosing classes and functions
@@ -239,7 +261,27 @@ class _Scanner(ast.NodeVisitor):
                 return {os.path.basename(s) for s in self.strings(node.args[-1])}
             if _builtin(node.func) == "str" and node.args:
                 return self.strings(node.args[0])
+            if fq in self.ctx.funcs and self.depth < 4:
+                return self.returns(fq)
         raise _Unknown(f"cannot tell the value of {ast.unparse(node)!r}")
+
+    def returns(self, fq: str) -> set[str]:
+        """The strings a scanned module-level function can return (``None`` left out): a helper that
+        finds a program's path stands for that program."""
+        path, fn = self.ctx.funcs[fq]
+        inner = _Scanner(path, self.ctx, self.depth + 1)
+        inner.stack = [fn]
+        values: set[str] = set()
+        try:
+            for node in _own_nodes(fn):
+                if isinstance(node, ast.Return) and node.value is not None and \
+                        not (isinstance(node.value, ast.Constant) and node.value.value is None):
+                    values |= inner.strings(node.value)
+        except _Param as p:  # it returns its argument: not a wrapper of a runner, just unknown here
+            raise _Unknown(f"{fq} returns its parameter {p.name}") from None
+        if not values:
+            raise _Unknown(f"{fq} returns no string")
+        return values
 
     def render(self, node: ast.JoinedStr) -> str:
         out = []
@@ -423,16 +465,20 @@ def scan_sources(sources: dict[str, tuple[str, str]]) -> Scan:
     """sources: path -> (module name, text). Every file is parsed first, so that a constant imported
     from another scanned module resolves; then scanned again while new wrappers turn up."""
     trees = {path: (mod, ast.parse(text, path)) for path, (mod, text) in sources.items()}
-    table = {f"{mod}.{k}": v for mod, tree in trees.values() for k, v in _constants(tree).items()}
-    static = {path: (_constants(tree), _sequences(tree), _aliases(tree, mod, path.endswith("__init__.py")))
-              for path, (mod, tree) in trees.items()}
-    wrappers: dict[str, set[Spec]] = {}
-    methods: dict[str, set[Spec]] = {}
+    ctx = _Context(
+        trees,
+        {path: (_constants(tree), _sequences(tree), _aliases(tree, mod, path.endswith("__init__.py")))
+         for path, (mod, tree) in trees.items()},
+        {f"{mod}.{k}": v for mod, tree in trees.values() for k, v in _constants(tree).items()},
+        {f"{mod}.{n.name}": (path, n) for path, (mod, tree) in trees.items() for n in tree.body
+         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))},
+        {}, {})
+    wrappers, methods = ctx.wrappers, ctx.methods
     for _ in range(20):  # a wrapper of a wrapper of ... is found one level per round
         found, unresolved, new = [], [], False
-        for path, (mod, tree) in trees.items():
-            s = _Scanner(path, mod, tree, static[path], table, wrappers, methods)
-            s.visit(tree)
+        for path in trees:
+            s = _Scanner(path, ctx)
+            s.visit(s.tree)
             found += s.found
             for p in s.params:
                 if p.spec not in wrappers.setdefault(p.function, set()):
@@ -441,9 +487,9 @@ def scan_sources(sources: dict[str, tuple[str, str]]) -> Scan:
                     if p.method:
                         methods.setdefault(p.function.rsplit(".", 1)[1], set()).add(p.spec)
         if not new:
-            for path, (mod, tree) in trees.items():
-                s = _Scanner(path, mod, tree, static[path], table, wrappers, methods)
-                s.visit(tree)
+            for path in trees:
+                s = _Scanner(path, ctx)
+                s.visit(s.tree)
                 s.check_values()
                 unresolved += s.unresolved
             return Scan(found, unresolved, wrappers)
