@@ -227,10 +227,13 @@ class Lab:
     def up(self, media_timeout: float = 30.0, wan: LinkSettings | None = None,
            strategy: str = "child-per-call", charon_extra: str = "", keying: bool = True,
            controllers: bool = True, nat: str | None = None, sip_alg: bool = False,
-           nat_translate: bool = True, mode: str = "host", nat_random_ports: bool = False) -> None:
+           nat_translate: bool = True, mode: str = "host", nat_random_ports: bool = False,
+           esp_proposals: tuple[str, ...] | None = None) -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
+        ``esp_proposals``: the peers' ESP proposals in charon's syntax (e.g. ``("aes256gcm16",)``),
+        None for the controllers' default;
         ``keying=False``: no charon; the controllers only observe (a baseline for what keying costs);
         ``nat="between"``: a NAT router (nftables masquerade) between the gateways, with the kernel's
         SIP ALG (nf_conntrack_sip / nf_nat_sip) when ``sip_alg``; ``nat="phone"`` (router mode): a NAT
@@ -256,6 +259,7 @@ class Lab:
         self.state["nat_translate"] = nat_translate
         self.state["strategy"] = strategy
         self.state["charon_extra"] = charon_extra
+        self.state["esp_proposals"] = list(esp_proposals) if esp_proposals else None
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, veth, charon)")
         if not os.path.exists(CHARON):
@@ -351,6 +355,9 @@ class Lab:
                                            media_ifs='"lan0"' if self.state.get("mode") == "router" else "",
                                            media_timeout=media_timeout,
                                            strategy=self.state.get("strategy", "child-per-call")))
+            esp = self.state.get("esp_proposals")
+            if esp:  # [[peer]] is the template's last table, so a key written after it belongs to it
+                f.write(f"esp_proposals = {json.dumps(esp)}\n")  # a JSON list of strings is a TOML array
         log = self.controller_log(gw.role)
         pid, st = proc.spawn(self.ns(gw.role), [sys.executable, "-m", "ipsecrtp", "run", "--config", cfg], log)
         self._track(gw.role, "controller", pid, st, self.ns(gw.role))
