@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from ipsecrtp.offline import ip_packets
 from ipsecrtp.packet import SipExtractor, decode_ip
 from ipsecrtp.sip.dialog import DialogTracker
-from ipsecrtp.sip.message import SipParseError, StreamFramer, parse_message
+from ipsecrtp.sip.errors import SipParseError
+from ipsecrtp.sip.message import StreamFramer, parse_message
 from ipsecrtp.sip.sdp import SdpError, parse_sdp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -73,6 +73,37 @@ def _strategy(value: str, where: str) -> str:
     return v
 
 
+def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
+    """One [[peer]] table; its pre-shared key is read here, from a file only its owner may read."""
+    try:
+        psk_file = p["psk_file"]
+        name = p["name"]
+    except KeyError as exc:
+        raise ConfigError(f"{where} needs {exc.args[0]!r}") from None
+    try:
+        st = os.stat(psk_file)
+        with open(psk_file, "rb") as f:
+            psk = f.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: psk_file {psk_file}: {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        raise ConfigError(f"{where}: psk_file {psk_file} is readable by others (chmod 600)")
+    if len(psk) < 16:
+        raise ConfigError(f"{where}: the pre-shared key must be at least 16 bytes")
+    return PeerConfig(
+        name=name,
+        ike_local=_addr(p.get("ike_local", ""), f"{where}.ike_local"),
+        ike_remote=_addr(p.get("ike_remote", ""), f"{where}.ike_remote"),
+        local_media=_prefixes(p.get("local_media"), f"{where}.local_media"),
+        remote_media=_prefixes(p.get("remote_media"), f"{where}.remote_media"),
+        psk=psk,
+        esp_proposals=tuple(p.get("esp_proposals", ("aes128gcm16", "aes128-sha256"))),
+        rtp_ports=rtp,
+        strategy=_strategy(p.get("strategy", "child-per-call"), f"{where}.strategy"),
+        ike_remote_id=_addr(p["ike_remote_id"], f"{where}.ike_remote_id") if p.get("ike_remote_id") else "",
+    )
+
+
 def load(path: str) -> ControllerConfig:
     try:
         with open(path, "rb") as f:
@@ -92,36 +123,7 @@ def load(path: str) -> ControllerConfig:
     backend = c.get("backend", "auto")
     if backend not in ("auto", "kernel-netlink", "kernel-libipsec"):
         raise ConfigError(f"{path}: controller.backend must be auto, kernel-netlink or kernel-libipsec")
-    peers = []
-    for i, p in enumerate(raw.get("peer", [])):
-        where = f"{path}: peer[{i}]"
-        try:
-            psk_file = p["psk_file"]
-            name = p["name"]
-        except KeyError as exc:
-            raise ConfigError(f"{where} needs {exc.args[0]!r}") from None
-        try:
-            st = os.stat(psk_file)
-            with open(psk_file, "rb") as f:
-                psk = f.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"{where}: psk_file {psk_file}: {exc.strerror}") from None
-        if st.st_mode & 0o077:
-            raise ConfigError(f"{where}: psk_file {psk_file} is readable by others (chmod 600)")
-        if len(psk) < 16:
-            raise ConfigError(f"{where}: the pre-shared key must be at least 16 bytes")
-        peers.append(PeerConfig(
-            name=name,
-            ike_local=_addr(p.get("ike_local", ""), f"{where}.ike_local"),
-            ike_remote=_addr(p.get("ike_remote", ""), f"{where}.ike_remote"),
-            local_media=_prefixes(p.get("local_media"), f"{where}.local_media"),
-            remote_media=_prefixes(p.get("remote_media"), f"{where}.remote_media"),
-            psk=psk,
-            esp_proposals=tuple(p.get("esp_proposals", ("aes128gcm16", "aes128-sha256"))),
-            rtp_ports=rtp,
-            strategy=_strategy(p.get("strategy", "child-per-call"), f"{where}.strategy"),
-            ike_remote_id=_addr(p["ike_remote_id"], f"{where}.ike_remote_id") if p.get("ike_remote_id") else "",
-        ))
+    peers = [_peer(p, f"{path}: peer[{i}]", rtp) for i, p in enumerate(raw.get("peer", []))]
     if not peers:
         raise ConfigError(f"{path}: no [[peer]] configured")
     from .timing import BUDGETS

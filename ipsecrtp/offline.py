@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from scapy.layers.inet import IP
 from scapy.layers.inet6 import IPv6
@@ -14,11 +14,12 @@ from .gateway.actions import Action, Log
 from .gateway.core import GatewayCore
 from .gateway.simulate import SimulatedCharon
 from .packet import SipExtractor, classify, decode_ip, ike_port
-from .sip.dialog import (
+from .sip.dialog import DialogTracker
+from .sip.errors import SipParseError
+from .sip.events import (
     DialogConfirmed,
     DialogEarly,
     DialogTerminated,
-    DialogTracker,
     ExtraDialog,
     MediaChanged,
     MediaNegotiated,
@@ -29,7 +30,6 @@ from .sip.dialog import (
     Retransmission,
     SipSeen,
 )
-from .sip.message import SipParseError
 from .timing import CallTimeline, IkePacket, parse_ike, update_timeline
 
 
@@ -73,25 +73,37 @@ def _source(src) -> str:
 
 def replay(path: str, sip_ports: set[int]) -> dict:
     """Every dialog of a capture with its state, timestamps, flows and events, and what was rejected."""
-    tracker = DialogTracker(media_timeout=None, report_messages=True)
+    return _report(path, _read(path, sip_ports))
+
+
+@dataclass
+class _Pass:
+    """What one pass over a capture gathered, in capture order, for the report built after it."""
+
+    tracker: DialogTracker
+    calls: dict[str, dict] = field(default_factory=dict)  # call_id -> its report entry, from its INVITE on
+    events: list = field(default_factory=list)  # the tracker's, and ("invite", call_id, time, source) tuples
+    timelines: dict[str, CallTimeline] = field(default_factory=dict)
+    ike: list[IkePacket] = field(default_factory=list)
+    messages: int = 0
+
+
+def _call(calls: dict[str, dict], cid: str) -> dict:
+    return calls.setdefault(cid, {
+        "call_id": cid, "state": "trying", "started": None, "early": None, "confirmed": None,
+        "ended": None, "end_reason": None, "to_tag": None, "offered": [], "flows": [], "notes": [],
+        "retransmissions": 0, "relayed": 0,
+        "events": [],
+    })
+
+
+def _read(path: str, sip_ports: set[int]) -> _Pass:
+    """Every packet of the capture through a dialog tracker (SIP) and into the calls' timelines (the rest)."""
+    seen = _Pass(DialogTracker(media_timeout=None, report_messages=True))
+    tracker, events = seen.tracker, seen.events
     extractor = SipExtractor(sip_ports)
-    calls: dict[str, dict] = {}
-    rejected = []
-    messages = 0
-
-    def call(cid: str) -> dict:
-        return calls.setdefault(cid, {
-            "call_id": cid, "state": "trying", "started": None, "early": None, "confirmed": None,
-            "ended": None, "end_reason": None, "to_tag": None, "offered": [], "flows": [], "notes": [],
-            "retransmissions": 0, "relayed": 0,
-            "events": [],
-        })
-
-    events = []
     last = 0.0
-    timelines: dict[str, CallTimeline] = {}
     flow_calls: dict[tuple, str] = {}  # (src, sport, dst, dport) of every negotiated flow -> call
-    ike: list[IkePacket] = []
     for t, data in ip_packets(path):
         last = t
         pkt = decode_ip(data)
@@ -100,17 +112,17 @@ def replay(path: str, sip_ports: set[int]) -> dict:
         kind = classify(pkt, extractor.is_sip(pkt))
         if kind != "sip":
             if kind in ("ike", "esp", "media"):
-                _media(pkt, kind, t, timelines, flow_calls, ike)
+                _media(pkt, kind, t, seen.timelines, flow_calls, seen.ike)
             continue
         for item, stream in extractor.feed(pkt):
             src = (pkt.src, pkt.sport)
             if isinstance(item, SipParseError):
                 events.append(MessageRejected("", t, str(item), src))
                 continue
-            messages += 1
+            seen.messages += 1
             before = len(tracker.dialogs)
             for ev in tracker.receive(item, t, src, stream=stream):
-                update_timeline(timelines, ev)
+                update_timeline(seen.timelines, ev)
                 if isinstance(ev, (MediaNegotiated, MediaChanged)):
                     for f in ev.flows if isinstance(ev, MediaNegotiated) else ev.new:
                         a, b = f.offerer, f.answerer
@@ -118,64 +130,74 @@ def replay(path: str, sip_ports: set[int]) -> dict:
                         flow_calls[(b.address, b.port, a.address, a.port)] = ev.call_id
                 if isinstance(ev, MediaOffered):
                     # what an unanswered, cancelled or rejected call would have keyed on the offerer's side
-                    call(ev.call_id)["offered"] = [str(ep) for ep in ev.endpoints]
+                    _call(seen.calls, ev.call_id)["offered"] = [str(ep) for ep in ev.endpoints]
                 elif not isinstance(ev, SipSeen):
                     events.append(ev)
             if len(tracker.dialogs) > before:  # a new INVITE: the call starts here
                 cid = next(reversed(tracker.dialogs))
-                call(cid)["started"] = t
+                _call(seen.calls, cid)["started"] = t
                 events.append(("invite", cid, t, src))
     events.extend(tracker.handle_timer(last))
-    for ev in events:
+    return seen
+
+
+def _report(path: str, seen: _Pass) -> dict:
+    """The calls and the rejected messages of one pass, each call with its events and timeline."""
+    calls, rejected = seen.calls, []
+    for ev in seen.events:
         if isinstance(ev, tuple):
             _, cid, t, src = ev
-            call(cid)["events"].append({"time": t, "type": "Invite", "detail": f"from {_source(src)}",
-                                        "offered": call(cid)["offered"]})
-            continue
-        if isinstance(ev, MessageRejected):
+            _call(calls, cid)["events"].append({"time": t, "type": "Invite", "detail": f"from {_source(src)}",
+                                                "offered": _call(calls, cid)["offered"]})
+        elif isinstance(ev, MessageRejected):
             rejected.append({"time": ev.time, "source": _source(ev.source), "call_id": ev.call_id or None,
                              "reason": ev.reason})
-            continue
-        c = call(ev.call_id)
-        rec = {"time": ev.time, "type": type(ev).__name__}
-        if isinstance(ev, DialogEarly):
-            c["state"], rec["detail"] = "early", f"{ev.status} to-tag {ev.to_tag}"
-            c["early"] = c["early"] or ev.time
-        elif isinstance(ev, DialogConfirmed):
-            c["state"], c["confirmed"], c["to_tag"] = "confirmed", ev.time, ev.to_tag
-            rec["detail"] = f"{ev.trigger} to-tag {ev.to_tag}"
-        elif isinstance(ev, (MediaNegotiated, MediaChanged)):
-            new = ev.flows if isinstance(ev, MediaNegotiated) else ev.new
-            c["flows"], c["notes"] = [f.to_json() for f in new], list(ev.notes)
-            rec["detail"] = f"{ev.trigger} from {_source(ev.answer_source)}: {len(new)} flows"
-            rec["flows"] = c["flows"]
-            if isinstance(ev, MediaChanged):
-                rec["old_flows"] = [f.to_json() for f in ev.old]
-        elif isinstance(ev, DialogTerminated):
-            c["state"], c["end_reason"], c["ended"] = "terminated", ev.reason, ev.time
-            rec["detail"] = ev.reason + (f" ({ev.trigger})" if ev.trigger else "")
-        elif isinstance(ev, Retransmission):
-            c["retransmissions"] += 1
-            rec["detail"] = ev.trigger
-        elif isinstance(ev, Relayed):
-            c["relayed"] += 1
-            rec["detail"] = ev.trigger
-        elif isinstance(ev, MediaRenegotiated):
-            c["notes"] = list(ev.notes)
-            rec["detail"] = f"{ev.trigger}: flows unchanged"
-        elif isinstance(ev, ExtraDialog):
-            rec["detail"] = f"{ev.trigger} to-tag {ev.to_tag} (extra fork, not keyed)"
-        c["events"].append(rec)
-    for cid, d in tracker.dialogs.items():
+        else:
+            c = _call(calls, ev.call_id)
+            c["events"].append(_record(c, ev))
+    for cid, d in seen.tracker.dialogs.items():
         if cid in calls:
             calls[cid]["session_expires"] = d.session_expires
-    for cid, tl in timelines.items():
+    for cid, tl in seen.timelines.items():
         if cid in calls:
             end = tl.first_esp if tl.first_esp is not None else tl.answer_sdp
             if tl.invite is not None and end is not None:
-                tl.ike = [p for p in ike if tl.invite <= p.time <= end]
+                tl.ike = [p for p in seen.ike if tl.invite <= p.time <= end]
             calls[cid]["timeline"] = tl.to_json()
-    return {"file": path, "messages": messages, "calls": list(calls.values()), "rejected": rejected}
+    return {"file": path, "messages": seen.messages, "calls": list(calls.values()), "rejected": rejected}
+
+
+def _record(c: dict, ev) -> dict:
+    """One dialog event as a line of its call's report; the call's summary (state, flows, ...) follows it."""
+    rec = {"time": ev.time, "type": type(ev).__name__}
+    if isinstance(ev, DialogEarly):
+        c["state"], rec["detail"] = "early", f"{ev.status} to-tag {ev.to_tag}"
+        c["early"] = c["early"] or ev.time
+    elif isinstance(ev, DialogConfirmed):
+        c["state"], c["confirmed"], c["to_tag"] = "confirmed", ev.time, ev.to_tag
+        rec["detail"] = f"{ev.trigger} to-tag {ev.to_tag}"
+    elif isinstance(ev, (MediaNegotiated, MediaChanged)):
+        new = ev.flows if isinstance(ev, MediaNegotiated) else ev.new
+        c["flows"], c["notes"] = [f.to_json() for f in new], list(ev.notes)
+        rec["detail"] = f"{ev.trigger} from {_source(ev.answer_source)}: {len(new)} flows"
+        rec["flows"] = c["flows"]
+        if isinstance(ev, MediaChanged):
+            rec["old_flows"] = [f.to_json() for f in ev.old]
+    elif isinstance(ev, DialogTerminated):
+        c["state"], c["end_reason"], c["ended"] = "terminated", ev.reason, ev.time
+        rec["detail"] = ev.reason + (f" ({ev.trigger})" if ev.trigger else "")
+    elif isinstance(ev, Retransmission):
+        c["retransmissions"] += 1
+        rec["detail"] = ev.trigger
+    elif isinstance(ev, Relayed):
+        c["relayed"] += 1
+        rec["detail"] = ev.trigger
+    elif isinstance(ev, MediaRenegotiated):
+        c["notes"] = list(ev.notes)
+        rec["detail"] = f"{ev.trigger}: flows unchanged"
+    elif isinstance(ev, ExtraDialog):
+        rec["detail"] = f"{ev.trigger} to-tag {ev.to_tag} (extra fork, not keyed)"
+    return rec
 
 
 def _describe(t: float, action: Action) -> dict:

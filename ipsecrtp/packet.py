@@ -6,7 +6,8 @@ import struct
 from dataclasses import dataclass
 from socket import AF_INET, AF_INET6, inet_ntop
 
-from .sip.message import SipParseError, StreamFramer
+from .sip.errors import SipParseError
+from .sip.message import StreamFramer
 
 UDP, TCP = 17, 6
 

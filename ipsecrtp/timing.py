@@ -142,7 +142,7 @@ class CallTimeline:
 
 def update_timeline(timelines: dict[str, CallTimeline], ev, gateway: str = "") -> CallTimeline | None:
     """Apply one dialog event (``SipSeen``, ``MediaNegotiated``, ...) to the calls' timelines."""
-    from .sip.dialog import DialogTerminated, MediaChanged, MediaNegotiated, SipSeen
+    from .sip.events import DialogTerminated, MediaChanged, MediaNegotiated, SipSeen
 
     tl = timelines.get(ev.call_id)
     if isinstance(ev, SipSeen):

@@ -1,7 +1,8 @@
 import struct
 
 from ipsecrtp.packet import TCP, UDP, SipExtractor, decode_ip
-from ipsecrtp.sip.dialog import DialogTracker, MediaNegotiated
+from ipsecrtp.sip.dialog import DialogTracker
+from ipsecrtp.sip.events import MediaNegotiated
 
 
 def ipv4(proto: int, payload: bytes, src="198.51.100.1", dst="198.51.100.2") -> bytes:

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from ..packet import SipExtractor, classify, decode_ip, esp_spi, ike_port
 from ..selectors import FlowRule, rules_for_child
-from ..sip.dialog import (
+from ..sip.dialog import DialogTracker
+from ..sip.errors import SipParseError
+from ..sip.events import (
     DialogConfirmed,
     DialogEarly,
     DialogTerminated,
-    DialogTracker,
     Event,
     MediaChanged,
     MediaNegotiated,
@@ -26,7 +27,6 @@ from ..sip.dialog import (
     MessageRejected,
     SipSeen,
 )
-from ..sip.message import SipParseError
 from ..timing import BUDGETS, parse_ike
 from .actions import (
     Action,

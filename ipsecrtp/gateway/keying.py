@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ..media import Endpoint, Flow, MediaPolicy
 from ..selectors import FlowRule, PeerConfig, child_name, rules_for_child, ts
-from ..sip.dialog import MediaOffered
+from ..sip.events import MediaOffered
 from .actions import (
     AddDnat,
     DelDnat,

@@ -27,7 +27,7 @@ from ..nat import (
     sip_findings,
 )
 from ..selectors import PeerConfig, child_name
-from ..sip.dialog import MediaOffered, SipSeen
+from ..sip.events import MediaOffered, SipSeen
 from ..sip.sdp import SdpError, parse_sdp
 from .actions import AddDnat, Outbox
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 
-from ..sip.dialog import Event
+from ..sip.events import Event
 from ..timing import Budget, CallTimeline, IkePacket, update_timeline, verdict
 from .actions import Outbox
 

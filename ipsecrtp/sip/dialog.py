@@ -14,113 +14,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..media import Endpoint, Flow, flows, notes, offer_endpoints
-from .message import SipMessage, SipParseError, parse_message
+from ..media import Flow, flows, notes, offer_endpoints
+from .errors import SipParseError
+from .events import (
+    Address,
+    DialogConfirmed,
+    DialogEarly,
+    DialogTerminated,
+    Event,
+    ExtraDialog,
+    MediaChanged,
+    MediaNegotiated,
+    MediaOffered,
+    MediaRenegotiated,
+    MessageRejected,
+    Relayed,
+    Retransmission,
+    SipSeen,
+)
+from .headers import session_expires
+from .message import SipMessage, parse_message
 from .sdp import SdpError, SessionDescription, parse_sdp
-
-Address = tuple[str, int]
-
-
-# --- events -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Event:
-    call_id: str
-    time: float  # capture time of the message (or timer) that caused the event
-
-
-@dataclass(frozen=True)
-class MessageRejected(Event):
-    reason: str
-    source: Address | None = None
-
-
-@dataclass(frozen=True)
-class DialogEarly(Event):
-    status: int
-    to_tag: str | None
-    trigger: str = ""
-
-
-@dataclass(frozen=True)
-class DialogConfirmed(Event):
-    to_tag: str | None
-    trigger: str = ""
-
-
-@dataclass(frozen=True)
-class MediaNegotiated(Event):
-    flows: tuple[Flow, ...]
-    trigger: str  # the message carrying the answer
-    answer_source: Address | None  # where the answer came from on the wire
-    offerer: str  # "caller" or "callee"
-    to_tag: str | None = None
-    notes: tuple[str, ...] = ()  # rejected/held streams, directions, ICE, SDP keys present
-
-
-@dataclass(frozen=True)
-class MediaChanged(Event):
-    old: tuple[Flow, ...]
-    new: tuple[Flow, ...]
-    trigger: str
-    answer_source: Address | None
-    to_tag: str | None = None
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class DialogTerminated(Event):
-    reason: str  # bye-by-caller, bye-by-callee, cancelled, rejected-486, timeout, media-timeout, ...
-    trigger: str | None
-
-
-@dataclass(frozen=True)
-class Retransmission(Event):
-    trigger: str
-
-
-@dataclass(frozen=True)
-class SipSeen(Event):
-    """Every new message of a tracked call (only with ``report_messages``): the raw timeline."""
-
-    method: str  # the request's method, or the CSeq method of a response
-    status: int | None  # None for a request
-    trigger: str
-    message: SipMessage | None = field(default=None, repr=False, compare=False)
-    source: Address | None = None
-
-
-@dataclass(frozen=True)
-class MediaOffered(Event):
-    """An INVITE's offer (only with ``report_messages``): the offerer's endpoints, before any answer."""
-
-    endpoints: tuple[Endpoint, ...]
-    trigger: str
-    destination: Address | None  # where the INVITE was going on the wire
-
-
-@dataclass(frozen=True)
-class Relayed(Event):
-    """The same message again, one proxy hop further (the capture point sees both sides of a proxy)."""
-
-    trigger: str
-
-
-@dataclass(frozen=True)
-class MediaRenegotiated(Event):
-    """An offer/answer that left the flows as they were (hold by sendonly, codec change, refresh)."""
-
-    trigger: str
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ExtraDialog(Event):
-    """A second fork answered 2xx: the caller must ACK and BYE it (RFC 3261 §13.2.2.4); never keyed."""
-
-    to_tag: str | None
-    trigger: str
-
 
 # --- state ------------------------------------------------------------------------------------
 
@@ -181,14 +95,6 @@ def _same(a: tuple[Flow, ...], b: tuple[Flow, ...]) -> bool:
     def norm(fs: tuple[Flow, ...]) -> set:
         return {(f.stream, f.kind, frozenset(f.endpoints())) for f in fs}
     return norm(a) == norm(b)
-
-
-def _session_expires(msg: SipMessage) -> float | None:
-    raw = msg.get("session-expires")
-    if not raw:
-        return None
-    delta = raw.split(";")[0].strip()
-    return float(delta) if delta.isdigit() and int(delta) > 0 else None
 
 
 class DialogTracker:
@@ -364,76 +270,94 @@ class DialogTracker:
         if msg.from_tag != d.from_tag and not (msg.to_tag == d.from_tag and d.state != "trying"):
             return []  # not this call's (a From tag the INVITE did not carry)
         status, cseq = msg.status or 0, msg.cseq
-        method = cseq[1]
-        trigger = msg.summary()
-        rkey = (msg.to_tag, cseq, status)
-        reliable = msg.get("rseq") is not None
-        d.seen_responses[rkey] = msg.vias[0].branch
+        d.seen_responses[(msg.to_tag, cseq, status)] = msg.vias[0].branch
         d.last_activity = max(d.last_activity, now)
-        events: list[Event] = []
-        initial = method == "INVITE" and cseq[0] == d.invite_cseq
         if status == 100:
-            return events
+            return []
         # a response to a request the callee sent carries the callee's tag in From
         leg = d.legs.get(msg.to_tag if msg.from_tag == d.from_tag else msg.from_tag)
-        if initial:
-            if status >= 300:
-                if d.state in ("trying", "early"):
-                    reason = "cancelled" if d.cancelled or status == 487 else f"rejected-{status}"
-                    return [self._end(d, now, reason, trigger)]
-                return events
-            if msg.to_tag is None:
-                return events  # a 1xx/2xx without To tag creates no dialog (RFC 3261 §12.1)
-            if leg is None:
-                if d.state == "confirmed":
-                    d.extra.add(msg.to_tag)
-                    return [ExtraDialog(d.call_id, now, msg.to_tag, trigger)] if status >= 200 else []
-                leg = d.legs[msg.to_tag] = Leg(msg.to_tag)
-                if status < 200:
-                    d.state = "early"
-                    events.append(DialogEarly(d.call_id, now, status, msg.to_tag, trigger))
-            if status >= 200:
-                if d.state == "confirmed":
-                    if msg.to_tag != d.to_tag:
-                        d.extra.add(msg.to_tag)
-                        return [ExtraDialog(d.call_id, now, msg.to_tag, trigger)]
-                else:
-                    d.state = "confirmed"
-                    events.append(DialogConfirmed(d.call_id, now, msg.to_tag, trigger))
-                    events.extend(self._select(d, leg, now, trigger, source))
-                    for other in list(d.legs):
-                        if other != msg.to_tag:
-                            del d.legs[other]  # other forks' early dialogs end with this 2xx
-                    self._session_timer(d, msg, now)
-            if sdp is None:
-                return events
-            if d.invite_offer is not None:
-                if not leg.invite_answered or (leg.tentative and status >= 200):
-                    revision = leg.invite_answered  # the 2xx confirming an unreliable 18x's answer
-                    leg.invite_answered, leg.tentative = True, status < 200 and not reliable
-                    new = self._apply(d, leg, d.invite_offer, sdp, now, trigger, source)
-                    events.extend(e for e in new if not (revision and isinstance(e, MediaRenegotiated)))
-            elif leg.offer is None and not leg.flows and (status >= 200 or reliable):
-                # late offer: no SDP in the INVITE, so this response offers; the ACK or PRACK answers
-                leg.offer = _Offer(sdp, "callee", cseq)
-            return events
+        if cseq[1] == "INVITE" and cseq[0] == d.invite_cseq:
+            return self._invite_response(d, leg, msg, sdp, now, source)
         if leg is None:
-            return events
+            return []
+        return self._in_dialog_response(d, leg, msg, sdp, now, source)
+
+    def _invite_response(self, d: Dialog, leg: Leg | None, msg: SipMessage, sdp, now: float, source) -> list[Event]:
+        """A response to the call's INVITE, from one fork: it ends the call, or opens, confirms or answers a dialog."""
+        status, trigger = msg.status or 0, msg.summary()
+        if status >= 300:
+            return self._invite_failed(d, status, now, trigger)
+        if msg.to_tag is None:
+            return []  # a 1xx/2xx without To tag creates no dialog (RFC 3261 §12.1)
+        if d.state == "confirmed" and (leg is None or (status >= 200 and msg.to_tag != d.to_tag)):
+            # a fork answering after the call is confirmed: its tag is remembered (the caller's BYE to it
+            # is not this call's end) and its 2xx reported, never keyed
+            d.extra.add(msg.to_tag)
+            return [ExtraDialog(d.call_id, now, msg.to_tag, trigger)] if status >= 200 else []
+        events: list[Event] = []
+        if leg is None:
+            leg = d.legs[msg.to_tag] = Leg(msg.to_tag)
+            if status < 200:
+                d.state = "early"
+                events.append(DialogEarly(d.call_id, now, status, msg.to_tag, trigger))
+        if status >= 200 and d.state != "confirmed":
+            events.extend(self._confirm(d, leg, msg, now, trigger, source))
+        if sdp is not None:
+            events.extend(self._invite_sdp(d, leg, msg, sdp, now, trigger, source))
+        return events
+
+    def _invite_failed(self, d: Dialog, status: int, now: float, trigger: str) -> list[Event]:
+        """A final failure to the INVITE ends a call that no fork has answered with a 2xx yet."""
+        if d.state in ("trying", "early"):
+            reason = "cancelled" if d.cancelled or status == 487 else f"rejected-{status}"
+            return [self._end(d, now, reason, trigger)]
+        return []  # once a fork answered 2xx the others' failures (a proxy cancels them) end nothing
+
+    def _confirm(self, d: Dialog, leg: Leg, msg: SipMessage, now: float, trigger: str, source) -> list[Event]:
+        """The first 2xx to the INVITE: its fork's dialog becomes the call's, the other forks' early ones end."""
+        d.state = "confirmed"
+        events: list[Event] = [DialogConfirmed(d.call_id, now, msg.to_tag, trigger)]
+        events.extend(self._select(d, leg, now, trigger, source))
+        for other in list(d.legs):
+            if other != msg.to_tag:
+                del d.legs[other]
+        self._session_timer(d, msg, now)
+        return events
+
+    def _invite_sdp(self, d: Dialog, leg: Leg, msg: SipMessage, sdp, now: float, trigger: str, source) -> list[Event]:
+        """SDP in a response to the INVITE: the answer to the INVITE's offer, or (late offer) an offer."""
+        status = msg.status or 0
+        reliable = msg.get("rseq") is not None
+        if d.invite_offer is not None:
+            if not leg.invite_answered or (leg.tentative and status >= 200):
+                revision = leg.invite_answered  # the 2xx confirming an unreliable 18x's answer
+                leg.invite_answered, leg.tentative = True, status < 200 and not reliable
+                new = self._apply(d, leg, d.invite_offer, sdp, now, trigger, source)
+                return [e for e in new if not (revision and isinstance(e, MediaRenegotiated))]
+        elif leg.offer is None and not leg.flows and (status >= 200 or reliable):
+            # late offer: no SDP in the INVITE, so this response offers; the ACK or PRACK answers
+            leg.offer = _Offer(sdp, "callee", msg.cseq)
+        return []
+
+    def _in_dialog_response(self, d: Dialog, leg: Leg, msg: SipMessage, sdp, now: float, source) -> list[Event]:
+        """A response to a request inside a dialog (re-INVITE, UPDATE, PRACK, BYE, ...)."""
+        status, cseq, trigger = msg.status or 0, msg.cseq, msg.summary()
+        method = cseq[1]
         if status >= 300:
             if method in ("INVITE", "UPDATE", "PRACK") and leg.offer is not None and leg.offer.cseq == cseq:
                 leg.offer = None  # the offer died with its transaction (491 glare, 488, ...)
             if status in (408, 481) and method != "BYE" and leg.to_tag == d.to_tag:  # RFC 5057
                 return [self._end(d, now, f"failed-{status}", trigger)]
-            return events
+            return []
         if 200 <= status <= 299 and method in ("INVITE", "UPDATE"):
             self._session_timer(d, msg, now)
         if sdp is not None and leg.offer is not None and leg.offer.cseq == cseq:
-            events.extend(self._answer(d, leg, sdp, now, trigger, source))
-        return events
+            return self._answer(d, leg, sdp, now, trigger, source)
+        return []
 
     def _session_timer(self, d: Dialog, msg: SipMessage, now: float) -> None:
         """A 2xx to INVITE/UPDATE starts or refreshes the session interval (RFC 4028 §10)."""
-        interval = _session_expires(msg)
+        interval = session_expires(msg.get("session-expires"))
         if interval is not None:
             d.session_expires = interval
         d.refreshed = now

@@ -1,13 +1,17 @@
 """SIP message parsing (RFC 3261 §7, §20, §25): bytes in, an immutable message out.
 
 Pure: no sockets, no clock. A message that cannot be read raises :class:`SipParseError`
-with a one-line reason; the caller decides whether that matters.
+with a one-line reason; the caller decides whether that matters. The grammar of single header
+values (lists, name-addr, URIs, Via) is :mod:`.headers`; this module reads the message around them.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from .errors import SipParseError
+from .headers import Via, check_name_addr, check_request_uri, header_param, parse_via, split_commas
 
 # RFC 3261 §7.3.3 compact forms, plus the ones registered since (RFC 3262, 3515, 3892, 4028, ...).
 COMPACT = {
@@ -41,31 +45,8 @@ _LIST_HEADERS = frozenset(
 
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _HEADER_LINE = re.compile(r"([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)")
-_VIA = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.*)$", re.IGNORECASE)
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) (\S+) SIP/(\d+\.\d+)$")
 _STATUS_LINE = re.compile(r"^SIP/(\d+\.\d+) (\d{3})(?: (.*))?$")
-
-
-class SipParseError(ValueError):
-    """A message that is not valid SIP; ``str(err)`` is a one-line reason."""
-
-
-@dataclass(frozen=True)
-class Via:
-    transport: str
-    host: str
-    port: int | None
-    params: tuple[tuple[str, str | None], ...]
-
-    def param(self, name: str) -> str | None:
-        for k, v in self.params:
-            if k == name:
-                return v if v is not None else ""
-        return None
-
-    @property
-    def branch(self) -> str | None:
-        return self.param("branch")
 
 
 @dataclass(frozen=True)
@@ -126,117 +107,6 @@ class SipMessage:
         return f"{self.status} {self.reason} ({self.cseq[1] if self.get('cseq') else '?'})"
 
 
-_LIST_ITEM = re.compile(r'(?:<[^>]*>|[^,<])+')
-
-
-def split_commas(value: str) -> list[str]:
-    """Split a header value on commas outside quoted strings and <...>."""
-    if '"' not in value:  # the common case (Via, Allow, Supported, most Contacts): no quoting to honour
-        if "," not in value:
-            v = value.strip()
-            return [v] if v else []
-        if "<" not in value:
-            return [v for v in (p.strip() for p in value.split(",")) if v]
-        return [v for v in (m.group(0).strip() for m in _LIST_ITEM.finditer(value)) if v]
-    out, cur, quoted, angle, esc = [], [], False, False, False
-    for ch in value:
-        if esc:
-            cur.append(ch)
-            esc = False
-            continue
-        if quoted and ch == "\\":
-            esc = True
-            cur.append(ch)
-            continue
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "<":
-            angle = True
-        elif not quoted and ch == ">":
-            angle = False
-        elif ch == "," and not quoted and not angle:
-            out.append("".join(cur).strip())
-            cur = []
-            continue
-        cur.append(ch)
-    if quoted:
-        raise SipParseError("unterminated quoted string in header value")
-    last = "".join(cur).strip()
-    if last or out:
-        out.append(last)
-    return [v for v in out if v]
-
-
-def _unquoted_lt(value: str, what: str) -> int:
-    """Index of the first '<' outside a quoted string (escapes honoured), -1 when there is none."""
-    if '"' not in value:
-        return value.find("<")
-    quoted, esc = False, False
-    for i, ch in enumerate(value):
-        if esc:
-            esc = False
-        elif quoted and ch == "\\":
-            esc = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == "<" and not quoted:
-            return i
-    if quoted:
-        raise SipParseError(f"unterminated quoted string in {what}")
-    return -1
-
-
-def _strip_name_addr(value: str) -> str:
-    """Return the header parameters part of a name-addr / addr-spec (after the URI)."""
-    lt = _unquoted_lt(value, "name-addr")
-    if lt >= 0:
-        end = value.find(">", lt)
-        if end < 0:
-            raise SipParseError("unterminated <...> in name-addr")
-        return value[end + 1:]
-    # addr-spec without <>: everything after the first ';' is a header parameter (RFC 3261 §20.10)
-    semi = value.find(";")
-    return value[semi:] if semi >= 0 else ""
-
-
-def header_param(value: str, name: str) -> str | None:
-    for part in _strip_name_addr(value).split(";")[1:]:
-        k, _, v = part.partition("=")
-        if k.strip().lower() == name:
-            return v.strip()
-    return None
-
-
-def parse_via(value: str) -> Via:
-    m = _VIA.match(value)
-    if not m:
-        raise SipParseError(f"malformed Via: {value[:60]!r}")
-    transport, rest = m.group(1).upper(), m.group(2)
-    sent_by, _, params_s = rest.partition(";")
-    sent_by = sent_by.strip()
-    if sent_by.startswith("["):
-        end = sent_by.find("]")
-        if end < 0:
-            raise SipParseError("malformed IPv6 reference in Via")
-        host, port_s = sent_by[1:end], sent_by[end + 1:].lstrip(":").strip()
-    else:
-        host, _, port_s = sent_by.partition(":")
-        host, port_s = host.strip(), port_s.strip()
-    if not host:
-        raise SipParseError("Via without sent-by host")
-    port: int | None = None
-    if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-            raise SipParseError(f"bad port in Via: {port_s[:10]!r}")
-        port = int(port_s)
-    params: list[tuple[str, str | None]] = []
-    for p in params_s.split(";") if params_s else []:
-        k, eq, v = p.partition("=")
-        if k.strip():
-            params.append((k.strip().lower(), v.strip() if eq else None))
-    return Via(transport, host, port, tuple(params))
-
-
 def _boundary(content_type: str) -> str | None:
     """The multipart boundary (RFC 2046 §5.1.1), quoted or not; parse_message has validated it."""
     for part in content_type.split(";")[1:]:
@@ -278,48 +148,8 @@ def find_header_end(data: bytes) -> int:
 
 
 _SINGLE = frozenset(("call-id", "cseq", "from", "to", "content-length", "max-forwards", "content-type"))
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _DATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
                    r"\d{4} \d{2}:\d{2}:\d{2} GMT$")
-_DISPLAY_TOKENS = re.compile(r"^[A-Za-z0-9.!%*_+`'~\- \t]*$")
-
-
-def _check_request_uri(uri: str) -> None:
-    if not _SCHEME.match(uri):
-        raise SipParseError(f"Request-URI without a scheme: {uri[:60]!r}")
-    scheme = uri.split(":", 1)[0].lower()
-    if scheme in ("sip", "sips"):
-        # RFC 3261 §19.1.5: header components are not allowed in a Request-URI; a '?' in the
-        # userinfo (before the last '@') is legal, one after the host starts headers
-        hostpart = uri[uri.rfind("@") + 1:] if "@" in uri else uri.split(":", 1)[1]
-        if "?" in hostpart:
-            raise SipParseError("Request-URI carries header components")
-
-
-def check_name_addr(value: str, header: str) -> None:
-    """RFC 3261 §20.10 / §25.1 name-addr / addr-spec rules a robust parser still enforces."""
-    v = value.strip()
-    if header == "contact" and v == "*":
-        return
-    lt = _unquoted_lt(v, header)
-    if lt < 0:
-        uri = v.split(";", 1)[0].strip()
-        if not _SCHEME.match(uri):
-            raise SipParseError(f"{header} is neither a name-addr nor an addr-spec: {v[:60]!r}")
-        if "?" in uri or " " in uri:
-            raise SipParseError(f"{header} URI with '?' or spaces must be enclosed in <>")
-        return
-    display = v[:lt].strip()
-    if display and not display.startswith('"') and not _DISPLAY_TOKENS.match(display):
-        raise SipParseError(f"{header} display name has non-token characters and is not quoted")
-    gt = v.find(">", lt)
-    if gt < 0:
-        raise SipParseError(f"unterminated <...> in {header}")
-    inner = v[lt + 1:gt]
-    if not inner or inner != inner.strip() or " " in inner:
-        raise SipParseError(f"whitespace inside <...> in {header}")
-    if not _SCHEME.match(inner):
-        raise SipParseError(f"{header} URI without a scheme")
 
 
 _HEADERS_ALL = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+)[ \t]*:(.*)$", re.MULTILINE)
@@ -387,7 +217,7 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
         if m.group(3) != "2.0":
             raise SipParseError(f"unsupported SIP version {m.group(3)}")
         method, uri = m.group(1), m.group(2)
-        _check_request_uri(uri)
+        check_request_uri(uri)
     headers = _read_headers(rest)
     seen: dict[str, str] = {}
     via_values: list[str] = []

@@ -4,11 +4,11 @@ import os
 
 from ipsecrtp.media import Endpoint
 from ipsecrtp.offline import replay
-from ipsecrtp.sip.dialog import (
+from ipsecrtp.sip.dialog import DialogTracker
+from ipsecrtp.sip.events import (
     DialogConfirmed,
     DialogEarly,
     DialogTerminated,
-    DialogTracker,
     MediaChanged,
     MediaNegotiated,
     MessageRejected,

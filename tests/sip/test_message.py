@@ -1,6 +1,7 @@
 import pytest
 
-from ipsecrtp.sip.message import SipParseError, StreamFramer, parse_message
+from ipsecrtp.sip.errors import SipParseError
+from ipsecrtp.sip.message import StreamFramer, parse_message
 
 INVITE = (
     b"INVITE sip:bob@198.51.100.2 SIP/2.0\r\n"

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from ipsecrtp.media import flows
 from ipsecrtp.sip.dialog import DialogTracker
-from ipsecrtp.sip.message import COMPACT, SipParseError, StreamFramer, parse_message
+from ipsecrtp.sip.errors import SipParseError
+from ipsecrtp.sip.message import COMPACT, StreamFramer, parse_message
 from ipsecrtp.sip.sdp import SdpError, parse_sdp
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,8 +3,10 @@ invalid ones are rejected with a reason, none raises anything else, and none ups
 
 import pytest
 
-from ipsecrtp.sip.dialog import DialogTracker, MessageRejected
-from ipsecrtp.sip.message import SipParseError, parse_message
+from ipsecrtp.sip.dialog import DialogTracker
+from ipsecrtp.sip.errors import SipParseError
+from ipsecrtp.sip.events import MessageRejected
+from ipsecrtp.sip.message import parse_message
 from ipsecrtp.sip.sdp import parse_sdp
 
 from .torture import INVALID, VALID

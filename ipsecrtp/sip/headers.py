@@ -1,0 +1,192 @@
+"""SIP header values (RFC 3261 §7.3, §19.1, §20, §25): comma-separated lists, name-addr and
+addr-spec, URIs, Via, Session-Expires.
+
+Pure string functions, apart from :mod:`.message` so that the message parser reads as the order
+of its checks while the grammar of each value lives here; both raise :class:`SipParseError`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import SipParseError
+
+_VIA = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9-]+)\s+(.*)$", re.IGNORECASE)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_DISPLAY_TOKENS = re.compile(r"^[A-Za-z0-9.!%*_+`'~\- \t]*$")
+
+
+@dataclass(frozen=True)
+class Via:
+    transport: str
+    host: str
+    port: int | None
+    params: tuple[tuple[str, str | None], ...]
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.params:
+            if k == name:
+                return v if v is not None else ""
+        return None
+
+    @property
+    def branch(self) -> str | None:
+        return self.param("branch")
+
+
+_LIST_ITEM = re.compile(r'(?:<[^>]*>|[^,<])+')
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a header value on commas outside quoted strings and <...>."""
+    if '"' not in value:  # the common case (Via, Allow, Supported, most Contacts): no quoting to honour
+        if "," not in value:
+            v = value.strip()
+            return [v] if v else []
+        if "<" not in value:
+            return [v for v in (p.strip() for p in value.split(",")) if v]
+        return [v for v in (m.group(0).strip() for m in _LIST_ITEM.finditer(value)) if v]
+    out, cur, quoted, angle, esc = [], [], False, False, False
+    for ch in value:
+        if esc:
+            cur.append(ch)
+            esc = False
+            continue
+        if quoted and ch == "\\":
+            esc = True
+            cur.append(ch)
+            continue
+        if ch == '"':
+            quoted = not quoted
+        elif not quoted and ch == "<":
+            angle = True
+        elif not quoted and ch == ">":
+            angle = False
+        elif ch == "," and not quoted and not angle:
+            out.append("".join(cur).strip())
+            cur = []
+            continue
+        cur.append(ch)
+    if quoted:
+        raise SipParseError("unterminated quoted string in header value")
+    last = "".join(cur).strip()
+    if last or out:
+        out.append(last)
+    return [v for v in out if v]
+
+
+def _unquoted_lt(value: str, what: str) -> int:
+    """Index of the first '<' outside a quoted string (escapes honoured), -1 when there is none."""
+    if '"' not in value:
+        return value.find("<")
+    quoted, esc = False, False
+    for i, ch in enumerate(value):
+        if esc:
+            esc = False
+        elif quoted and ch == "\\":
+            esc = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "<" and not quoted:
+            return i
+    if quoted:
+        raise SipParseError(f"unterminated quoted string in {what}")
+    return -1
+
+
+def _strip_name_addr(value: str) -> str:
+    """Return the header parameters part of a name-addr / addr-spec (after the URI)."""
+    lt = _unquoted_lt(value, "name-addr")
+    if lt >= 0:
+        end = value.find(">", lt)
+        if end < 0:
+            raise SipParseError("unterminated <...> in name-addr")
+        return value[end + 1:]
+    # addr-spec without <>: everything after the first ';' is a header parameter (RFC 3261 §20.10)
+    semi = value.find(";")
+    return value[semi:] if semi >= 0 else ""
+
+
+def header_param(value: str, name: str) -> str | None:
+    for part in _strip_name_addr(value).split(";")[1:]:
+        k, _, v = part.partition("=")
+        if k.strip().lower() == name:
+            return v.strip()
+    return None
+
+
+def parse_via(value: str) -> Via:
+    m = _VIA.match(value)
+    if not m:
+        raise SipParseError(f"malformed Via: {value[:60]!r}")
+    transport, rest = m.group(1).upper(), m.group(2)
+    sent_by, _, params_s = rest.partition(";")
+    sent_by = sent_by.strip()
+    if sent_by.startswith("["):
+        end = sent_by.find("]")
+        if end < 0:
+            raise SipParseError("malformed IPv6 reference in Via")
+        host, port_s = sent_by[1:end], sent_by[end + 1:].lstrip(":").strip()
+    else:
+        host, _, port_s = sent_by.partition(":")
+        host, port_s = host.strip(), port_s.strip()
+    if not host:
+        raise SipParseError("Via without sent-by host")
+    port: int | None = None
+    if port_s:
+        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            raise SipParseError(f"bad port in Via: {port_s[:10]!r}")
+        port = int(port_s)
+    params: list[tuple[str, str | None]] = []
+    for p in params_s.split(";") if params_s else []:
+        k, eq, v = p.partition("=")
+        if k.strip():
+            params.append((k.strip().lower(), v.strip() if eq else None))
+    return Via(transport, host, port, tuple(params))
+
+
+def check_request_uri(uri: str) -> None:
+    if not _SCHEME.match(uri):
+        raise SipParseError(f"Request-URI without a scheme: {uri[:60]!r}")
+    scheme = uri.split(":", 1)[0].lower()
+    if scheme in ("sip", "sips"):
+        # RFC 3261 §19.1.5: header components are not allowed in a Request-URI; a '?' in the
+        # userinfo (before the last '@') is legal, one after the host starts headers
+        hostpart = uri[uri.rfind("@") + 1:] if "@" in uri else uri.split(":", 1)[1]
+        if "?" in hostpart:
+            raise SipParseError("Request-URI carries header components")
+
+
+def check_name_addr(value: str, header: str) -> None:
+    """RFC 3261 §20.10 / §25.1 name-addr / addr-spec rules a robust parser still enforces."""
+    v = value.strip()
+    if header == "contact" and v == "*":
+        return
+    lt = _unquoted_lt(v, header)
+    if lt < 0:
+        uri = v.split(";", 1)[0].strip()
+        if not _SCHEME.match(uri):
+            raise SipParseError(f"{header} is neither a name-addr nor an addr-spec: {v[:60]!r}")
+        if "?" in uri or " " in uri:
+            raise SipParseError(f"{header} URI with '?' or spaces must be enclosed in <>")
+        return
+    display = v[:lt].strip()
+    if display and not display.startswith('"') and not _DISPLAY_TOKENS.match(display):
+        raise SipParseError(f"{header} display name has non-token characters and is not quoted")
+    gt = v.find(">", lt)
+    if gt < 0:
+        raise SipParseError(f"unterminated <...> in {header}")
+    inner = v[lt + 1:gt]
+    if not inner or inner != inner.strip() or " " in inner:
+        raise SipParseError(f"whitespace inside <...> in {header}")
+    if not _SCHEME.match(inner):
+        raise SipParseError(f"{header} URI without a scheme")
+
+
+def session_expires(value: str | None) -> float | None:
+    """The session interval of a Session-Expires value (RFC 4028 §4: delta-seconds, then parameters)."""
+    if not value:
+        return None
+    delta = value.split(";")[0].strip()
+    return float(delta) if delta.isdigit() and int(delta) > 0 else None
