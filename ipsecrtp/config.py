@@ -65,6 +65,17 @@ def _prefixes(values, where: str) -> tuple[str, ...]:
 STRATEGIES = {"a": "ike-per-call", "b": "child-per-call", "c": "speculative", "0": "pre-keyed"}
 
 
+DEFAULT_IKE_POOL = 1
+MAX_IKE_POOL = 64
+
+
+def _pool(value, where: str) -> int:
+    """IKE_SAs kept per peer: each runs one exchange at a time, so calls/s <= pool / RTT."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_IKE_POOL:
+        raise ConfigError(f"{where}: must be a whole number from 1 to {MAX_IKE_POOL}, not {value!r}")
+    return value
+
+
 def _strategy(value: str, where: str) -> str:
     """Keying strategy, by name or by the letter the design discussion uses (a, b, c)."""
     v = STRATEGIES.get(str(value), str(value))
@@ -101,6 +112,7 @@ def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
         rtp_ports=rtp,
         strategy=_strategy(p.get("strategy", "child-per-call"), f"{where}.strategy"),
         ike_remote_id=_addr(p["ike_remote_id"], f"{where}.ike_remote_id") if p.get("ike_remote_id") else "",
+        ike_pool=_pool(p.get("ike_pool", DEFAULT_IKE_POOL), f"{where}.ike_pool"),
     )
 
 

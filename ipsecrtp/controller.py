@@ -140,8 +140,9 @@ class Controller:
         assert self.charon is not None
         for peer in self._loaded:
             try:
-                for child in self.charon.child_sas(peer.conn):
-                    self.charon.terminate_child(child["uniqueid"])
+                for conn in peer.members():
+                    for child in self.charon.child_sas(conn):
+                        self.charon.terminate_child(child["uniqueid"])
                 self.charon.unload_peer(peer)
             except KeyingError:
                 pass

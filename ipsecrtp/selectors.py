@@ -28,6 +28,9 @@ class PeerConfig:
     # the peer's IKE identity when it differs from the address we reach it at (a NAT in front of
     # it: ike_remote is then the NAT's public address, this the peer's own)
     ike_remote_id: str = ""
+    # IKE_SAs this gateway keeps to the peer for per-call CHILD_SAs (child-per-call, speculative):
+    # charon runs one exchange at a time per IKE_SA, so calls spread over a pool key concurrently
+    ike_pool: int = 1
 
     @property
     def remote_id(self) -> str:
@@ -36,6 +39,19 @@ class PeerConfig:
     @property
     def conn(self) -> str:
         return f"peer-{self.name}"
+
+    def member(self, k: int) -> str:
+        """The connection of pool member k (member 0 is the peer's connection itself)."""
+        return self.conn if k == 0 else f"{self.conn}-{k}"
+
+    def members(self) -> list[str]:
+        return [self.member(k) for k in range(self.ike_pool)]
+
+    def member_marker(self, k: int) -> str | None:
+        """What makes member k's peer config unequal to the other members' (charon's IKE_SA reuse
+        ignores the name, docs/charon-ike-reuse.md): an address pool named after it; member 0 has
+        none, as the peer's connection always had."""
+        return None if k == 0 else self.member(k)
 
 
 def child_name(call_id: str, generation: int) -> str:

@@ -30,16 +30,18 @@ class Log(Action):
 
 @dataclass(frozen=True)
 class EstablishIke(Action):
-    """Set up the peer's long-lived IKE_SA (strategies that reuse one), unless one is up."""
+    """Set up one of the peer's long-lived IKE_SAs (pool member ``member``: strategies that reuse
+    them), unless it is up."""
 
     peer: str
     attempt: int
+    member: int = 0
 
 
 @dataclass(frozen=True)
 class InstallChild(Action):
-    """Load the call's child config and initiate its CHILD_SA (own_conn: in a connection, and so an
-    IKE_SA, of its own: strategy ike-per-call)."""
+    """Load the call's connection (its one child) and initiate its CHILD_SA: on pool member
+    ``member``'s IKE_SA, or with own_conn on an IKE_SA of its own (strategy ike-per-call)."""
 
     call_id: str
     child: str
@@ -47,6 +49,7 @@ class InstallChild(Action):
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     own_conn: bool = False
+    member: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class IkeResult(Input):
     peer: str
     attempt: int
     ok: bool
+    member: int = 0
     ms: float = 0.0
     reason: str = ""
     already: bool = False  # an IKE_SA (or a child on one) was up already: nothing was done

@@ -75,7 +75,7 @@ class GatewayCore:
         self.outcomes = Outcomes(self.keying)
         self.peers = {p.name: p for p in cfg.peers}
         self.routed: set[FlowRule] = set()
-        self.ike_retry: dict[str, tuple[float, int]] = {}  # peer -> (when, attempt)
+        self.ike_retry: dict[tuple[str, int], tuple[float, int]] = {}  # (peer, member) -> (when, attempt)
 
     def _flush(self) -> list[Action]:
         actions = list(self.out)
@@ -88,9 +88,15 @@ class GatewayCore:
         """Peers whose strategy reuses one IKE_SA get it now, not on the first call's path; one side
         (the lower address) initiates, so that the two gateways do not build two."""
         for peer in self.cfg.peers:
-            if strategy_of(peer).reuses_ike_sa and \
-                    ipaddress.ip_address(peer.ike_local) < ipaddress.ip_address(peer.remote_id):
-                self.out.append(EstablishIke(peer.name, 1))
+            if not strategy_of(peer).reuses_ike_sa:
+                continue
+            lower = ipaddress.ip_address(peer.ike_local) < ipaddress.ip_address(peer.remote_id)
+            # member 0 from one side only (one IKE_SA, as without a pool); the others from both
+            # sides: the peer's IKE_SAs are all bound to our member 0 when we respond, so our own
+            # members 1.. must be ours to spread the calls this gateway initiates
+            for k in range(peer.ike_pool):
+                if k > 0 or lower:
+                    self.out.append(EstablishIke(peer.name, 1, k))
         if self.routing:
             self.out.append(RemoveBlanketRoute())
         return self._flush()
@@ -217,12 +223,12 @@ class GatewayCore:
     def _ike_result(self, r: IkeResult, now: float) -> None:
         if r.ok:
             if not r.already:
-                self.out.log("ike-preestablished", peer=r.peer, ms=r.ms, attempt=r.attempt)
+                self.out.log("ike-preestablished", peer=r.peer, member=r.member, ms=r.ms, attempt=r.attempt)
         elif r.attempt >= IKE_TRIES:
-            self.out.log("ike-preestablish-failed", peer=r.peer, reason=r.reason,
+            self.out.log("ike-preestablish-failed", peer=r.peer, member=r.member, reason=r.reason,
                          consequence="the first call sets up the IKE_SA (2 RTT)")
         else:
-            self.ike_retry[r.peer] = (now + IKE_RETRY_S, r.attempt + 1)
+            self.ike_retry[(r.peer, r.member)] = (now + IKE_RETRY_S, r.attempt + 1)
 
     def _child_updown(self, ev: ChildUpDown, now: float) -> None:
         child, k = ev.child, self.keying
@@ -287,8 +293,8 @@ class GatewayCore:
                 self.sip_event(ev)
         self.keying.handle_timer(now)
         self.timelines.handle_timer(now)
-        for peer, (when, attempt) in list(self.ike_retry.items()):
+        for (peer, member), (when, attempt) in list(self.ike_retry.items()):
             if when <= now:
-                del self.ike_retry[peer]
-                self.out.append(EstablishIke(peer, attempt))
+                del self.ike_retry[(peer, member)]
+                self.out.append(EstablishIke(peer, attempt, member))
         return self._flush()

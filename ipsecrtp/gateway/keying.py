@@ -46,6 +46,7 @@ class Keying:
         # pre-keyed installs not answered yet, found by their SPIs like removals: the call may have
         # ended or moved on to another generation before the answer comes
         self.prekey_installing: dict[tuple[str, tuple[int, ...]], SaKeying] = {}
+        self.next_member: dict[str, int] = {}  # peer -> the pool member the next call goes to
         self.pending_dnat: dict[str, str] = {}  # call -> chains made at the offer, not yet owned by an SA
         # the last generation each call was keyed with, kept while its dialog lasts (on hold it has no
         # SA) and a while after it ended (its Call-ID used again): a child's name, which charon may
@@ -112,6 +113,7 @@ class Keying:
                     tl.keying_started = ev.time
             if role == "initiator":
                 st.child = "spec-" + child_name(ev.call_id, st.generation)[5:]
+                st.member = self._member(peer)
                 self._request(st, strategy.install(st, local_ts, remote_ts))
             self.out.log("keying-speculative", call=ev.call_id, t=ev.time, role=role, peer=peer.name, child=st.child,
                          local_ts=local_ts, remote_ts=remote_ts)
@@ -158,6 +160,7 @@ class Keying:
         remote_ts = sorted({ts(re) for _, re in oriented})
         if role == "initiator":
             st.child = child_name(call_id, generation)
+            st.member = spec.member if spec is not None else self._member(peer)
             self._request(st, strategy.install(st, local_ts, remote_ts))
         elif self.nat.relatched.get(call_id):
             # the responder's template child holds the RTP port range; a port a NAT chose is outside
@@ -168,6 +171,13 @@ class Keying:
             self.out.append(PermitChild(call_id, st.child, peer.name, tuple(local_ts), tuple(remote_ts)))
         self.out.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=st.child,
                      flows=[f.to_json() for f in flows], strategy=peer.strategy)
+
+    def _member(self, peer: PeerConfig) -> int:
+        """The pool member for the next call to this peer: round robin, so that set-ups spread over
+        the IKE_SAs (charon runs one exchange at a time on each)."""
+        k = self.next_member.get(peer.name, 0)
+        self.next_member[peer.name] = (k + 1) % max(1, peer.ike_pool)
+        return k
 
     def _request(self, st: SaKeying, action) -> None:
         st.state, st.set_up_pending = KeyState.REQUESTED, True

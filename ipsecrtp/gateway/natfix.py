@@ -95,7 +95,7 @@ class NatFix:
     def ike_up(self, conn: str, ike: dict) -> None:
         """NAT between this gateway and a peer, from charon's NAT-D results (told apart from
         kernel-libipsec's forced encapsulation by where the peer is really seen)."""
-        peer = next((p for p in self.peers if p.conn == conn or conn.startswith("call-")), None)
+        peer = next((p for p in self.peers if conn in p.members() or conn.startswith("call-")), None)
         if peer is None:
             return
         found = ike_findings(ike, peer.remote_id, self.backend)

@@ -105,6 +105,7 @@ class SaKeying:
     speculative: bool = False  # strategy c: keyed from the offer, before any answer
     spec: SaKeying | None = None  # the speculative SA this exact one replaces once up
     own_conn: bool = False  # ike-per-call: a connection (and IKE_SA) of its own
+    member: int = 0  # the peer's pool member whose IKE_SA carries it (its connection equals that member's)
     permit: bool = False  # responder: a child config of its own (a port outside the template's)
     dnat: str | None = None  # the nftables chains translating a NAT address back
     prekeyed: tuple[tuple[DirectionKeys, ...], tuple[tuple[Endpoint, Endpoint], ...]] | None = None

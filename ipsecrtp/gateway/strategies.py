@@ -31,7 +31,8 @@ class Strategy:
 
     def install(self, st: SaKeying, local_ts: list[str], remote_ts: list[str]) -> Action:
         assert st.child is not None
-        return InstallChild(st.call_id, st.child, st.peer.name, tuple(local_ts), tuple(remote_ts), self.own_conn)
+        return InstallChild(st.call_id, st.child, st.peer.name, tuple(local_ts), tuple(remote_ts), self.own_conn,
+                            st.member)
 
     def remove(self, st: SaKeying, reason: str) -> Action:
         assert st.child is not None

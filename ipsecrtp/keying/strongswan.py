@@ -20,6 +20,12 @@ class KeyingError(RuntimeError):
     """A keying operation failed; ``str(err)`` is a one-line reason."""
 
 
+def _child(peer: PeerConfig, local_ts: list[str], remote_ts: list[str]) -> dict:
+    return {"mode": "tunnel", "esp_proposals": list(peer.esp_proposals), "start_action": "none",
+            "close_action": "none", "dpd_action": "clear", "rekey_time": "1h",
+            "local_ts": local_ts, "remote_ts": remote_ts}
+
+
 def connect(path: str, timeout: float = 10.0) -> vici.Session:
     path = path.removeprefix("unix://")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -78,46 +84,48 @@ class Charon:
         })
 
     def load_peer(self, peer: PeerConfig, calls: dict[str, tuple[list[str], list[str]]]) -> None:
-        """(Re)load the peer's connection with the template child and one child per call.
+        """(Re)load each pool member's connection with the template child (the responder's side of
+        every call, narrowed by charon to what the peer proposes) and the given extra children (a
+        responder's child configs for ports outside the template, rare).
 
-        Reloading an unchanged IKE config keeps its IKE_SA and only replaces child configs.
+        Reloading an unchanged IKE config keeps its IKE_SA and only replaces child configs. Every
+        member holds the same children: the peer may create a CHILD_SA on any IKE_SA between us.
         """
         lo, hi = peer.rtp_ports
-        child_common = {"mode": "tunnel", "esp_proposals": list(peer.esp_proposals),
-                        "start_action": "none", "close_action": "none", "dpd_action": "clear",
-                        "rekey_time": "1h"}
-        children = {
-            "tmpl": dict(child_common,
-                         local_ts=[f"{p}[udp/{lo}-{hi}]" for p in peer.local_media],
-                         remote_ts=[f"{p}[udp/{lo}-{hi}]" for p in peer.remote_media]),
-        }
+        children = {"tmpl": _child(peer, [f"{p}[udp/{lo}-{hi}]" for p in peer.local_media],
+                                   [f"{p}[udp/{lo}-{hi}]" for p in peer.remote_media])}
         for name, (local_ts, remote_ts) in calls.items():
-            children[name] = dict(child_common, local_ts=local_ts, remote_ts=remote_ts)
-        self._request("load_conn", "load-conn", {peer.conn: self._conn(peer, children)})
+            children[name] = _child(peer, local_ts, remote_ts)
+        for k in range(peer.ike_pool):
+            self._request("load_conn", "load-conn",
+                          {peer.member(k): self._conn(peer, children, peer.member_marker(k))})
 
-    def _conn(self, peer: PeerConfig, children: dict) -> dict:
-        return {
+    def _conn(self, peer: PeerConfig, children: dict, marker: str | None = None) -> dict:
+        conn = {
             "version": "2", "local_addrs": [peer.ike_local], "remote_addrs": [peer.ike_remote],
             "proposals": ["aes128-sha256-x25519", "default"], "unique": "never",
             "local": {"auth": "psk", "id": peer.ike_local},
             "remote": {"auth": "psk", "id": peer.remote_id},
             "children": children,
         }
+        if marker is not None:
+            # charon initiates on any live IKE_SA whose peer config is *equal*, and equality ignores
+            # the name (docs/charon-ike-reuse.md): an address pool named after a connection makes it
+            # unequal to every other. Harmless here: pools are only read when answering a peer's
+            # virtual-IP request (these connections request none) and for `dynamic` selectors
+            # (ours are explicit).
+            conn["pools"] = [marker]
+        return conn
 
-    def load_call_conn(self, peer: PeerConfig, name: str, local_ts: list[str], remote_ts: list[str]) -> None:
-        """Strategy a: a connection of its own for one call, so that it gets a fresh IKE_SA."""
-        child = {"mode": "tunnel", "esp_proposals": list(peer.esp_proposals), "start_action": "none",
-                 "close_action": "none", "dpd_action": "clear", "rekey_time": "1h",
-                 "local_ts": local_ts, "remote_ts": remote_ts}
-        conn = self._conn(peer, {name: child})
-        # charon initiates on any live IKE_SA whose peer config is *equal*, and equality ignores the
-        # name: per-call connections from one template would all share the first call's IKE_SA
-        # (issue 18). An address pool named after the call makes each config unequal to every
-        # other; it is harmless here: pools are only read when answering a peer's virtual-IP
-        # request (an IKEv2 responder's job, these connections only initiate) and for `dynamic`
-        # selectors (ours are explicit). Verified with charon 5.9.8: docs/charon-ike-reuse.md.
-        conn["pools"] = [name]
-        self._request("load_conn", "load-conn", {name: conn})
+    def load_call_conn(self, peer: PeerConfig, name: str, local_ts: list[str], remote_ts: list[str],
+                       member: int | None = None) -> None:
+        """A call's own connection with its one child: a load-conn of one child, whatever the number
+        of live calls. ``member`` None (ike-per-call): marked with its own name, so that it gets an
+        IKE_SA of its own (issue 18); else equal to that pool member's connection, so that its
+        CHILD_SA goes on the member's IKE_SA (one CREATE_CHILD_SA)."""
+        marker = name if member is None else peer.member_marker(member)
+        self._request("load_conn", "load-conn", {name: self._conn(peer, {name: _child(peer, local_ts, remote_ts)},
+                                                                  marker)})
 
     def load_bench_conn(self, peer: PeerConfig, name: str, children: dict[str, tuple[list[str], list[str]]]) -> None:
         """A connection with many fixed children (benchmarks)."""
@@ -136,9 +144,9 @@ class Charon:
     def initiate_child(self, conn: str, child: str, timeout_s: float = 10.0) -> None:
         self._initiate(child, timeout_s, child=child, ike=conn)
 
-    def initiate_ike(self, peer: PeerConfig, timeout_s: float = 10.0) -> None:
+    def initiate_ike(self, conn: str, timeout_s: float = 10.0) -> None:
         """An IKE_SA without a CHILD_SA, for the per-call children to reuse (strategies b and c)."""
-        self._initiate(f"IKE_SA {peer.conn}", timeout_s, ike=peer.conn)
+        self._initiate(f"IKE_SA {conn}", timeout_s, ike=conn)
 
     def initiate_conn(self, name: str, timeout_s: float = 10.0) -> None:
         """Strategy a: the call's own connection, its IKE_SA and CHILD_SA in one go."""
@@ -207,6 +215,16 @@ class Charon:
                     out.append(child)
         return out
 
+    def find_child(self, name: str) -> str | None:
+        """The id of the CHILD_SA with this child name, wherever it is (a rare path: a set-up whose
+        child-updown never came; list-sas with a child filter still sends one event per IKE_SA)."""
+        for ike in self.session.list_sas({"child": name}):
+            for ike_sa in _decode(ike).values():
+                for child in ike_sa.get("child-sas", {}).values():
+                    if child.get("name") == name:
+                        return child.get("uniqueid")
+        return None
+
     def list_sas(self) -> list[dict]:
         """list-sas as charon sends it: one dict per IKE_SA, keyed by its connection name."""
         return [_decode(x) for x in self.session.list_sas()]
@@ -229,10 +247,8 @@ class Charon:
             raise KeyingError(f"terminate child {uniqueid} failed: {exc}") from None
 
     def unload_peer(self, peer: PeerConfig) -> None:
-        try:
-            self.session.unload_conn({"name": peer.conn})
-        except vici.exception.CommandException:
-            pass
+        for conn in peer.members():
+            self.unload_conn(conn)
 
     def _request(self, method: str, what: str, message: dict) -> None:
         try:

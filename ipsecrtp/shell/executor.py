@@ -1,15 +1,16 @@
 """Carries out the gateway core's actions on the backends and feeds each outcome back as an input.
 
 Threads, each with its own VICI session (VICI has no request ids), none touching the core:
-- set-up worker: load a call's child config and initiate it (one round trip or two: off the loop);
-- removal worker: a DELETE costs a round trip too, and the next call's set-up must not wait behind
-  the last call's teardown in our queue (charon may still serialise the two exchanges on one
-  IKE_SA; that wait is real and shows in the timeline);
+- set-up workers, one per IKE_SA of the largest pool: load a call's connection and initiate it
+  (one round trip or two: off the loop);
+- removal workers, as many: a DELETE costs a round trip too, and the next call's set-up must not
+  wait behind the last call's teardown in our queue (charon may still serialise the two exchanges
+  on one IKE_SA; that wait is real and shows in the timeline);
 - listener: charon's child-updown and ike-updown events.
 Their outcomes go into one queue that the loop drains (``outcomes``), woken by a pipe. Routing,
 nftables and xfrm actions are quick netlink or nft calls and run inline, their outcome returned at
-once. The one piece of state here, each peer's child configs (a ``load-conn`` carries all of them),
-is the keying backend's and is guarded by a lock that also spans the initiate.
+once. The one piece of state here, a responder's extra child configs per peer (rare: ports a NAT
+chose; a ``load-conn`` of the peer carries all of them), is guarded by a lock.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class Executor:
         self.removal_jobs: queue.SimpleQueue[Action | None] = queue.SimpleQueue()
         self.children: dict[str, dict[str, tuple[list[str], list[str]]]] = {p.name: {} for p in cfg.peers}
         self.conf_lock = threading.Lock()  # the child configs and the load-conn that mirrors them
+        # as many exchanges in flight as the largest pool has IKE_SAs (charon runs one at a time on
+        # each; VICI runs one command at a time on each session, so one worker per member)
+        self.workers = max(p.ike_pool for p in cfg.peers)
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.dnat_used = False
@@ -75,18 +79,21 @@ class Executor:
 
     def start(self) -> None:
         ready = threading.Event()
-        self.threads = [threading.Thread(target=self._worker, args=(self.setup_jobs,), name="keying", daemon=True),
-                        threading.Thread(target=self._worker, args=(self.removal_jobs,), name="unkeying",
-                                         daemon=True),
-                        threading.Thread(target=self._listener, args=(ready,), name="events", daemon=True)]
+        self.threads = [threading.Thread(target=self._listener, args=(ready,), name="events", daemon=True)]
+        for i in range(self.workers):
+            self.threads += [threading.Thread(target=self._worker, args=(self.setup_jobs,), name=f"keying-{i}",
+                                              daemon=True),
+                             threading.Thread(target=self._worker, args=(self.removal_jobs,), name=f"unkeying-{i}",
+                                              daemon=True)]
         for t in self.threads:
             t.start()
         ready.wait(5)
 
     def stop(self) -> None:
         self.stopping.set()
-        self.setup_jobs.put(None)
-        self.removal_jobs.put(None)
+        for _ in range(self.workers):
+            self.setup_jobs.put(None)
+            self.removal_jobs.put(None)
         for t in self.threads:
             t.join(timeout=15)
         self.threads = []
@@ -207,7 +214,7 @@ class Executor:
             if isinstance(a, PermitChild):
                 return PermitResult(a.call_id, a.child, False, reason)
             if isinstance(a, EstablishIke):
-                return IkeResult(a.peer, a.attempt, False, reason=reason)
+                return IkeResult(a.peer, a.attempt, False, a.member, reason=reason)
             now = time.time()
             return InstallResult(a.call_id, a.child, False, now, now, reason)
 
@@ -222,47 +229,39 @@ class Executor:
             charon.load_peer(self.peers[peer], dict(self.children[peer]))
 
     def _install(self, charon: Charon, a: InstallChild) -> InstallResult:
-        peer = self.peers[a.peer]
-        # The lock also spans the initiate: a removal's load-conn replacing the peer's child configs
-        # while an initiate waits makes charon report a failure for a CHILD_SA that does come up.
-        with self.conf_lock:
-            if a.own_conn:
-                charon.load_call_conn(peer, a.child, list(a.local_ts), list(a.remote_ts))
-            else:
-                self.children[a.peer][a.child] = (list(a.local_ts), list(a.remote_ts))
-                charon.load_peer(peer, dict(self.children[a.peer]))
-            t0 = time.time()
-            try:
-                if a.own_conn:
-                    charon.initiate_conn(a.child)
-                else:
-                    charon.initiate(peer, a.child)
-            except KeyingError as exc:
-                return InstallResult(a.call_id, a.child, False, t0, time.time(), str(exc))
+        # the call's own connection, one child: no reload of the peer's connection, whatever the
+        # number of live calls; equal to its pool member's, so that charon reuses that IKE_SA
+        charon.load_call_conn(self.peers[a.peer], a.child, list(a.local_ts), list(a.remote_ts),
+                              None if a.own_conn else a.member)
+        t0 = time.time()
+        try:
+            charon.initiate_conn(a.child)
+        except KeyingError as exc:
+            return InstallResult(a.call_id, a.child, False, t0, time.time(), str(exc))
         return InstallResult(a.call_id, a.child, True, t0, time.time())
 
     def _remove(self, charon: Charon, a: RemoveChild) -> str | None:
-        peer = self.peers[a.peer]
-        uniqueid = a.uniqueid
         if a.own_conn:
-            uniqueid = charon.remove_call_conn(a.child)
-        else:
-            if not uniqueid and not a.permit:
-                # never learnt its id (a failed or unconfirmed set-up): find it by name, leave nothing behind
-                uniqueid = next((c.get("uniqueid") for c in charon.child_sas(peer.conn)
-                                 if c.get("name") == a.child), None)
-            if uniqueid and not a.permit:  # a responder's SA is the initiator's to delete
-                charon.terminate_child(uniqueid)
+            return charon.remove_call_conn(a.child)
+        if a.permit:  # a responder's SA is the initiator's to delete; only its child config goes
             self._set_child(charon, a.peer, a.child, None)
+            return None
+        # never learnt its id (a failed or unconfirmed set-up): find it by name, leave nothing behind
+        uniqueid = a.uniqueid or charon.find_child(a.child)
+        try:
+            if uniqueid:
+                charon.terminate_child(uniqueid)
+        finally:
+            charon.unload_conn(a.child)
         return uniqueid
 
     def _establish(self, charon: Charon, a: EstablishIke) -> IkeResult:
-        peer = self.peers[a.peer]
-        if any(c.get("state") for c in charon.child_sas(peer.conn)) or charon.ike_established(peer.conn):
-            return IkeResult(a.peer, a.attempt, True, already=True)
+        conn = self.peers[a.peer].member(a.member)
+        if charon.ike_established(conn):
+            return IkeResult(a.peer, a.attempt, True, a.member, already=True)
         t0 = time.time()
-        charon.initiate_ike(peer)
-        return IkeResult(a.peer, a.attempt, True, ms=round((time.time() - t0) * 1000, 3))
+        charon.initiate_ike(conn)
+        return IkeResult(a.peer, a.attempt, True, a.member, ms=round((time.time() - t0) * 1000, 3))
 
     def _listener(self, ready: threading.Event) -> None:
         try:
