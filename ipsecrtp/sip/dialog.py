@@ -12,9 +12,9 @@ of flows a gateway keys, and every change to it is a :class:`MediaChanged`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import heapq
 
-from ..media import Flow, flows, notes, offer_endpoints
+from ..media import offer_endpoints
 from .errors import SipParseError
 from .events import (
     Address,
@@ -23,8 +23,6 @@ from .events import (
     DialogTerminated,
     Event,
     ExtraDialog,
-    MediaChanged,
-    MediaNegotiated,
     MediaOffered,
     MediaRenegotiated,
     MessageRejected,
@@ -34,67 +32,8 @@ from .events import (
 )
 from .headers import session_expires
 from .message import SipMessage, parse_message
-from .sdp import SdpError, SessionDescription, parse_sdp
-
-# --- state ------------------------------------------------------------------------------------
-
-@dataclass
-class _Offer:
-    sdp: SessionDescription
-    by: str  # "caller" or "callee"
-    cseq: tuple[int, str]
-
-
-@dataclass
-class Leg:
-    """One dialog of a call: the INVITE's transaction answered by one UAS (one To tag)."""
-
-    to_tag: str | None
-    offer: _Offer | None = None  # an offer inside this dialog waiting for its answer
-    flows: tuple[Flow, ...] = ()
-    invite_answered: bool = False  # the INVITE's own offer got its answer here
-    tentative: bool = False  # that answer came in an unreliable 18x: the 2xx may revise it
-    answered: set = field(default_factory=set)  # CSeqs whose offer was answered
-    notes: tuple[str, ...] = ()
-
-
-@dataclass
-class Dialog:
-    call_id: str
-    from_tag: str | None
-    invite_branch: str | None
-    invite_cseq: int
-    started: float
-    state: str = "trying"  # trying, early, confirmed, terminated
-    to_tag: str | None = None  # the confirmed dialog's tag, else the last early one
-    invite_offer: _Offer | None = None
-    legs: dict = field(default_factory=dict)  # to_tag -> Leg
-    extra: set = field(default_factory=set)  # tags of further 2xx forks (to be torn down)
-    flows: tuple[Flow, ...] = ()
-    negotiated: bool = False
-    cancelled: bool = False
-    last_activity: float = 0.0
-    ended: float | None = None
-    session_expires: float | None = None  # RFC 4028 interval from the last 2xx that set it
-    refreshed: float = 0.0
-    seen_requests: set = field(default_factory=set)  # (branch, method, cseq)
-    seen_responses: dict = field(default_factory=dict)  # (to_tag, cseq, status) -> top Via branch
-
-    @property
-    def offer(self) -> _Offer | None:
-        """The offer awaiting an answer, if any (the INVITE's, or one inside the current dialog)."""
-        leg = self.legs.get(self.to_tag)
-        if leg is not None and leg.offer is not None:
-            return leg.offer
-        if leg is not None and leg.invite_answered:
-            return None
-        return self.invite_offer
-
-
-def _same(a: tuple[Flow, ...], b: tuple[Flow, ...]) -> bool:
-    def norm(fs: tuple[Flow, ...]) -> set:
-        return {(f.stream, f.kind, frozenset(f.endpoints())) for f in fs}
-    return norm(a) == norm(b)
+from .offers import Dialog, Leg, Offer, answer, apply_answer, select
+from .sdp import SdpError, parse_sdp
 
 
 class DialogTracker:
@@ -108,6 +47,11 @@ class DialogTracker:
         self.linger = linger  # keep ended dialogs to recognise retransmissions (64*T1)
         self.session_timer_grace = session_timer_grace
         self.dialogs: dict[str, Dialog] = {}
+        # (when, call) no later than each dialog's next deadline: the earliest in O(log n), whatever
+        # the number of calls. Media activity only moves a deadline later, so it pushes nothing: an
+        # entry that comes due early is checked against the dialog and pushed again.
+        self._timers: list[tuple[float, str]] = []
+        self._timer_at: dict[str, float] = {}  # call -> its earliest entry still in the heap
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -132,6 +76,7 @@ class DialogTracker:
         except SdpError as exc:
             return [MessageRejected(msg.call_id, now, f"bad SDP: {exc}", source)]
         events = self._request(msg, sdp, now, source) if msg.is_request else self._response(msg, sdp, now, source)
+        self._schedule(msg.call_id)
         if self.report_messages and msg.call_id in self.dialogs:
             seen: list[Event] = [SipSeen(msg.call_id, now, msg.cseq[1], msg.status, msg.summary(), msg, source)]
             d = self.dialogs[msg.call_id]
@@ -160,25 +105,57 @@ class DialogTracker:
             times.append(d.refreshed + d.session_expires + self.session_timer_grace)
         return min(times) if times else None
 
+    def _schedule(self, call_id: str) -> None:
+        d = self.dialogs.get(call_id)
+        t = self._deadline(d) if d is not None else None
+        if t is not None and (call_id not in self._timer_at or t < self._timer_at[call_id]):
+            heapq.heappush(self._timers, (t, call_id))
+            self._timer_at[call_id] = t
+
     def next_timer(self) -> float | None:
-        times = [t for d in self.dialogs.values() if (t := self._deadline(d)) is not None]
-        return min(times) if times else None
+        while self._timers:
+            t, cid = self._timers[0]
+            if self._timer_at.get(cid) != t:
+                heapq.heappop(self._timers)  # superseded by an earlier entry
+                continue
+            d = self.dialogs.get(cid)
+            real = self._deadline(d) if d is not None else None
+            if real == t:
+                return t
+            heapq.heappop(self._timers)  # its dialog is gone, or activity moved the deadline later
+            del self._timer_at[cid]
+            self._schedule(cid)
+        return None
 
     def handle_timer(self, now: float) -> list[Event]:
         events: list[Event] = []
-        for cid, d in list(self.dialogs.items()):
-            if d.state == "terminated":
-                if now >= (d.ended or 0.0) + self.linger:
-                    del self.dialogs[cid]
-            elif d.state in ("trying", "early") and now >= d.last_activity + self.invite_timeout:
-                events.append(self._end(d, now, "timeout", None))
-            elif d.state == "confirmed":
-                if (d.session_expires is not None
-                        and now >= d.refreshed + d.session_expires + self.session_timer_grace):
-                    events.append(self._end(d, now, "session-expired", None))
-                elif self.media_timeout is not None and now >= d.last_activity + self.media_timeout:
-                    events.append(self._end(d, now, "media-timeout", None))
+        due: list[str] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, cid = heapq.heappop(self._timers)
+            if self._timer_at.get(cid) is not None and self._timer_at[cid] <= now:
+                del self._timer_at[cid]
+                due.append(cid)
+        for cid in due:
+            d = self.dialogs.get(cid)
+            if d is None:
+                continue
+            events.extend(self._expire(cid, d, now))
+            self._schedule(cid)
         return events
+
+    def _expire(self, cid: str, d: Dialog, now: float) -> list[Event]:
+        """What is due for one dialog now (its heap entry may have come early: then nothing)."""
+        if d.state == "terminated":
+            if now >= (d.ended or 0.0) + self.linger:
+                del self.dialogs[cid]
+        elif d.state in ("trying", "early") and now >= d.last_activity + self.invite_timeout:
+            return [self._end(d, now, "timeout", None)]
+        elif d.state == "confirmed":
+            if d.session_expires is not None and now >= d.refreshed + d.session_expires + self.session_timer_grace:
+                return [self._end(d, now, "session-expired", None)]
+            if self.media_timeout is not None and now >= d.last_activity + self.media_timeout:
+                return [self._end(d, now, "media-timeout", None)]
+        return []
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -230,7 +207,7 @@ class DialogTracker:
             self.dialogs[msg.call_id] = d
             d.seen_requests.add(key)
             if sdp is not None:
-                d.invite_offer = _Offer(sdp, "caller", cseq)
+                d.invite_offer = Offer(sdp, "caller", cseq)
             return []
         if d is None or d.state == "terminated":
             return []
@@ -252,12 +229,12 @@ class DialogTracker:
             return [self._end(d, now, f"bye-by-{side}", trigger)]
         if method == "ACK":
             if leg.offer is not None and leg.offer.by == "callee" and sdp is not None:
-                return self._answer(d, leg, sdp, now, trigger, source)
+                return answer(d, leg, sdp, now, trigger, source)
             return []
         if method == "PRACK" and sdp is not None and leg.offer is not None and leg.offer.by == "callee":
-            return self._answer(d, leg, sdp, now, trigger, source)
+            return answer(d, leg, sdp, now, trigger, source)
         if method in ("INVITE", "UPDATE", "PRACK") and sdp is not None:
-            leg.offer = _Offer(sdp, side, cseq)
+            leg.offer = Offer(sdp, side, cseq)
         return []
 
     def _response(self, msg: SipMessage, sdp, now: float, source) -> list[Event]:
@@ -317,7 +294,7 @@ class DialogTracker:
         """The first 2xx to the INVITE: its fork's dialog becomes the call's, the other forks' early ones end."""
         d.state = "confirmed"
         events: list[Event] = [DialogConfirmed(d.call_id, now, msg.to_tag, trigger)]
-        events.extend(self._select(d, leg, now, trigger, source))
+        events.extend(select(d, leg, now, trigger, source))
         for other in list(d.legs):
             if other != msg.to_tag:
                 del d.legs[other]
@@ -332,11 +309,11 @@ class DialogTracker:
             if not leg.invite_answered or (leg.tentative and status >= 200):
                 revision = leg.invite_answered  # the 2xx confirming an unreliable 18x's answer
                 leg.invite_answered, leg.tentative = True, status < 200 and not reliable
-                new = self._apply(d, leg, d.invite_offer, sdp, now, trigger, source)
+                new = apply_answer(d, leg, d.invite_offer, sdp, now, trigger, source)
                 return [e for e in new if not (revision and isinstance(e, MediaRenegotiated))]
         elif leg.offer is None and not leg.flows and (status >= 200 or reliable):
             # late offer: no SDP in the INVITE, so this response offers; the ACK or PRACK answers
-            leg.offer = _Offer(sdp, "callee", msg.cseq)
+            leg.offer = Offer(sdp, "callee", msg.cseq)
         return []
 
     def _in_dialog_response(self, d: Dialog, leg: Leg, msg: SipMessage, sdp, now: float, source) -> list[Event]:
@@ -352,7 +329,7 @@ class DialogTracker:
         if 200 <= status <= 299 and method in ("INVITE", "UPDATE"):
             self._session_timer(d, msg, now)
         if sdp is not None and leg.offer is not None and leg.offer.cseq == cseq:
-            return self._answer(d, leg, sdp, now, trigger, source)
+            return answer(d, leg, sdp, now, trigger, source)
         return []
 
     def _session_timer(self, d: Dialog, msg: SipMessage, now: float) -> None:
@@ -361,38 +338,3 @@ class DialogTracker:
         if interval is not None:
             d.session_expires = interval
         d.refreshed = now
-
-    def _answer(self, d: Dialog, leg: Leg, answer: SessionDescription, now: float, trigger: str,
-                source) -> list[Event]:
-        assert leg.offer is not None
-        offer, leg.offer = leg.offer, None
-        leg.answered.add(offer.cseq)
-        return self._apply(d, leg, offer, answer, now, trigger, source)
-
-    def _apply(self, d: Dialog, leg: Leg, offer: _Offer, answer: SessionDescription, now: float, trigger: str,
-               source) -> list[Event]:
-        leg.flows = flows(offer.sdp, answer)
-        leg.notes = notes(offer.sdp, answer)
-        if d.state == "confirmed" and leg.to_tag != d.to_tag:
-            return []
-        d.to_tag = leg.to_tag
-        return self._publish(d, leg, now, trigger, source, offer.by)
-
-    def _select(self, d: Dialog, leg: Leg, now: float, trigger: str, source) -> list[Event]:
-        """The confirmed dialog's media becomes the call's (another fork may have answered last)."""
-        d.to_tag = leg.to_tag
-        if leg.flows and d.flows and not _same(d.flows, leg.flows):
-            return self._publish(d, leg, now, trigger, source, "caller")
-        return []
-
-    def _publish(self, d: Dialog, leg: Leg, now: float, trigger: str, source, offerer: str) -> list[Event]:
-        old, new = d.flows, leg.flows
-        d.flows = new
-        if not old:
-            if new or not d.negotiated:  # a first answer that leaves nothing to key is still reported
-                d.negotiated = True
-                return [MediaNegotiated(d.call_id, now, new, trigger, source, offerer, leg.to_tag, leg.notes)]
-            return []
-        if _same(old, new):
-            return [MediaRenegotiated(d.call_id, now, trigger, leg.notes)]
-        return [MediaChanged(d.call_id, now, old, new, trigger, source, leg.to_tag, leg.notes)]

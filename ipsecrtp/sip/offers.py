@@ -1,0 +1,110 @@
+"""Per-call dialog state and offer/answer (RFC 3264) for the tracker: which leg's flows are the
+call's, and the event each answer makes. Pure functions over :class:`Dialog`; ``dialog.py``
+decides when they apply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..media import Flow, flows, notes
+from .events import Event, MediaChanged, MediaNegotiated, MediaRenegotiated
+from .sdp import SessionDescription
+
+# --- state ------------------------------------------------------------------------------------
+
+@dataclass
+class Offer:
+    sdp: SessionDescription
+    by: str  # "caller" or "callee"
+    cseq: tuple[int, str]
+
+
+@dataclass
+class Leg:
+    """One dialog of a call: the INVITE's transaction answered by one UAS (one To tag)."""
+
+    to_tag: str | None
+    offer: Offer | None = None  # an offer inside this dialog waiting for its answer
+    flows: tuple[Flow, ...] = ()
+    invite_answered: bool = False  # the INVITE's own offer got its answer here
+    tentative: bool = False  # that answer came in an unreliable 18x: the 2xx may revise it
+    answered: set = field(default_factory=set)  # CSeqs whose offer was answered
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class Dialog:
+    call_id: str
+    from_tag: str | None
+    invite_branch: str | None
+    invite_cseq: int
+    started: float
+    state: str = "trying"  # trying, early, confirmed, terminated
+    to_tag: str | None = None  # the confirmed dialog's tag, else the last early one
+    invite_offer: Offer | None = None
+    legs: dict = field(default_factory=dict)  # to_tag -> Leg
+    extra: set = field(default_factory=set)  # tags of further 2xx forks (to be torn down)
+    flows: tuple[Flow, ...] = ()
+    negotiated: bool = False
+    cancelled: bool = False
+    last_activity: float = 0.0
+    ended: float | None = None
+    session_expires: float | None = None  # RFC 4028 interval from the last 2xx that set it
+    refreshed: float = 0.0
+    seen_requests: set = field(default_factory=set)  # (branch, method, cseq)
+    seen_responses: dict = field(default_factory=dict)  # (to_tag, cseq, status) -> top Via branch
+
+    @property
+    def offer(self) -> Offer | None:
+        """The offer awaiting an answer, if any (the INVITE's, or one inside the current dialog)."""
+        leg = self.legs.get(self.to_tag)
+        if leg is not None and leg.offer is not None:
+            return leg.offer
+        if leg is not None and leg.invite_answered:
+            return None
+        return self.invite_offer
+
+
+def same_flows(a: tuple[Flow, ...], b: tuple[Flow, ...]) -> bool:
+    def norm(fs: tuple[Flow, ...]) -> set:
+        return {(f.stream, f.kind, frozenset(f.endpoints())) for f in fs}
+    return norm(a) == norm(b)
+
+
+
+
+def answer(d: Dialog, leg: Leg, sdp: SessionDescription, now: float, trigger: str, source) -> list[Event]:
+    """The answer to the offer pending in this dialog."""
+    assert leg.offer is not None
+    offer, leg.offer = leg.offer, None
+    leg.answered.add(offer.cseq)
+    return apply_answer(d, leg, offer, sdp, now, trigger, source)
+
+def apply_answer(d: Dialog, leg: Leg, offer: Offer, sdp: SessionDescription, now: float, trigger: str,
+                 source) -> list[Event]:
+    leg.flows = flows(offer.sdp, sdp)
+    leg.notes = notes(offer.sdp, sdp)
+    if d.state == "confirmed" and leg.to_tag != d.to_tag:
+        return []
+    d.to_tag = leg.to_tag
+    return publish(d, leg, now, trigger, source, offer.by)
+
+def select(d: Dialog, leg: Leg, now: float, trigger: str, source) -> list[Event]:
+    """The confirmed dialog's media becomes the call's (another fork may have answered last)."""
+    d.to_tag = leg.to_tag
+    if leg.flows and d.flows and not same_flows(d.flows, leg.flows):
+        return publish(d, leg, now, trigger, source, "caller")
+    return []
+
+def publish(d: Dialog, leg: Leg, now: float, trigger: str, source, offerer: str) -> list[Event]:
+    """The call's media is now this leg's: negotiated for the first time, changed, or not."""
+    old, new = d.flows, leg.flows
+    d.flows = new
+    if not old:
+        if new or not d.negotiated:  # a first answer that leaves nothing to key is still reported
+            d.negotiated = True
+            return [MediaNegotiated(d.call_id, now, new, trigger, source, offerer, leg.to_tag, leg.notes)]
+        return []
+    if same_flows(old, new):
+        return [MediaRenegotiated(d.call_id, now, trigger, leg.notes)]
+    return [MediaChanged(d.call_id, now, old, new, trigger, source, leg.to_tag, leg.notes)]
