@@ -47,6 +47,8 @@ class Harness:
         self.actions: list[tuple[float, Action]] = []
         self.pending: list[Action] = []  # asked of the shell, not answered yet (oldest first)
         self.up: dict[str, dict] = {}  # child name -> charon's view of the CHILD_SA, while it is up
+        self.answered: dict[str, int] = {}  # child name -> index of the first action after its set-up answered
+        self.said_no: list[Action] = []  # actions answered with a failure
         self._ids = itertools.count(1)
         self._take(0.0, self.core.start(0.0))
 
@@ -119,7 +121,7 @@ class Harness:
             return [(done, PrekeyResult(a.call_id, ok, now, done, "" if ok else "File exists",
                                         isinstance(a, RemovePrekeyed), tuple(k.spi for k in a.keys)))]
         if isinstance(a, EstablishIke):
-            return [(done, IkeResult(a.peer, a.attempt, ok, ms=rtt * 1000, reason="" if ok else "timeout"))]
+            return [(done, IkeResult(a.peer, a.attempt, ok, a.member, ms=rtt * 1000, reason="" if ok else "timeout"))]
         if isinstance(a, AddDnat):
             return [(done, DnatResult(a.call_id, a.tag, ok, a.rules, a.reason, "" if ok else "nft failed"))]
         raise TypeError(f"no outcome for {type(a).__name__}")
@@ -128,6 +130,10 @@ class Harness:
                rtt: float = 0.0) -> list[Action]:
         """Feed back the outcome of one pending action."""
         self.pending.remove(a)
+        if isinstance(a, (InstallChild, PermitChild)):
+            self.answered[a.child] = len(self.actions)
+        if not ok:
+            self.said_no.append(a)
         out: list[Action] = []
         for t, inp in self.outcome(a, now, ok, up, rtt):
             out += self.charon(t, inp)

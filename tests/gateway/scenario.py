@@ -63,7 +63,7 @@ class Call:
 
     def _branch(self) -> str:
         self._branches += 1
-        return f"z9hG4bK-{self.cid}-{self._branches}"
+        return f"z9hG4bK-{self.cid}-{self.from_tag}-{self._branches}"
 
     def _msg(self, start: str, cseq: str, branch: str, *, to_tag: str | None, body: bytes,
              by_callee: bool = False, via: str | None = None) -> bytes:
