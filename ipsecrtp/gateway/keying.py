@@ -8,6 +8,8 @@ as a :class:`~.state.SaKeying` on the transition table (its outcomes: ``outcomes
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 from collections.abc import Callable
 
 from ..media import Endpoint, Flow, MediaPolicy
@@ -40,6 +42,9 @@ class Keying:
         # children removed lately -> their call: charon's child-down may come after the removal's answer
         self.removed: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.timed: dict[int, SaKeying] = {}  # SAs with a removal or confirmation deadline
+        # (when, n, SA): their deadlines in a heap, an entry checked against its SA when it comes up
+        self.deadlines: list[tuple[float, int, SaKeying]] = []
+        self.armed = itertools.count()
         self.spi_calls: dict[int, str] = {}
         self.rule_calls: dict[FlowRule, str] = {}
         self.prekey_removing: dict[tuple[str, tuple[int, ...]], SaKeying] = {}  # (call, first SPI) -> SA
@@ -233,7 +238,23 @@ class Keying:
     def drain(self, st: SaKeying, due: float, reason: str) -> None:
         st.advance(H.UNKEY)
         st.remove_due, st.remove_reason, st.confirm_due = due, reason, None
+        self.arm(st)
+
+    @staticmethod
+    def due(st: SaKeying) -> float | None:
+        """When something is to happen to this SA: its removal (once its own set-up answered), or
+        giving up on its child-updown."""
+        if st.state is KeyState.DRAINING:
+            return None if st.set_up_pending else st.remove_due
+        if st.state in (KeyState.INITIATED, KeyState.CONFIRMING):
+            return st.confirm_due
+        return None
+
+    def arm(self, st: SaKeying) -> None:
         self.timed[id(st)] = st
+        when = self.due(st)
+        if when is not None:
+            heapq.heappush(self.deadlines, (when, next(self.armed), st))
 
     def remove(self, st: SaKeying) -> None:
         st.advance(H.REMOVE)
@@ -269,23 +290,20 @@ class Keying:
     # -- timers ----------------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
-        times = []
-        for st in self.timed.values():
-            if st.state is KeyState.DRAINING and not st.set_up_pending and st.remove_due is not None:
-                times.append(st.remove_due)
-            elif st.confirm_due is not None:
-                times.append(st.confirm_due)
-        nt = self.nat.next_timer()
-        if nt is not None:
-            times.append(nt)
+        while self.deadlines and self.due(self.deadlines[0][2]) != self.deadlines[0][0]:
+            heapq.heappop(self.deadlines)  # its SA moved on (removed, confirmed, re-armed)
+        times = [t for t in (self.deadlines[0][0] if self.deadlines else None, self.nat.next_timer())
+                 if t is not None]
         return min(times, default=None)
 
     def handle_timer(self, now: float) -> None:
-        for st in list(self.timed.values()):
+        while self.deadlines and self.deadlines[0][0] <= now:
+            when, _, st = heapq.heappop(self.deadlines)
+            if self.due(st) != when:
+                continue
             if st.state is KeyState.DRAINING:
-                if not st.set_up_pending and st.remove_due is not None and st.remove_due <= now:
-                    self.remove(st)
-            elif st.confirm_due is not None and st.confirm_due <= now:
+                self.remove(st)
+            else:
                 st.confirm_due = None
                 self.timed.pop(id(st), None)
                 st.advance(H.CONFIRM_TIMEOUT)

@@ -33,9 +33,9 @@ class Outcomes:
             self._initiated(st, recovered=not r.ok)
         elif st.state in (KeyState.INITIATED, KeyState.CONFIRMING):
             st.confirm_due = r.finished + CONFIRM_WAIT
-            self.k.timed[id(st)] = st
+            self.k.arm(st)
         elif before is KeyState.DRAINING:
-            self.k.timed[id(st)] = st  # its removal waited for this
+            self.k.arm(st)  # its removal waited for this
 
     def prekey_result(self, r: PrekeyResult) -> None:
         if r.removed:
@@ -48,6 +48,8 @@ class Outcomes:
             return
         st.set_up_pending = False
         keys, pairs = st.prekeyed
+        if st.terminated:
+            self.k.arm(st)  # its removal waited for this answer
         if not r.ok:
             st.prekeyed = None  # the install is all or nothing
             st.advance(H.INSTALL_FAILED)
@@ -92,7 +94,7 @@ class Outcomes:
             self.k.out.log("keying-failed", call=r.call_id, child=r.child, reason=r.reason)
         st.advance(H.PERMITTED if r.ok else H.INSTALL_FAILED)
         if st.state is KeyState.DRAINING:
-            self.k.timed[id(st)] = st
+            self.k.arm(st)
 
     def remove_result(self, r: RemoveResult) -> None:
         k = self.k
