@@ -30,6 +30,7 @@ class ControllerConfig:
     nat_translate: bool = True  # key flows as they are on the wire where a NAT rewrote or hid them
     # interfaces watched for media only (router mode: the phones' LAN), where latching is checked
     media_interfaces: tuple[str, ...] = ()
+    metrics: tuple[str, int] | None = None  # the Prometheus exporter's address and port; None: off
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -48,6 +49,14 @@ def _addr(value: str, where: str) -> str:
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not an IP address") from None
+
+
+def _listen(value: str, where: str) -> tuple[str, int]:
+    """'127.0.0.1:9464' or '[::1]:9464': an address to bind (a name would hide which interface)."""
+    host, _, port = str(value).rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: {value!r} must look like 127.0.0.1:9464")
+    return _addr(host.strip("[]"), where), int(port)
 
 
 def _prefixes(values, where: str) -> tuple[str, ...]:
@@ -147,4 +156,5 @@ def load(path: str) -> ControllerConfig:
     return ControllerConfig(interfaces, sip_ports, vici, tuple(peers),
                             float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)),
                             str(c.get("name", "")), budget, bool(c.get("dry_run", False)), nat_private,
-                            bool(c.get("nat_translate", True)), tuple(c.get("media_interfaces", ())))
+                            bool(c.get("nat_translate", True)), tuple(c.get("media_interfaces", ())),
+                            metrics=_listen(c["metrics"], f"{path}: controller.metrics") if c.get("metrics") else None)

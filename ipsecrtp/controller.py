@@ -13,6 +13,7 @@ import select
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from .capture import Capture
 from .config import ControllerConfig
@@ -23,6 +24,9 @@ from .keying.routing import PolicyRouting
 from .keying.strongswan import Charon, KeyingError
 from .log import DecisionLog
 from .shell.executor import Executor, Outcome, RecordingExecutor
+
+if TYPE_CHECKING:
+    from .metrics import Exporter
 
 LOOP_TICK_S = 0.5  # the loop wakes at least this often, to notice a stop
 
@@ -43,14 +47,21 @@ class Controller:
         self.backend = "unknown"
         self.interfaces: dict[object, str] = {}  # capture socket -> interface name
         self._loaded: list = []  # peers this instance loaded into charon, and so unloads
+        self.exporter: Exporter | None = None
 
     # -- start / stop ------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.cfg.metrics is not None:  # first: start-up's own decisions are counted too
+            from .metrics import Exporter, Metrics  # imported only when on
+
+            self.exporter = Exporter(self.cfg.metrics, Metrics())
+            self.log.listeners.append(self.exporter.metrics)
         if self.cfg.dry_run:
             # observe only: SIP, decisions and timelines, nothing asked of charon (a baseline, or a
             # check of what would be keyed before turning keying on); the actions are recorded
             self._open_capture()
+            self._serve_metrics()
             self.backend = "none (dry run)"
             self.core = GatewayCore(self.cfg, self.backend)
             self.executor = RecordingExecutor(self.log)
@@ -59,6 +70,7 @@ class Controller:
             return
         self._check_charon()
         self._open_capture()
+        self._serve_metrics()
         try:
             self._load_peers()
         except KeyingError as exc:
@@ -75,6 +87,17 @@ class Controller:
         self.dispatch(self.core.start(time.time()))
         self.log("started", interfaces=self.cfg.interfaces, sip_ports=sorted(self.cfg.sip_ports),
                  backend=self.backend)
+
+    def _serve_metrics(self) -> None:
+        """Bind the exporter after this machine's checks and before charon is changed: a busy
+        address then stops the start having loaded nothing."""
+        if self.exporter is None:
+            return
+        try:
+            self.exporter.start()
+        except OSError as exc:
+            raise ControllerError(f"controller.metrics {self.exporter.url}: {exc.strerror or exc}") from None
+        self.log("metrics-serving", url=self.exporter.url)
 
     def _check_charon(self) -> None:
         try:
@@ -135,6 +158,8 @@ class Controller:
         if self.capture is not None:
             self.capture.close()
         self.log("stopped")
+        if self.exporter is not None:
+            self.exporter.stop()
 
     def _unload_peers(self) -> None:
         assert self.charon is not None

@@ -10,6 +10,7 @@ programs are required and the VICI socket, the interfaces and the PSK files are 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import struct
@@ -184,6 +185,34 @@ def real_kernel_check(roles: frozenset[str]) -> Check:
                  "" if ok else "python -m ipsecrtp.netns.vm --fetch (scripts/setup.sh does it)")
 
 
+# -- Python packages --------------------------------------------------------------------------
+
+def python_checks(roles: frozenset[str]) -> list[Check]:
+    """Each package the installed ipsecrtp declares (pyproject's dependencies; the test extras on a
+    lab and test machine) is installed in this interpreter's environment: pip resolved them once,
+    but a venv can lose one (a pip uninstall, a Python upgrade) and the import would only fail when
+    the feature is first used (the metrics exporter, say)."""
+    from importlib import metadata
+
+    fix = "pip install -e '.[test]' in the checkout (scripts/setup.sh does it)"
+    try:
+        requires = metadata.requires("ipsecrtp") or []
+    except metadata.PackageNotFoundError:
+        return [Check("python:ipsecrtp", False, True, "ipsecrtp installed in this Python", "not installed", fix)]
+    out = []
+    for req in requires:
+        name = re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0]
+        extra = "extra ==" in req
+        try:
+            ok, detail = True, f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            ok, detail = False, f"{name} not installed"
+        required = not extra or LAB in roles
+        out.append(Check(f"python:{name}", ok, required, f"Python package {req.split(';')[0].strip()}"
+                         + (" (tests)" if extra else ""), detail, "" if ok else fix))
+    return out
+
+
 # -- a gateway's configuration ----------------------------------------------------------------
 
 def config_checks(path: str, esp: bool | None) -> list[Check]:
@@ -265,6 +294,7 @@ def run_checks(config: str | None = None) -> list[Check]:
     out = [Check("root", os.geteuid() == 0, True, "running as root (namespaces, AF_PACKET, xfrm)",
                  f"uid {os.geteuid()}", "" if os.geteuid() == 0 else "run as root")]
     out.extend(program_check(p, roles) for p in PROGRAMS)
+    out.extend(python_checks(roles))
     kernel, esp = kernel_checks(roles)
     out.extend(charon_checks(roles, esp))
     out.extend(kernel)

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from ipsecrtp.doctor import Check, config_checks, elf_is_static, failed, format_line
+from ipsecrtp.doctor import Check, config_checks, elf_is_static, failed, format_line, python_checks
+from ipsecrtp.programs import GATEWAY, LAB, VM
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the kernel probes need root (network namespaces)")
@@ -71,6 +72,14 @@ def test_format_line_and_failed():
     assert format_line(bad).startswith("FAIL") and format_line(bad).endswith("-> apt-get install x-pkg")
     assert format_line(optional).startswith("warn") and format_line(good).startswith("ok")
     assert failed([bad, optional, good]) == [bad]
+
+
+def test_python_dependencies_are_checked_the_tests_only_on_a_lab_machine():
+    lab = by_name(python_checks(frozenset({GATEWAY, LAB, VM})))
+    gateway = by_name(python_checks(frozenset({GATEWAY})))
+    assert lab["python:prometheus_client"].ok and lab["python:prometheus_client"].required  # the metrics exporter
+    assert lab["python:vici"].required and gateway["python:vici"].required
+    assert lab["python:pytest"].required and not gateway["python:pytest"].required
 
 
 def test_static_elf_is_told_from_a_dynamic_one(tmp_path):

@@ -132,6 +132,8 @@ def status(name: str, as_json: bool) -> None:
     for role, gw in st["gateways"].items():
         addrs = ", ".join(f"{i['name']}={'/'.join(i['addresses'])}" for i in gw["interfaces"])
         click.echo(f"  {role}: {gw['namespace']} [{addrs}]")
+        if gw.get("metrics"):  # the controller's exporter listens on the namespace's own loopback
+            click.echo(f"    metrics: ip netns exec {gw['namespace']} curl -s {gw['metrics']}")
     for p in st["processes"]:
         click.echo(f"  {p['kind']:<10} {p['role']} pid {p['pid']} {'running' if p['alive'] else 'gone'}")
 

@@ -29,6 +29,8 @@ RTP_PORTS = (10000, 10199)
 # how long charon and a controller may take to come up: seconds here, but the real-kernel tier's
 # guest runs under TCG, several times slower
 START_TIMEOUT = 60.0
+# each controller's Prometheus exporter, on its own gateway's loopback (each namespace has its own)
+METRICS_ADDR = "127.0.0.1:9464"
 SIP_PORT = 5060
 
 
@@ -147,6 +149,7 @@ sip_ports = [{sip}]
 rtp_ports = "{rtp_lo}-{rtp_hi}"
 vici = "unix://{dir}/charon.vici"
 media_timeout = {media_timeout}
+metrics = "{metrics}"
 
 [[peer]]
 name = "{peer}"
@@ -354,10 +357,13 @@ class Lab:
                                            nat_private=self._nat_private(),
                                            media_ifs='"lan0"' if self.state.get("mode") == "router" else "",
                                            media_timeout=media_timeout,
-                                           strategy=self.state.get("strategy", "child-per-call")))
+                                           strategy=self.state.get("strategy", "child-per-call"),
+                                           metrics=METRICS_ADDR))
             esp = self.state.get("esp_proposals")
             if esp:  # [[peer]] is the template's last table, so a key written after it belongs to it
                 f.write(f"esp_proposals = {json.dumps(esp)}\n")  # a JSON list of strings is a TOML array
+        # inside the gateway's namespace: `lab status` shows it, saved with the process below
+        self.state["gateways"][gw.role]["metrics"] = f"http://{METRICS_ADDR}/metrics"
         log = self.controller_log(gw.role)
         pid, st = proc.spawn(self.ns(gw.role), [sys.executable, "-m", "ipsecrtp", "run", "--config", cfg], log)
         self._track(gw.role, "controller", pid, st, self.ns(gw.role))
