@@ -18,7 +18,7 @@ def ipv6(src: bytes, dst: bytes) -> bytes:
     return struct.pack("!IHBB", 6 << 28, len(payload), UDP, 64) + src + dst + payload
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(st.binary(min_size=4, max_size=4), st.binary(min_size=4, max_size=4))
 def test_ipv4_addresses_as_inet_ntop_writes_them(src, dst):
     head = struct.pack("!BBHHHBBH", 0x45, 0, 20 + 9, 1, 0, 64, UDP, 0)
@@ -26,7 +26,7 @@ def test_ipv4_addresses_as_inet_ntop_writes_them(src, dst):
     assert (p.src, p.dst) == (socket.inet_ntop(socket.AF_INET, src), socket.inet_ntop(socket.AF_INET, dst))
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16))
 def test_ipv6_addresses_in_the_form_the_sdp_parser_gives_them(src, dst):
     p = decode_ip(ipv6(src, dst))
