@@ -12,6 +12,7 @@ from .bench import bench
 from .doctor import doctor
 from .lab import lab
 from .natcheck import nat_check
+from .overhead import overhead
 from .sas import sas
 
 
@@ -154,6 +155,7 @@ main.add_command(bench)
 main.add_command(nat_check)
 main.add_command(sas)
 main.add_command(doctor)
+main.add_command(overhead)
 
 if __name__ == "__main__":
     sys.exit(main())
