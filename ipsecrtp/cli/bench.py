@@ -139,3 +139,62 @@ def ike_loss(losses: str, rtt: float, children: int, tuned: str, as_json: bool) 
         click.echo(f"{r['timers']:<8} {r['loss_pct']:>4.0f}% {r['median_ms']:>8.1f} {r['p95_ms']:>8.1f} "
                    f"{r['max_ms']:>8.1f} {r['over_1s']:>5} {r['failed']:>6}")
     click.echo(f"tuned timers: {report['tuned']}")
+
+
+def _default_results(day: str) -> str | None:
+    """bench/results/load-DAY.txt of the checkout this package runs from (None when installed elsewhere)."""
+    results = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "bench", "results")
+    return os.path.join(results, f"load-{day}.txt") if os.path.isdir(results) else None
+
+
+@bench.command()
+@click.option("--rate", default=20.0, show_default=True, help="calls offered a second")
+@click.option("--calls", default=300, show_default=True)
+@click.option("--hold", default=10.0, show_default=True, help="seconds each call lasts after the answer")
+@click.option("--rtt", default=0.0, show_default=True, help="ms; 0: a plain veth, else the WAN emulator")
+@click.option("--strategy", default="child-per-call", show_default=True,
+              help="ike-per-call (a), child-per-call (b), speculative (c)")
+@click.option("--rtp-ports", default="10000-19999", show_default=True, help="LO-HI, the lab's media range")
+@click.option("--ptime", default=100.0, show_default=True,
+              help="ms of audio per RTP packet: one packet every ptime ms each way per call (20: a phone's rate)")
+@click.option("--raw-seconds", default=3.0, show_default=True, help="how long the raw charon figure is measured")
+@click.option("--profile", "profile_dir", default=None,
+              help="DIR: py-spy samples of both controllers during the calls (raw, flamegraph.pl input)")
+@click.option("--logs", "logs_dir", default=None, help="DIR: keep the lab's logs, sipp's files and the capture")
+@click.option("--out", default=None, help="append the text report here [default: bench/results/load-DATE.txt of "
+                                          "the checkout, if there is one]")
+@click.option("--json", "as_json", is_flag=True)
+def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, rtp_ports: str, ptime: float,
+         raw_seconds: float, profile_dir: str | None, logs_dir: str | None, out: str | None, as_json: bool) -> None:
+    """A busy hour: sipp calls at a rate through a lab of their own; keying rate and delay per tenth of
+    the run, RTP in clear, CPU and memory, leaks, and the raw charon figure of the same run."""
+    import datetime
+
+    from ..config import STRATEGIES
+    from ..netns.lab import LabError, parse_port_range
+    from ..netns.load import LoadError, run
+    from ..netns.loadreport import format_text
+
+    _need_root()
+    strategy = STRATEGIES.get(strategy, strategy)
+    if strategy not in STRATEGIES.values():
+        raise click.BadParameter(f"{strategy!r} is not one of {', '.join(STRATEGIES.values())}")
+    try:
+        ports = parse_port_range(rtp_ports)
+    except LabError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rtp-ports") from None
+    try:
+        report = run(rate=rate, calls=calls, hold=hold, rtt=rtt, strategy=strategy, rtp_ports=ports, ptime=ptime,
+                     raw_seconds=raw_seconds, profile_dir=profile_dir, logs_dir=logs_dir,
+                     progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
+    except LoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    text = format_text(report)
+    click.echo(json.dumps(report, indent=1) if as_json else text, nl=as_json)
+    path = out or _default_results(datetime.date.today().isoformat())
+    if path:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+        if not as_json:
+            click.echo(f"(appended to {path})")

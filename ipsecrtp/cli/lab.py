@@ -58,31 +58,38 @@ def link_settings(rtt, jitter, loss, ike_loss, rate):
               help="host: the gateways are the media endpoints; router: a phone behind each gateway (kernel ESP)")
 @click.option("--no-keying", is_flag=True, help="no charon: the controllers only observe and decide")
 @click.option("--nat-random-ports", is_flag=True, help="with phone-nat: the NAT picks random source ports")
+@click.option("--rtp-ports", default=None,
+              help="LO-HI: the media ports the controllers key and the user agents use [default: the lab's, "
+                   "10000-10199]")
 @wan_options
 def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: bool, mode: str, no_keying: bool,
-       nat_random_ports: bool, rtt, jitter, loss, ike_loss, rate) -> None:
+       nat_random_ports: bool, rtp_ports: str, rtt, jitter, loss, ike_loss, rate) -> None:
     """Create the lab (namespaces, WAN link, charons, controllers).
 
     With --rtt/--jitter/--loss/--ike-loss/--rate the WAN goes through a user-space link
     emulator in a third namespace (this kernel has no netem)."""
     from ..config import STRATEGIES
-    from ..netns.lab import Lab, LabError
+    from ..netns.lab import RTP_PORTS, Lab, LabError, parse_port_range
 
     strategy = STRATEGIES.get(strategy, strategy)
     if strategy not in STRATEGIES.values():
         raise click.BadParameter(f"{strategy!r} is not one of {', '.join(STRATEGIES.values())}")
+    try:
+        ports = parse_port_range(rtp_ports) if rtp_ports else RTP_PORTS
+    except LabError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rtp-ports") from None
     wan = link_settings(rtt, jitter, loss, ike_loss, rate)
     lab_ = Lab(name)
     try:
         lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy,
                 nat={"nat": "between", "phone-nat": "phone"}.get(topology), sip_alg=sip_alg, mode=mode,
-                keying=not no_keying, nat_random_ports=nat_random_ports)
+                keying=not no_keying, nat_random_ports=nat_random_ports, rtp_ports=ports)
     except (LabError, RuntimeError, OSError) as exc:
         lab_.down()
         raise _fail(exc) from None
     st = lab_.status()
     click.echo(f"lab {name} up: backend {st['backend']} ({st['esp_probe']}), strategy {strategy}, mode {mode}, "
-               f"topology {topology}{' with the SIP ALG' if sip_alg else ''}")
+               f"topology {topology}{' with the SIP ALG' if sip_alg else ''}, RTP ports {ports[0]}-{ports[1]}")
     for role, g in st["gateways"].items():
         if g.get("phone"):
             click.echo(f"  {role}'s phone: namespace {g['phone']['namespace']}, address {g['phone']['address']}")

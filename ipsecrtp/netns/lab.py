@@ -25,13 +25,15 @@ from .wanem import LinkSettings
 CHARON = "/usr/lib/ipsec/charon"
 # not under /run: each charon mounts a private tmpfs over /run
 BASE_DIR = os.environ.get("IPSECRTP_LAB_DIR", "/var/lib/ipsecrtp/labs")
-RTP_PORTS = (10000, 10199)
+SIP_PORT = 5060
+RTP_PORTS = (10000, 10199)  # the default: room for 100 calls with separate RTCP
+# ports a lab's RTP range must leave out: IKE, NAT-T and SIP would otherwise be keyed and counted as media
+RESERVED_PORTS = (500, 4500, SIP_PORT)
 # how long charon and a controller may take to come up: seconds here, but the real-kernel tier's
 # guest runs under TCG, several times slower
 START_TIMEOUT = 60.0
 # each controller's Prometheus exporter, on its own gateway's loopback (each namespace has its own)
 METRICS_ADDR = "127.0.0.1:9464"
-SIP_PORT = 5060
 
 
 @dataclass(frozen=True)
@@ -221,9 +223,13 @@ class Lab:
         proc.run(ns, "ip", "link", "set", "lo", "up")
         return ns
 
-    def _track(self, role: str, kind: str, pid: int, st: int, ns: str) -> None:
+    def track(self, role: str, kind: str, pid: int, st: int, ns: str) -> None:
+        """Record a process started for this lab (before anything else happens), so that ``down``
+        stops it by pid and start time whatever happens to the caller."""
         self.state["procs"].append({"role": role, "kind": kind, "pid": pid, "start": st, "ns": ns})
         self._save()
+
+    _track = track  # the name older callers use
 
     # -- up ---------------------------------------------------------------------------------
 
@@ -231,7 +237,7 @@ class Lab:
            strategy: str = "child-per-call", charon_extra: str = "", keying: bool = True,
            controllers: bool = True, nat: str | None = None, sip_alg: bool = False,
            nat_translate: bool = True, mode: str = "host", nat_random_ports: bool = False,
-           esp_proposals: tuple[str, ...] | None = None) -> None:
+           rtp_ports: tuple[int, int] = RTP_PORTS, esp_proposals: tuple[str, ...] | None = None) -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
@@ -243,7 +249,10 @@ class Lab:
         (a customer router) between gwa's phone and gwa. ``mode="router"``: phones behind the
         gateways; keyed only with kernel ESP, observe-only (``keying=False``) on any kernel.
         ``nat_random_ports``: the NAT picks random source ports (``masquerade random``), as some
-        carrier NATs do, instead of keeping the phone's."""
+        carrier NATs do, instead of keeping the phone's. ``rtp_ports``: the media port range (both
+        ends inclusive) the controllers key and the user agents use; a load run needs thousands.
+        ``controllers=False``: charons only; ``start_controllers()`` can start them later."""
+        check_rtp_ports(rtp_ports)
         if mode not in ("host", "router"):
             raise LabError(f"unknown mode {mode!r} (host or router)")
         if nat not in (None, "between", "phone"):
@@ -263,6 +272,8 @@ class Lab:
         self.state["strategy"] = strategy
         self.state["charon_extra"] = charon_extra
         self.state["esp_proposals"] = list(esp_proposals) if esp_proposals else None
+        self.state["rtp_ports"] = list(rtp_ports)
+        self.state["media_timeout"] = media_timeout
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, veth, charon)")
         if not os.path.exists(CHARON):
@@ -302,18 +313,33 @@ class Lab:
         self.state["backend"] = backend if keying else f"none (observe only; {backend} would key here)"
         self.state["esp_probe"] = probe.detail
         self._save()
-        psk = os.path.join(self.dir, "psk")
-        fd = os.open(psk, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(self.psk_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
         for gw in self.topology if keying else ():
             self._start_charon(gw, backend)
         self.state["keying"] = keying
-        for gw in self.topology if controllers else ():
-            peer = b if gw is a else a
-            self._start_controller(gw, peer, psk, media_timeout)
+        if controllers:
+            self.start_controllers()
         self.state["up_at"] = time.time()
         self._save()
+
+    @property
+    def psk_path(self) -> str:
+        return os.path.join(self.dir, "psk")
+
+    @property
+    def rtp_ports(self) -> tuple[int, int]:
+        """This lab's media port range (labs from before the option have the old fixed one)."""
+        lo, hi = self.state.get("rtp_ports") or RTP_PORTS
+        return int(lo), int(hi)
+
+    def start_controllers(self) -> None:
+        """One controller per gateway. Separate from ``up`` so that a benchmark can first measure the
+        charons alone (``up(controllers=False)``), then add the controllers to the same lab."""
+        a, b = self.topology[0], self.topology[1]
+        for gw in self.topology:
+            self._start_controller(gw, b if gw is a else a, self.psk_path, self.state.get("media_timeout", 30.0))
 
     def _start_charon(self, gw: Gateway, backend: str) -> None:
         d = self.gw_dir(gw.role)
@@ -348,7 +374,7 @@ class Lab:
         cfg = os.path.join(d, "controller.toml")
         with open(cfg, "w") as f:
             f.write(CONTROLLER_TOML.format(name=gw.role, dry_run="false" if self.state.get("keying", True) else "true",
-                                           sip=SIP_PORT, rtp_lo=RTP_PORTS[0], rtp_hi=RTP_PORTS[1], dir=d,
+                                           sip=SIP_PORT, rtp_lo=self.rtp_ports[0], rtp_hi=self.rtp_ports[1], dir=d,
                                            peer=peer.role, local=gw.addr, remote=peer.addr, psk=psk,
                                            ike_remote=self._reach(gw, peer),
                                            local_media=self.state["gateways"][gw.role]["media"][0],
@@ -388,7 +414,7 @@ class Lab:
             d = os.path.join(self.gw_dir(gw.role), "baresip")
             addr = self.ua_addr(gw.role)
             accounts = [account(gw.user, addr, "auto"), account("ring-" + gw.user, addr, "manual")]
-            write_config(d, addr, accounts, RTP_PORTS)
+            write_config(d, addr, accounts, self.rtp_ports)
             ns = self.ua_ns(gw.role)
             pid, st = proc.spawn(ns, ["baresip", "-f", d], os.path.join(d, "baresip.out"))
             self._track(gw.role, "baresip", pid, st, ns)
@@ -571,6 +597,26 @@ class Lab:
             except OSError:
                 break
         return removed
+
+
+def check_rtp_ports(ports: tuple[int, int]) -> None:
+    """A usable media range: unprivileged ports, low to high, clear of IKE, NAT-T and SIP."""
+    lo, hi = ports
+    if not 1024 <= lo <= hi <= 65535:
+        raise LabError(f"RTP ports {lo}-{hi}: need 1024 <= LO <= HI <= 65535")
+    clash = [p for p in RESERVED_PORTS if lo <= p <= hi + 1]  # +1: RTCP on the last RTP port + 1
+    if clash:
+        raise LabError(f"RTP ports {lo}-{hi} include {clash[0]} (IKE, NAT-T or SIP)")
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """'10000-19999' -> (10000, 19999), checked as ``check_rtp_ports`` does."""
+    lo, sep, hi = text.partition("-")
+    if not (sep and lo.strip().isdigit() and hi.strip().isdigit()):
+        raise LabError(f"port range {text!r}: expected LO-HI, e.g. 10000-19999")
+    ports = (int(lo), int(hi))
+    check_rtp_ports(ports)
+    return ports
 
 
 def read_log(path: str) -> list[dict]:

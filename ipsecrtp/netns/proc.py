@@ -66,11 +66,26 @@ def kill(pid: int, st: int, grace: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
+    """Collect an exited child of ours (until then it stays a zombie, and ``alive``)."""
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+_reap = reap  # the name older callers use
+
+
+def wait_exit(pid: int, st: int, timeout: float) -> bool:
+    """Wait for this process (pid and start time) to end by itself; whether it did within timeout."""
+    deadline = time.monotonic() + timeout
+    while alive(pid, st):
+        reap(pid)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def ns_pids(ns: str) -> list[int]:
