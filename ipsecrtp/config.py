@@ -85,6 +85,12 @@ def _pool(value, where: str) -> int:
     return value
 
 
+def _protect(value, where: str) -> str:
+    if value not in ("required", "opportunistic"):
+        raise ConfigError(f"{where}: must be \"required\" or \"opportunistic\", not {value!r}")
+    return value
+
+
 def _strategy(value: str, where: str) -> str:
     """Keying strategy, by name or by the letter the design discussion uses (a, b, c)."""
     v = STRATEGIES.get(str(value), str(value))
@@ -122,6 +128,7 @@ def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
         strategy=_strategy(p.get("strategy", "child-per-call"), f"{where}.strategy"),
         ike_remote_id=_addr(p["ike_remote_id"], f"{where}.ike_remote_id") if p.get("ike_remote_id") else "",
         ike_pool=_pool(p.get("ike_pool", DEFAULT_IKE_POOL), f"{where}.ike_pool"),
+        protect=_protect(p.get("protect", "required"), f"{where}.protect"),
     )
 
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from .capture import Capture
 from .config import ControllerConfig
 from .gateway.actions import Action
-from .gateway.core import GatewayCore
+from .gateway.core import SINK, GatewayCore
 from .kernel.xfrm import probe_esp
+from .keying.dataplane import DataPlane, DataPlaneError
 from .keying.routing import PolicyRouting
 from .keying.strongswan import Charon, KeyingError
 from .log import DecisionLog
@@ -44,6 +45,8 @@ class Controller:
         self.capture: Capture | None = None
         self.charon: Charon | None = None
         self.routing: PolicyRouting | None = None
+        self.dataplane: DataPlane | None = None
+        self.flush = False  # remove the data plane at stop (else it stays: fail-closed across restarts)
         self.backend = "unknown"
         self.interfaces: dict[object, str] = {}  # capture socket -> interface name
         self._loaded: list = []  # peers this instance loaded into charon, and so unloads
@@ -81,12 +84,29 @@ class Controller:
             self.routing = PolicyRouting()
             removed = self.routing.remove_blanket()
             self.log("routing-narrowed", removed_blanket_rules=removed, table=self.routing.table)
+            self._data_plane()
         self.core = GatewayCore(self.cfg, self.backend)
-        self.executor = Executor(self.cfg, self.log, self.routing)
+        self.executor = Executor(self.cfg, self.log, self.routing, self.dataplane)
         self.executor.start()
         self.dispatch(self.core.start(time.time()))
         self.log("started", interfaces=self.cfg.interfaces, sip_ports=sorted(self.cfg.sip_ports),
                  backend=self.backend)
+
+    def _data_plane(self) -> None:
+        """kernel-libipsec: keyed flows marked into charon's TUN by one nftables set; with
+        protect = required, every other packet to those peers' media kept from the WAN."""
+        guarded = [p for p in self.cfg.peers if p.protect == "required"]
+        prefixes = [n for p in guarded for n in p.remote_media]
+        lo = min(p.rtp_ports[0] for p in self.cfg.peers)
+        hi = max(p.rtp_ports[1] for p in self.cfg.peers)
+        self.dataplane = DataPlane()
+        try:
+            self.dataplane.install(prefixes, (lo, hi), bool(guarded))
+        except (DataPlaneError, OSError) as exc:
+            raise ControllerError(f"data plane: {exc}") from None
+        self.log("data-plane", sink=SINK, required=[p.name for p in guarded], guarded=prefixes,
+                 rtp_ports=f"{lo}-{hi}",
+                 opportunistic=[p.name for p in self.cfg.peers if p.protect != "required"])
 
     def _serve_metrics(self) -> None:
         """Bind the exporter after this machine's checks and before charon is changed: a busy
@@ -116,6 +136,11 @@ class Controller:
                                   "load charon's kernel-libipsec plugin instead")
         if self.backend == "unknown":
             raise ControllerError("charon has neither kernel-netlink nor kernel-libipsec loaded")
+        required = [p.name for p in self.cfg.peers if p.protect == "required"]
+        if self.backend == "kernel-netlink" and required:
+            raise ControllerError(f"protect = \"required\" (peer {required[0]}) is enforced by kernel-libipsec's data "
+                                  "plane; with kernel-netlink set protect = \"opportunistic\" for now (xfrm block "
+                                  "policies are not built yet)")
         if not probe.supported and any(p.strategy == "pre-keyed" for p in self.cfg.peers):
             raise ControllerError("strategy pre-keyed installs ESP SAs in the kernel, which has no ESP here: "
                                   "use an IKE strategy (a, b, c) or a kernel with ESP")
@@ -131,12 +156,13 @@ class Controller:
                      remote_media=peer.remote_media, rtp_ports=peer.rtp_ports)
 
     def _open_capture(self) -> None:
-        names = [*self.cfg.interfaces, *self.cfg.media_interfaces]
         try:
-            self.capture = Capture(names)
+            # SIP on sockets of its own (a kernel filter): media never crowds signalling out
+            self.capture = Capture(list(self.cfg.interfaces), sorted(self.cfg.sip_ports),
+                                   list(self.cfg.media_interfaces))
         except Exception as exc:  # CaptureError; its message is the one line
             raise ControllerError(str(exc)) from None
-        self.interfaces = dict(zip(self.capture.fileno_list(), names, strict=True))
+        self.interfaces = dict(self.capture.interface_of)
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -153,6 +179,8 @@ class Controller:
             self.executor.close()
         if self.routing is not None:
             self.routing.close()
+        if self.dataplane is not None:
+            self.dataplane.close(flush=self.flush)
         if self.charon is not None:
             self.charon.close()
         if self.capture is not None:
@@ -208,14 +236,24 @@ class Controller:
         wake = self.executor.wake_r if isinstance(self.executor, Executor) else None
         if wake is not None:
             socks.append(wake)
+        sink = self.dataplane.sink_fd if self.dataplane is not None else None
+        if sink is not None:
+            socks.append(sink)
         while not self.stop.is_set():
             nt = self.core.next_timer()
             timeout = LOOP_TICK_S if nt is None else min(LOOP_TICK_S, max(0.0, nt - time.time()))
             readable, _, _ = select.select(socks, [], [], timeout)
+            # signalling first: an answer read before the media that follows it
+            readable.sort(key=lambda s: s not in self.capture.sip_socks)
             for s in readable:
                 if s == wake:
                     assert isinstance(self.executor, Executor)
                     self.feed(self.executor.drain())
+                    continue
+                if s == sink:
+                    assert self.dataplane is not None
+                    for data in self.dataplane.read_sink():
+                        self.on_packet(time.time(), data, SINK)
                     continue
                 for t, data in self.capture.read(s):
                     self.on_packet(t, data, self.interfaces[s])

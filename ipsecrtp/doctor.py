@@ -210,7 +210,22 @@ def python_checks(roles: frozenset[str]) -> list[Check]:
         required = not extra or LAB in roles
         out.append(Check(f"python:{name}", ok, required, f"Python package {req.split(';')[0].strip()}"
                          + (" (tests)" if extra else ""), detail, "" if ok else fix))
+    out.append(nftables_binding_check())
     return out
+
+
+def nftables_binding_check() -> Check:
+    """The data plane (kernel-libipsec) uses the netfilter project's own libnftables binding, which
+    is Debian's python3-nftables, not a PyPI package: setup.sh makes it visible to the venv."""
+    fix = "apt-get install python3-nftables, then scripts/setup.sh (links it into the venv)"
+    try:
+        import nftables
+
+        rc, _out, err = nftables.Nftables().cmd("list tables")
+    except (ImportError, OSError) as exc:
+        return Check("python:nftables", False, True, "libnftables binding (data plane)", str(exc), fix)
+    return Check("python:nftables", rc == 0, True, "libnftables binding (data plane)",
+                 "loaded" if rc == 0 else err.strip(), "" if rc == 0 else fix)
 
 
 # -- a gateway's configuration ----------------------------------------------------------------

@@ -58,6 +58,8 @@ PROGRAMS: tuple[Program, ...] = (
     _p("dumpcap", "wireshark-common", "captures the SIP lab as pcapng", LAB),
     _p("tshark", "tshark", "dissects the captures (SDP, IKE, ESP) in the lab tests", LAB),
     _p("kamailio", "kamailio", "SIP proxy and registrar of the SIP lab", LAB),
+    _p("py-spy", "pip:py-spy", "profiles the controllers during `bench load --profile` (when installed)", LAB,
+       optional=True),
     _p("sipp", "sip-tester", "scripted SIP user agent of the SIP lab", LAB),
     _p("baresip", "baresip-core", "real SIP phones placing the lab's calls", LAB),
     _p("apt-cache", "apt", "finds the Debian kernel for the real-kernel tier", VM),

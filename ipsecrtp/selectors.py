@@ -31,6 +31,9 @@ class PeerConfig:
     # IKE_SAs this gateway keeps to the peer for per-call CHILD_SAs (child-per-call, speculative):
     # charon runs one exchange at a time per IKE_SA, so calls spread over a pool key concurrently
     ike_pool: int = 1
+    # required: no RTP/RTCP to the peer's media leaves in clear (dropped until its SA is up, and
+    # whenever it is not); opportunistic: keyed when possible, cleartext counted and reported
+    protect: str = "required"
 
     @property
     def remote_id(self) -> str:

@@ -11,7 +11,7 @@ PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan
       iproute2 iputils-ping nftables procps
       qemu-system-x86 kmod busybox-static file  # the real-kernel tier: virtme-ng needs a static busybox, `file`
       mount dash dpkg apt                        # essential on Debian: listed because the lab runs them
-      python3 python3-venv python3-pip)
+      python3 python3-venv python3-pip python3-nftables)
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup.sh: run as root (it installs Debian packages; the lab needs network namespaces)" >&2
@@ -45,6 +45,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+# Debian's libnftables binding (python3-nftables, the netfilter project's own; not on PyPI) for the
+# data plane: only that package is made visible to the venv, not the rest of Debian's Python
+mkdir -p .venv/debian-nftables
+ln -sfn /usr/lib/python3/dist-packages/nftables .venv/debian-nftables/nftables
+echo "$PWD/.venv/debian-nftables" > "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/debian-nftables.pth"
 # the real-kernel tier's kernel (Debian's stock image, unpacked once into /opt/ipsecrtp/kernel)
 .venv/bin/python -m ipsecrtp.netns.vm --fetch >/dev/null
 # everything above really there (programs, charon plugins, kernel features): fails setup if not

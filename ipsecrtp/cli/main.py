@@ -24,7 +24,9 @@ def main() -> None:
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="controller TOML file")
-def run(config_path: str) -> None:
+@click.option("--flush", is_flag=True,
+              help="at stop, also remove the data plane (kept by default: media stays fail-closed between runs)")
+def run(config_path: str, flush: bool) -> None:
     """Watch SIP on this gateway and key each call's media through charon."""
     from ..config import ConfigError, load
     from ..controller import Controller, ControllerError
@@ -35,6 +37,7 @@ def run(config_path: str) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     ctl = Controller(cfg, DecisionLog())
+    ctl.flush = flush
     try:
         ctl.start()
     except ControllerError as exc:

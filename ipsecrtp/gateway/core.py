@@ -55,6 +55,7 @@ from .timelines import Timelines
 if TYPE_CHECKING:
     from ..config import ControllerConfig
 
+SINK = "sink"  # the interface name the shell gives packets the data plane kept from the WAN
 IKE_TRIES = 5  # attempts at a peer's long-lived IKE_SA at start (its controller may start later)
 IKE_RETRY_S = 1.0
 
@@ -75,6 +76,7 @@ class GatewayCore:
         self.outcomes = Outcomes(self.keying)
         self.peers = {p.name: p for p in cfg.peers}
         self.routed: set[FlowRule] = set()
+        self.dropped_unattributed = 0  # kept from the WAN, but no known call's (e.g. before any answer)
         self.ike_retry: dict[tuple[str, int], tuple[float, int]] = {}  # (peer, member) -> (when, attempt)
 
     def _flush(self) -> list[Action]:
@@ -118,6 +120,9 @@ class GatewayCore:
         pkt = decode_ip(data)
         if pkt is None:
             return []
+        if interface == SINK:
+            self._dropped(pkt, now)
+            return self._flush()
         if interface in self.media_interfaces:
             # the phones' side: what their media really comes from (SIP and IKE are taken on the WAN,
             # once; this side's RTP is in clear by design, so it does not count in the timeline)
@@ -141,6 +146,20 @@ class GatewayCore:
                 self.nat.wan_clear_media(pkt.src, pkt.sport, pkt.dst, pkt.dport, now)
             self._media(call, False, now)
         return self._flush()
+
+    def _dropped(self, pkt, now: float) -> None:
+        """Cleartext media the data plane kept from the WAN (protect = required): counted for its
+        call, the honest price of keying after the answer (or of keying that failed)."""
+        if pkt.proto != 17:
+            return
+        call = self.keying.rule_calls.get(FlowRule(pkt.src, pkt.dst, pkt.sport, pkt.dport))
+        tl = self.timelines.get(call)
+        if tl is not None:
+            tl.dropped_clear += 1
+            if tl.ended is not None:
+                tl.dropped_after_end += 1
+        else:
+            self.dropped_unattributed += 1
 
     def _sip(self, pkt, now: float) -> None:
         for item, stream in self.extractor.feed(pkt):

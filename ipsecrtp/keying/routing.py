@@ -16,6 +16,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..selectors import FlowRule
+from .dataplane import KEYED
 
 FIB_RULE_INVERT = 0x2
 
@@ -30,12 +31,13 @@ class PolicyRouting:
         self.ipr.close()
 
     def blanket_rules(self) -> list:
-        """charon's catch-all rules into its table (no port or protocol selector)."""
+        """charon's catch-all rules into its table (no port or protocol selector, and not the data
+        plane's rule for the flows it marks as keyed)."""
         found = []
         for family in (socket.AF_INET, socket.AF_INET6):
             for r in self.ipr.get_rules(family=family):
                 if (r.get_attr("FRA_TABLE") == self.table and r.get_attr("FRA_IP_PROTO") is None
-                        and r.get_attr("FRA_DPORT_RANGE") is None):
+                        and r.get_attr("FRA_DPORT_RANGE") is None and r.get_attr("FRA_FWMARK") != KEYED):
                     found.append(r)
         return found
 

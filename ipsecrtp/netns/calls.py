@@ -130,8 +130,16 @@ def child_sas(lab: Lab, role: str) -> list[dict]:
 
 
 def flow_rules(lab: Lab, role: str) -> list[str]:
+    """Every keyed flow the gateway routes into charon's TUN: per-flow policy-routing rules (none
+    expected) and the data plane's keyed set elements (kernel-libipsec)."""
     r = proc.run(lab.ns(role), "ip", "rule", "show", check=False)
-    return [ln.strip() for ln in r.stdout.splitlines() if "ipproto udp" in ln]
+    rules = [ln.strip() for ln in r.stdout.splitlines() if "ipproto udp" in ln]
+    for s in ("keyed4", "keyed6", "ranges4", "ranges6"):
+        listing = proc.run(lab.ns(role), "nft", "list", "set", "inet", "ipsecrtp_dp", s, check=False).stdout
+        if "elements = {" in listing:
+            body = listing.split("elements = {", 1)[1].split("}", 1)[0]
+            rules += [f"{s} {e.strip()}" for e in body.replace("\n", " ").split(",") if e.strip()]
+    return rules
 
 
 class Phones:

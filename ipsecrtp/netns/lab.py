@@ -237,7 +237,8 @@ class Lab:
            strategy: str = "child-per-call", charon_extra: str = "", keying: bool = True,
            controllers: bool = True, nat: str | None = None, sip_alg: bool = False,
            nat_translate: bool = True, mode: str = "host", nat_random_ports: bool = False,
-           rtp_ports: tuple[int, int] = RTP_PORTS, esp_proposals: tuple[str, ...] | None = None) -> None:
+           rtp_ports: tuple[int, int] = RTP_PORTS, esp_proposals: tuple[str, ...] | None = None,
+           protect: str | None = None, ike_pool: int = 1) -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
@@ -272,6 +273,9 @@ class Lab:
         self.state["strategy"] = strategy
         self.state["charon_extra"] = charon_extra
         self.state["esp_proposals"] = list(esp_proposals) if esp_proposals else None
+        # protect: None = the controllers' default (required) where the backend enforces it
+        # (kernel-libipsec), opportunistic with kernel ESP (not enforced there yet)
+        self.state["protect"], self.state["ike_pool"] = protect, ike_pool
         self.state["rtp_ports"] = list(rtp_ports)
         self.state["media_timeout"] = media_timeout
         if os.geteuid() != 0:
@@ -385,6 +389,9 @@ class Lab:
                                            media_timeout=media_timeout,
                                            strategy=self.state.get("strategy", "child-per-call"),
                                            metrics=METRICS_ADDR))
+            protect = self.state.get("protect") or \
+                ("opportunistic" if self.state.get("backend") == "kernel-netlink" else "required")
+            f.write(f'protect = "{protect}"\nike_pool = {int(self.state.get("ike_pool") or 1)}\n')
             esp = self.state.get("esp_proposals")
             if esp:  # [[peer]] is the template's last table, so a key written after it belongs to it
                 f.write(f"esp_proposals = {json.dumps(esp)}\n")  # a JSON list of strings is a TOML array

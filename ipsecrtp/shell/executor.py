@@ -49,6 +49,7 @@ from ..gateway.actions import (
 )
 from ..kernel.xfrm import XfrmSocket
 from ..keying import dnat, prekeyed
+from ..keying.dataplane import DataPlane, DataPlaneError
 from ..keying.routing import PolicyRouting
 from ..keying.strongswan import Charon, KeyingError, listen
 from ..log import DecisionLog
@@ -58,8 +59,9 @@ CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke)
 
 
 class Executor:
-    def __init__(self, cfg: ControllerConfig, log: DecisionLog, routing: PolicyRouting | None) -> None:
-        self.cfg, self.log, self.routing = cfg, log, routing
+    def __init__(self, cfg: ControllerConfig, log: DecisionLog, routing: PolicyRouting | None,
+                 dataplane: DataPlane | None = None) -> None:
+        self.cfg, self.log, self.routing, self.dataplane = cfg, log, routing, dataplane
         self.peers = {p.name: p for p in cfg.peers}
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
@@ -141,15 +143,15 @@ class Executor:
 
     def _inline(self, a: Action) -> Input | None:
         if isinstance(a, (AddRoute, DelRoute, RemoveBlanketRoute)):
-            if self.routing is not None:
+            if self.routing is not None and self.dataplane is not None:
                 try:
                     if isinstance(a, AddRoute):
-                        self.routing.add(a.rule)
+                        self.dataplane.add_flow(a.rule)  # one set element: O(1) per packet in the kernel
                     elif isinstance(a, DelRoute):
-                        self.routing.delete(a.rule)
+                        self.dataplane.del_flow(a.rule)
                     else:
                         self.routing.remove_blanket()
-                except Exception as exc:  # noqa: BLE001 - NetlinkError: one line, the loop goes on
+                except (DataPlaneError, Exception) as exc:  # noqa: BLE001 - NetlinkError: one line, go on
                     self.log("routing-failed", reason=f"{type(exc).__name__}: {exc}")
             return None
         if isinstance(a, AddDnat):

@@ -1,0 +1,62 @@
+"""protect = "required" (the default) versus "opportunistic", on real baresip calls whose keying
+cannot happen (the initiating gateway's charon was killed, -9): with required, not one RTP/RTCP
+packet of the call crosses the WAN in clear and the packets kept back are counted in the call's
+timeline; with opportunistic the same call's media crosses in clear, and that is counted too.
+The WAN is judged by an independent tcpdump capture. Also: the data plane's rules and sink stay
+when a controller stops (fail-closed across restarts)."""
+
+import os
+import secrets
+import signal
+
+import pytest
+
+from ipsecrtp.log import read_log
+from ipsecrtp.netns import proc
+from ipsecrtp.netns.calls import Capture, Phones, wire_stats
+from ipsecrtp.netns.lab import Lab
+
+
+def call_without_charon(protect: str) -> tuple[list, dict]:
+    lab = Lab("f" + secrets.token_hex(4))
+    try:
+        lab.up(protect=protect)
+        lab.start_uas()
+        charon = next(p for p in lab.state["procs"] if p["kind"] == "charon" and p["role"] == "gwb")
+        assert proc.alive(charon["pid"], charon["start"])
+        os.kill(charon["pid"], signal.SIGKILL)  # gwb initiates (its phone answers): nothing can key
+        cap = Capture(lab, "gwa", os.path.join(lab.dir, "wan.pcap"))
+        phones = Phones(lab)
+        try:
+            r = phones.call("caller-hangup", talk=2.0)
+        finally:
+            phones.close()
+            cap.stop()
+        timelines = {}
+        for role in ("gwa", "gwb"):
+            for e in read_log(lab.controller_log(role)):
+                if e.get("event") == "timeline" and e.get("call") == r.call_id:
+                    timelines[role] = e
+        rules = proc.run(lab.ns("gwa"), "ip", "rule", "show").stdout
+        return wire_stats(cap.path, lab.rtp_ports).rtp_clear, {"timelines": timelines, "rules": rules}
+    finally:
+        lab.down()
+        assert not os.path.exists(lab.dir)
+
+
+@pytest.mark.parametrize("protect", ["required", "opportunistic"])
+def test_media_that_cannot_be_keyed(protect):
+    clear, seen = call_without_charon(protect)
+    tls = seen["timelines"]
+    assert set(tls) == {"gwa", "gwb"}  # both controllers saw the whole call
+    dropped = sum(t["metrics"]["rtp_dropped_before_protection"] for t in tls.values())
+    if protect == "required":
+        assert clear == [], f"cleartext RTP on the WAN: {clear[:3]}"
+        assert dropped > 50  # 2 s of 50 packets/s each way, kept back and counted
+        assert all(t["metrics"]["clear_rtp_after_answer"] == 0 for t in tls.values())
+    else:
+        assert len(clear) > 50  # opportunistic: the media crossed in clear ...
+        assert dropped == 0
+        assert sum(t["metrics"]["clear_rtp_after_answer"] for t in tls.values()) > 50  # ... and is counted
+    guard = "fwmark 0x20000/0x20000 lookup 2201" in seen["rules"]
+    assert guard  # the sink's rule is there in both modes; only required marks packets for it
