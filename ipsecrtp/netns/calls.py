@@ -153,9 +153,11 @@ class Phones:
         for c in self.ctl.values():
             c.close()
 
-    def call(self, scenario: str, talk: float = 2.0, timeout: float = 15.0, ring: float | None = None) -> CallResult:
+    def call(self, scenario: str, talk: float = 2.0, timeout: float = 15.0, ring: float | None = None,
+             keyed: bool = True) -> CallResult:
         """scenario: 'caller-hangup', 'callee-hangup' or 'cancel' (callee rings, caller gives up).
-        ``ring``: the callee answers by hand after ringing this long (else at once, auto-answer)."""
+        ``ring``: the callee answers by hand after ringing this long (else at once, auto-answer).
+        ``keyed=False``: a call that cannot be keyed (no SA is waited for, none looked at)."""
         a, b = self.lab.topology[0], self.lab.topology[1]
         ca, cb = self.ctl[a.role], self.ctl[b.role]
         user = "ring-" + b.user if scenario == "cancel" or ring is not None else b.user
@@ -178,13 +180,13 @@ class Phones:
         ev = ca.wait_event({"CALL_ESTABLISHED"}, timeout)
         cb.wait_event({"CALL_ESTABLISHED"}, timeout)
         res = CallResult(ev.get("id", ""), scenario, answered=True, established_at=time.time())
-        for gw in (a, b):
+        for gw in (a, b) if keyed else ():
             res.sa_up[gw.role] = wait_log(self.lab, gw.role, res.call_id, "sa-up", timeout)["ts"]
         res.answered_at = wait_log(self.lab, b.role, res.call_id, "dialog-confirmed", timeout)["t"]
         for f in wait_log(self.lab, b.role, res.call_id, "keying", timeout)["flows"]:
             res.ports |= {int(f["offerer"].rsplit(":", 1)[1]), int(f["answerer"].rsplit(":", 1)[1])}
         time.sleep(talk)
-        for gw in (a, b):
+        for gw in (a, b) if keyed else ():
             res.children[gw.role] = child_sas(self.lab, gw.role)
             if self.lab.state.get("backend") == "kernel-netlink":
                 from ..kernel.view import kernel_view
@@ -199,7 +201,8 @@ class Phones:
         cb.wait_event({"CALL_CLOSED"}, timeout)
         res.closed_at = time.time()
         for gw in (a, b):
-            res.sa_down[gw.role] = wait_log(self.lab, gw.role, res.call_id, "sa-down", timeout)["ts"]
+            if keyed:
+                res.sa_down[gw.role] = wait_log(self.lab, gw.role, res.call_id, "sa-down", timeout)["ts"]
             res.keying.extend(dict(e, gw=gw.role) for e in log_events(self.lab, gw.role, res.call_id))
         res.keying.sort(key=lambda e: e["ts"])
         return res

@@ -8,6 +8,7 @@ when a controller stops (fail-closed across restarts)."""
 import os
 import secrets
 import signal
+import time
 
 import pytest
 
@@ -28,15 +29,19 @@ def call_without_charon(protect: str) -> tuple[list, dict]:
         cap = Capture(lab, "gwa", os.path.join(lab.dir, "wan.pcap"))
         phones = Phones(lab)
         try:
-            r = phones.call("caller-hangup", talk=2.0)
+            r = phones.call("caller-hangup", talk=2.0, keyed=False)
         finally:
             phones.close()
             cap.stop()
-        timelines = {}
-        for role in ("gwa", "gwb"):
-            for e in read_log(lab.controller_log(role)):
-                if e.get("event") == "timeline" and e.get("call") == r.call_id:
-                    timelines[role] = e
+        timelines: dict = {}
+        deadline = time.monotonic() + 10  # the timelines are logged once the calls are over
+        while len(timelines) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            timelines = {}
+            for role in ("gwa", "gwb"):
+                for e in read_log(lab.controller_log(role)):
+                    if e.get("event") == "timeline" and e.get("call") == r.call_id:
+                        timelines[role] = e
         rules = proc.run(lab.ns("gwa"), "ip", "rule", "show").stdout
         return wire_stats(cap.path, lab.rtp_ports).rtp_clear, {"timelines": timelines, "rules": rules}
     finally:
