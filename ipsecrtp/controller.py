@@ -170,6 +170,8 @@ class Controller:
         live = isinstance(self.executor, Executor)
         if live:
             self.executor.stop()  # nothing is in flight once its workers have stopped
+        if live and self.charon is not None:
+            self._fresh_session()  # the start-up session may have died with a charon restart
         if self.core is not None:
             self.dispatch(self.core.shutdown(now), inline=True)
         if self.charon is not None:
@@ -188,6 +190,15 @@ class Controller:
         self.log("stopped")
         if self.exporter is not None:
             self.exporter.stop()
+
+    def _fresh_session(self) -> None:
+        assert self.charon is not None
+        self.charon.close()
+        try:
+            self.charon = Charon(self.cfg.vici)
+        except KeyingError as exc:
+            self.charon = None
+            self.log("keying-failed", reason=f"at stop: {exc}")
 
     def _unload_peers(self) -> None:
         assert self.charon is not None

@@ -214,6 +214,15 @@ class EventsLost(Input):
     reason: str
 
 
+@dataclass(frozen=True)
+class CharonReconnected(Input):
+    """charon answers again after the session broke; the shell has loaded the peers again.
+    ``children``: the names of the CHILD_SAs charon holds now (none after a restart)."""
+
+    children: frozenset[str]
+    outage_s: float
+
+
 class Outbox(list[Action]):
     """Where the core's parts put their actions during one input; the core hands them out."""
 

@@ -31,6 +31,7 @@ from ..timing import BUDGETS, parse_ike
 from .actions import (
     Action,
     AddRoute,
+    CharonReconnected,
     ChildUpDown,
     DelRoute,
     DnatResult,
@@ -87,8 +88,14 @@ class GatewayCore:
     # -- start / stop ------------------------------------------------------------------------------
 
     def start(self, now: float) -> list[Action]:
-        """Peers whose strategy reuses one IKE_SA get it now, not on the first call's path; one side
-        (the lower address) initiates, so that the two gateways do not build two."""
+        self._establish_pools()
+        if self.routing:
+            self.out.append(RemoveBlanketRoute())
+        return self._flush()
+
+    def _establish_pools(self) -> None:
+        """Peers whose strategy reuses IKE_SAs get them now, not on the first call's path; member 0
+        from one side (the lower address), so that the two gateways do not build two."""
         for peer in self.cfg.peers:
             if not strategy_of(peer).reuses_ike_sa:
                 continue
@@ -99,9 +106,6 @@ class GatewayCore:
             for k in range(peer.ike_pool):
                 if k > 0 or lower:
                     self.out.append(EstablishIke(peer.name, 1, k))
-        if self.routing:
-            self.out.append(RemoveBlanketRoute())
-        return self._flush()
 
     def shutdown(self, now: float) -> list[Action]:
         self.timelines.flush(now)
@@ -237,6 +241,10 @@ class GatewayCore:
                 self.nat.ike_up(inp.conn, inp.ike)
         elif isinstance(inp, EventsLost):
             self.out.log("events-lost", reason=inp.reason)
+        elif isinstance(inp, CharonReconnected):
+            self.out.log("vici-reconnected", children=len(inp.children), outage_s=round(inp.outage_s, 3))
+            self._establish_pools()
+            self.keying.charon_restarted(inp.children, now)
         return self._flush()
 
     def _ike_result(self, r: IkeResult, now: float) -> None:

@@ -201,15 +201,31 @@ class Keying:
         self.generations[call_id] = gen
         return gen
 
-    def rekey(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str) -> None:
+    def rekey(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str,
+              reason: str = "media-changed") -> None:
         if call_id in self.calls:
-            self.unkey(call_id, "media-changed", t)
+            self.unkey(call_id, reason, t, rekeying=True)
         self.key(call_id, flows, t, trigger)
 
-    def unkey(self, call_id: str, reason: str, t: float) -> None:
+    def charon_restarted(self, children: frozenset[str], now: float) -> None:
+        """charon is back (it drops every SA when it stops): every live call whose CHILD_SA this
+        gateway initiated and charon no longer holds is keyed again, as a new generation; a
+        responder's are the peer's to key again, and speculative ones wait for their answer."""
+        for call_id, st in list(self.calls.items()):
+            if st.role != "initiator" or st.prekeyed is not None or st.speculative or st.child is None \
+                    or st.terminated or st.child in children:
+                continue
+            st.uniqueid = None  # gone with charon: its removal only unloads its connection
+            self.out.log("sa-lost", call=call_id, child=st.child, reason="charon restarted", t=now)
+            self.rekey(call_id, st.flows, now, "charon restarted", reason="charon-restarted")
+
+    def unkey(self, call_id: str, reason: str, t: float, rekeying: bool | None = None) -> None:
+        """The call's SA goes (after the teardown delay); ``rekeying``: at once, and a new one
+        follows (a re-INVITE, latching, charon's restart), so the call's NAT state stays."""
+        rekeying = reason == "media-changed" if rekeying is None else rekeying
         st = self.calls.pop(call_id, None)
-        self.nat.forget(call_id, rekeying=reason == "media-changed")
-        if reason != "media-changed" and call_id in self.generations:
+        self.nat.forget(call_id, rekeying=rekeying)
+        if not rekeying and call_id in self.generations:
             self.ended_generations[call_id] = self.generations.pop(call_id)
             while len(self.ended_generations) > REMOVED_MEMORY:
                 self.ended_generations.popitem(last=False)
@@ -226,7 +242,7 @@ class Keying:
                          speculative=s_.speculative)
             if s_.role == "initiator" or s_.permit:
                 # trailing RTP after a BYE would leave in clear if the SA went at once
-                self.drain(s_, t + (0.0 if reason == "media-changed" else self.teardown_delay), reason)
+                self.drain(s_, t + (0.0 if rekeying else self.teardown_delay), reason)
             else:
                 never_up = s_.state is not KeyState.UP
                 s_.state = KeyState.GONE  # a responder's SA is the initiator's to delete

@@ -366,6 +366,29 @@ class Lab:
                 raise LabError(f"charon in {self.ns(gw.role)} did not open its VICI socket")
             time.sleep(0.05)
 
+    def kill_charon(self, role: str, sig: int = signal.SIGKILL) -> None:
+        """Stop a gateway's charon the hard way (a crash: it cannot clean up), exactly that process."""
+        for p in [p for p in self.state["procs"] if p["kind"] == "charon" and p["role"] == role]:
+            if proc.alive(p["pid"], p["start"]):
+                os.kill(p["pid"], sig)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                proc.reap(p["pid"])
+                if not proc.alive(p["pid"], p["start"]):
+                    break
+                time.sleep(0.05)
+            self.state["procs"].remove(p)
+        self._save()
+
+    def start_charon(self, role: str) -> None:
+        """(Re)start a gateway's charon, as after a crash: a new process, knowing no peer."""
+        gw = next(g for g in self.topology if g.role == role)
+        if os.path.exists(self.vici(role)):
+            os.unlink(self.vici(role))  # the dead charon's socket: the new one's is waited for
+        backend = self.state.get("backend") or "kernel-libipsec"
+        self._start_charon(gw, "kernel-netlink" if backend == "kernel-netlink" else "kernel-libipsec")
+        self._save()
+
     def _reach(self, gw: Gateway, peer: Gateway) -> str:
         """The address gw reaches peer's IKE at: behind the NAT router, its public address."""
         if self.nat_topology == "between" and gw.role == "gwb":
@@ -405,7 +428,7 @@ class Lab:
             events = read_log(log)
             if any(e.get("event") == "started" for e in events):
                 return
-            proc._reap(pid)  # an exited child stays a zombie (and "alive") until reaped
+            proc.reap(pid)  # an exited child stays a zombie (and "alive") until reaped
             if not proc.alive(pid, st):
                 last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else []
                 raise LabError(f"controller in {self.ns(gw.role)} exited: {last}")

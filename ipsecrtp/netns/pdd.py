@@ -116,7 +116,7 @@ def run(rtts: list[float], strategies: list[str], calls: int = 3, ring: float = 
             ctl = {r: BaresipControl(lab.ns(r), timeout=15) for r in ("gwa", "gwb")}
             try:
                 if strategy in ("child-per-call", "speculative"):
-                    _wait_ike(lab)
+                    wait_ike(lab)
                 callee = f"sip:ring-bob@{lab.state['gateways']['gwb']['wan'].split('/')[0]}"
                 for rtt in rtts:
                     lab.set_wan(LinkSettings(delay_ms=rtt / 2))
@@ -145,7 +145,7 @@ def run(rtts: list[float], strategies: list[str], calls: int = 3, ring: float = 
             "what_if": {str(k): v for k, v in what.items()}}
 
 
-def _wait_ike(lab: Lab, timeout: float = 20.0) -> None:
+def wait_ike(lab: Lab, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(e.get("event") == "ike-preestablished" for r in ("gwa", "gwb") for e in read_log(lab.controller_log(r))):

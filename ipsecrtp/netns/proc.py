@@ -51,7 +51,7 @@ def kill(pid: int, st: int, grace: float = 5.0) -> None:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        _reap(pid)
+        reap(pid)
         if not alive(pid, st):
             return
         time.sleep(0.05)
@@ -60,7 +60,7 @@ def kill(pid: int, st: int, grace: float = 5.0) -> None:
     except ProcessLookupError:
         return
     for _ in range(100):
-        _reap(pid)
+        reap(pid)
         if not alive(pid, st):
             return
         time.sleep(0.02)
@@ -74,7 +74,6 @@ def reap(pid: int) -> None:
         pass
 
 
-_reap = reap  # the name older callers use
 
 
 def wait_exit(pid: int, st: int, timeout: float) -> bool:

@@ -222,7 +222,7 @@ class SipLab(Lab):
     def _wait_exit(self, pid: int, st: int, what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while proc.alive(pid, st):
-            proc._reap(pid)
+            proc.reap(pid)
             if time.monotonic() > deadline:
                 raise LabError(f"{what} did not finish")
             time.sleep(0.05)

@@ -26,6 +26,7 @@ from ..gateway.actions import (
     Action,
     AddDnat,
     AddRoute,
+    CharonReconnected,
     ChildUpDown,
     DelDnat,
     DelRoute,
@@ -55,6 +56,12 @@ from ..keying.strongswan import Charon, KeyingError, listen
 from ..log import DecisionLog
 
 Outcome = tuple[float, Input]
+BROKEN = "VICI session broken: "  # an outcome's reason when the session, not charon, failed
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 2.0  # back-off while charon does not answer
+
+
+def _session_broken(result: Input) -> bool:
+    return str(getattr(result, "reason", "")).startswith(BROKEN)
 CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke)
 
 
@@ -187,16 +194,43 @@ class Executor:
     # -- charon ----------------------------------------------------------------------------------
 
     def _worker(self, jobs: queue.SimpleQueue) -> None:
-        try:
-            charon = Charon(self.cfg.vici)
-        except KeyingError as exc:
-            self.log("keying-failed", reason=str(exc))
-            return
-        try:
-            while (job := jobs.get()) is not None:
-                self._post(self._charon(charon, job))
-        finally:
+        """One VICI session; a broken one (charon restarted, crashed, hung past the socket's
+        time-out) is replaced for the next job, so that keying resumes as soon as charon answers."""
+        charon: Charon | None = None
+        while (job := jobs.get()) is not None:
+            if charon is None:
+                try:
+                    charon = Charon(self.cfg.vici)
+                except KeyingError:
+                    charon = None  # charon is down: this job fails now, the next tries again
+            if charon is None:
+                self._post(self._failed(job, "charon is not answering on VICI"))
+                continue
+            result = self._charon(charon, job)
+            if _session_broken(result):
+                # the session died under the job (charon restarted since the last one): once more
+                # on a new session, so that the job is judged by charon, not by a dead socket
+                charon.close()
+                charon = None
+                try:
+                    charon = Charon(self.cfg.vici)
+                    result = self._charon(charon, job)
+                except KeyingError:
+                    pass
+            self._post(result)
+        if charon is not None:
             charon.close()
+
+    def _failed(self, a: Action, reason: str) -> Input:
+        now = time.time()
+        if isinstance(a, RemoveChild):
+            return RemoveResult(a.call_id, a.child, False, reason)
+        if isinstance(a, PermitChild):
+            return PermitResult(a.call_id, a.child, False, reason)
+        if isinstance(a, EstablishIke):
+            return IkeResult(a.peer, a.attempt, False, a.member, reason=reason)
+        assert isinstance(a, InstallChild)
+        return InstallResult(a.call_id, a.child, False, now, now, reason)
 
     def _charon(self, charon: Charon, a: Action) -> Input:
         try:
@@ -210,15 +244,10 @@ class Executor:
             assert isinstance(a, EstablishIke)
             return self._establish(charon, a)
         except Exception as exc:  # noqa: BLE001 - KeyingError, a broken session: the core decides
-            reason = str(exc) if isinstance(exc, KeyingError) else f"{type(exc).__name__}: {exc}"
-            if isinstance(a, RemoveChild):
-                return RemoveResult(a.call_id, a.child, False, reason)
-            if isinstance(a, PermitChild):
-                return PermitResult(a.call_id, a.child, False, reason)
-            if isinstance(a, EstablishIke):
-                return IkeResult(a.peer, a.attempt, False, a.member, reason=reason)
-            now = time.time()
-            return InstallResult(a.call_id, a.child, False, now, now, reason)
+            if isinstance(exc, KeyingError):
+                return self._failed(a, str(exc))
+            # not charon's refusal but the session itself (reset, closed, timed out): say so
+            return self._failed(a, f"{BROKEN}{type(exc).__name__}: {exc}")
 
     def _set_child(self, charon: Charon, peer: str, child: str, sel: tuple[list[str], list[str]] | None) -> None:
         """Add (sel) or remove (None) one child config of the peer's connection, under the lock."""
@@ -266,19 +295,52 @@ class Executor:
         return IkeResult(a.peer, a.attempt, True, a.member, ms=round((time.time() - t0) * 1000, 3))
 
     def _listener(self, ready: threading.Event) -> None:
-        try:
-            for name, payload, _t in listen(self.cfg.vici):
-                ready.set()
+        """charon's events; when the session breaks (charon stopped, crashed or restarted) it is
+        opened again with a short back-off, the peers are loaded again and the core is told which
+        CHILD_SAs charon still holds, so that it keys the calls that lost theirs."""
+        lost_at: float | None = None
+        backoff = RECONNECT_MIN_S
+        while not self.stopping.is_set():
+            try:
+                for name, payload, _t in listen(self.cfg.vici):
+                    ready.set()
+                    if lost_at is not None:
+                        self._post(self._reconnected(time.time() - lost_at))
+                        lost_at, backoff = None, RECONNECT_MIN_S
+                    if self.stopping.is_set():
+                        return
+                    if name in ("child-updown", "ike-updown"):
+                        for inp in events_to_inputs(name, payload):
+                            self._post(inp)
+            except (KeyingError, OSError) as exc:
                 if self.stopping.is_set():
-                    break
-                if name in ("child-updown", "ike-updown"):
-                    for inp in events_to_inputs(name, payload):
-                        self._post(inp)
-        except (KeyingError, OSError) as exc:
-            if not self.stopping.is_set():
-                self._post(EventsLost(str(exc)))
+                    return
+                if lost_at is None:
+                    lost_at = time.time()
+                    self._post(EventsLost(str(exc)))
+                ready.set()
+                self.stopping.wait(backoff)
+                backoff = min(RECONNECT_MAX_S, backoff * 2)
+
+    def _reconnected(self, outage_s: float) -> Input:
+        """Load the peers again (a restarted charon knows none of them) and list what it holds."""
+        charon = Charon(self.cfg.vici)
+        try:
+            for peer in self.cfg.peers:
+                charon.load_secret(peer)
+                with self.conf_lock:
+                    charon.load_peer(peer, dict(self.children[peer.name]))
+            self.dataplane_refresh()
+            return CharonReconnected(frozenset(c.get("name", "") for c in charon.child_sas()), outage_s)
         finally:
-            ready.set()
+            charon.close()
+
+    def dataplane_refresh(self) -> None:
+        if self.dataplane is not None:
+            try:
+                self.dataplane.ensure_tunnel_route()  # charon made ipsec0 anew
+            except Exception as exc:  # noqa: BLE001 - NetlinkError: logged, the keyed flows then go to the sink
+                self.log("routing-failed", reason=f"{type(exc).__name__}: {exc}")
 
 
 def events_to_inputs(name: str, payload: dict) -> list[Input]:

@@ -11,7 +11,7 @@ import pytest
 from ipsecrtp.netns.baresip import BaresipControl
 from ipsecrtp.netns.calls import Capture, child_sas, wire_stats
 from ipsecrtp.netns.lab import Lab, read_log
-from ipsecrtp.netns.pdd import _wait_ike, place_call, wait_timelines
+from ipsecrtp.netns.pdd import place_call, wait_ike, wait_timelines
 from ipsecrtp.views import gateway_nat_report
 
 
@@ -20,7 +20,7 @@ def run_call(nat: str | None, sip_alg: bool, tmp, translate: bool = True) -> dic
     try:
         lab.up(nat=nat, sip_alg=sip_alg, nat_translate=translate)
         lab.start_uas()
-        _wait_ike(lab)
+        wait_ike(lab)
         callee = f"sip:ring-bob@{lab.topology[1].addr}"
         cap = Capture(lab, "gwb", str(tmp / "gwb.pcap"))  # the outside, beyond the NAT
         ctl = {r: BaresipControl(lab.ns(r), timeout=15) for r in ("gwa", "gwb")}

@@ -21,7 +21,7 @@ import pytest
 from ipsecrtp.kernel.xfrm import probe_esp
 from ipsecrtp.netns.lab import Lab, read_log
 from ipsecrtp.netns.overlap import Call, CharonSas, SaPoller, XfrmOutPolicies, call_flow, run_calls
-from ipsecrtp.netns.pdd import _wait_ike
+from ipsecrtp.netns.pdd import wait_ike
 
 pytestmark = pytest.mark.lab
 
@@ -44,7 +44,7 @@ def overlapping_calls(strategy: str) -> tuple[Lab, SaPoller, dict[str, list[dict
     try:
         lab.up(strategy=strategy)
         if strategy in ("child-per-call", "speculative"):
-            _wait_ike(lab)  # the peer's long-lived IKE_SA, so that every call is one CREATE_CHILD_SA
+            wait_ike(lab)  # the peer's long-lived IKE_SA, so that every call is one CREATE_CHILD_SA
         snap = XfrmOutPolicies if strategy == "pre-keyed" else CharonSas
         poller = SaPoller({r: snap(lab, r) for r in ROLES})
         poller.start()

@@ -15,7 +15,7 @@ import pytest
 from ipsecrtp.netns.baresip import BaresipControl
 from ipsecrtp.netns.calls import child_sas, flow_rules
 from ipsecrtp.netns.lab import Lab, read_log
-from ipsecrtp.netns.pdd import _wait_ike, place_call, wait_timelines
+from ipsecrtp.netns.pdd import place_call, wait_ike, wait_timelines
 from ipsecrtp.netns.wancheck import check_delay, ping_samples
 from ipsecrtp.netns.wanem import LinkSettings
 
@@ -28,7 +28,7 @@ def calls_with(strategy: str, n: int = 2):
         lab.up(wan=LinkSettings(delay_ms=RTT / 2), strategy=strategy)
         lab.start_uas()
         if strategy != "ike-per-call":
-            _wait_ike(lab)
+            wait_ike(lab)
         rtts = ping_samples(lab, count=10)
         ctl = {r: BaresipControl(lab.ns(r), timeout=15) for r in ("gwa", "gwb")}
         try:
