@@ -155,6 +155,8 @@ def _default_results(day: str) -> str | None:
 @click.option("--rtt", default=0.0, show_default=True, help="ms; 0: a plain veth, else the WAN emulator")
 @click.option("--strategy", default="child-per-call", show_default=True,
               help="ike-per-call (a), child-per-call (b), speculative (c)")
+@click.option("--ike-pool", default=1, show_default=True, type=click.IntRange(min=1),
+              help="IKE_SAs per peer (ike_pool in [[peer]]); calls go round robin over them")
 @click.option("--rtp-ports", default="10000-19999", show_default=True, help="LO-HI, the lab's media range")
 @click.option("--ptime", default=100.0, show_default=True,
               help="ms of audio per RTP packet: one packet every ptime ms each way per call (20: a phone's rate)")
@@ -165,8 +167,9 @@ def _default_results(day: str) -> str | None:
 @click.option("--out", default=None, help="append the text report here [default: bench/results/load-DATE.txt of "
                                           "the checkout, if there is one]")
 @click.option("--json", "as_json", is_flag=True)
-def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, rtp_ports: str, ptime: float,
-         raw_seconds: float, profile_dir: str | None, logs_dir: str | None, out: str | None, as_json: bool) -> None:
+def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_pool: int, rtp_ports: str,
+         ptime: float, raw_seconds: float, profile_dir: str | None, logs_dir: str | None, out: str | None,
+         as_json: bool) -> None:
     """A busy hour: sipp calls at a rate through a lab of their own; keying rate and delay per tenth of
     the run, RTP in clear, CPU and memory, leaks, and the raw charon figure of the same run."""
     import datetime
@@ -185,8 +188,9 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, rtp_po
     except LabError as exc:
         raise click.BadParameter(str(exc), param_hint="--rtp-ports") from None
     try:
-        report = run(rate=rate, calls=calls, hold=hold, rtt=rtt, strategy=strategy, rtp_ports=ports, ptime=ptime,
-                     raw_seconds=raw_seconds, profile_dir=profile_dir, logs_dir=logs_dir,
+        report = run(rate=rate, calls=calls, hold=hold, rtt=rtt, strategy=strategy, ike_pool=ike_pool,
+                     rtp_ports=ports, ptime=ptime, raw_seconds=raw_seconds, profile_dir=profile_dir,
+                     logs_dir=logs_dir,
                      progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
     except LoadError as exc:
         raise click.ClickException(str(exc)) from None

@@ -224,6 +224,7 @@ class Params:
     hold: float = 10.0  # seconds from the answer to the caller's BYE
     rtt: float = 0.0  # ms; 0: a plain veth between the gateways, else the WAN emulator
     strategy: str = "child-per-call"
+    ike_pool: int = 1  # IKE_SAs per peer (``ike_pool`` in [[peer]]), calls spread over them round robin
     rtp_ports: tuple[int, int] = (10000, 19999)
     ptime: float = 100.0  # ms between RTP packets of a stream
     raw_seconds: float = 3.0
@@ -232,8 +233,8 @@ class Params:
     logs_dir: str | None = None  # the lab's logs and capture are copied here before it is removed
 
     def check(self) -> None:
-        if self.rate <= 0 or self.calls < 1 or self.hold < 0 or self.rtt < 0 or self.ptime <= 0:
-            raise LoadError("need rate > 0, calls >= 1, hold >= 0, rtt >= 0, ptime > 0")
+        if self.rate <= 0 or self.calls < 1 or self.hold < 0 or self.rtt < 0 or self.ptime <= 0 or self.ike_pool < 1:
+            raise LoadError("need rate > 0, calls >= 1, hold >= 0, rtt >= 0, ptime > 0, ike_pool >= 1")
         lo, hi = self.rtp_ports
         top = ports_needed(self.calls, lo)[1]
         if top > hi or lo - SIPP_PORT_STEP < 1024:
@@ -262,13 +263,14 @@ def run(name: str | None = None, progress: Callable[[str], None] = lambda m: Non
     try:
         progress(f"lab {lab.name}: charons")
         lab.up(wan=LinkSettings(delay_ms=p.rtt / 2) if p.rtt > 0 else None, strategy=p.strategy,
-               rtp_ports=p.rtp_ports, controllers=False)
+               rtp_ports=p.rtp_ports, ike_pool=p.ike_pool, controllers=False)
         raw = raw_charon(lab, seconds=p.raw_seconds)
         progress(f"raw charon: {raw['create_per_s']} CREATE_CHILD_SA/s, {raw['cycle_per_s']} create+delete/s")
         lab.start_controllers()
         if p.strategy in ("child-per-call", "speculative"):
-            _wait("the peer IKE_SA", lambda: any(e.get("event") == "ike-preestablished" for r in ("gwa", "gwb")
-                                                  for e in read_log(lab.controller_log(r))), 30)
+            # every member of the pool: a call sent to a member not up yet would pay for its IKE_SA
+            _wait(f"the peer's {p.ike_pool} IKE_SA(s)", lambda: len(pool_members(lab)) >= p.ike_pool,
+                  30 + 5 * p.ike_pool)
         rep = _calls(lab, p, progress)
         rep.update(date=started.strftime("%Y-%m-%d %H:%M UTC"), machine=machine(), backend=lab.state.get("backend"),
                    lab=lab.name, raw_charon=raw)
@@ -282,6 +284,12 @@ def run(name: str | None = None, progress: Callable[[str], None] = lambda m: Non
         if p.logs_dir and lab.owned:
             keep_logs(lab, p.logs_dir)
         lab.down()
+
+
+def pool_members(lab: Lab) -> set:
+    """The pool members either controller has logged as pre-established (only one gateway initiates each)."""
+    return {e.get("member") for r in ("gwa", "gwb") for e in read_log(lab.controller_log(r))
+            if e.get("event") == "ike-preestablished"}
 
 
 def keep_logs(lab: Lab, dest: str) -> None:
@@ -405,7 +413,7 @@ def _calls(lab: Lab, p: Params, progress: Callable[[str], None]) -> dict:
              for r in after}
     return {
         "params": {"rate": p.rate, "calls": p.calls, "hold": p.hold, "rtt_ms": p.rtt, "strategy": p.strategy,
-                   "rtp_ports": list(p.rtp_ports), "ptime_ms": p.ptime},
+                   "ike_pool": p.ike_pool, "rtp_ports": list(p.rtp_ports), "ptime_ms": p.ptime},
         "calls": {"offered": p.calls, "seen": len(recs), "keyed": len(keyed), "not_keyed": p.calls - len(keyed),
                   "keyed_late": len(initiated) - len(keyed),
                   "sa_up_both": sum(1 for r in recs if len(r["sa_up"]) == 2),
@@ -422,7 +430,8 @@ def _calls(lab: Lab, p: Params, progress: Callable[[str], None]) -> dict:
         "wire": {"rtp_clear": wire.rtp_clear, "calls_with_clear": len(wire.clear_by_call),
                  "clear": {k: sum(c[k] for c in clear.values()) for k in lr.PHASES},
                  "clear_unattributed": wire.clear_unattributed, "esp": wire.esp, "ike": wire.ike, "sip": wire.sip,
-                 "capture_dropped": _tcpdump_dropped(pcap + ".log")},
+                 "capture_dropped": _tcpdump_dropped(pcap + ".log"),
+                 "kept_from_wan": lr.kept_from_wan(recs)},
         "media": media, "resources": resources, "settle_s": settle_s, "settled": settled, "profiles": profiles,
         "before": before, "after": after, "leaks": leaks,
         "not_keyed_reasons": sorted({f for r in recs for f in r["failures"] if f})[:10],

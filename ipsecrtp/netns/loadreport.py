@@ -158,7 +158,7 @@ def call_records(logs: dict[str, list[dict]]) -> list[dict]:
                                       "keyed": False, "keying_ms": None, "after_answer_ms": None,
                                       "keyed_ts": None, "failures": [], "sa_up": {}, "sa_down": {},
                                       "removed": False, "ended_t": None,
-                                      "controller_clear": {}})
+                                      "controller_clear": {}, "dropped": {}, "dropped_after_end": {}})
 
     for role, events in logs.items():
         for e in events:
@@ -190,7 +190,11 @@ def call_records(logs: dict[str, list[dict]]) -> list[dict]:
             elif ev == "sa-removed":
                 rec(cid)["removed"] = True
             elif ev == "timeline":
-                rec(cid)["controller_clear"][role] = (e.get("metrics") or {}).get("clear_rtp_after_answer")
+                m, r = e.get("metrics") or {}, rec(cid)
+                r["controller_clear"][role] = m.get("clear_rtp_after_answer")
+                # media the fail-closed data plane kept from the WAN (protect = required), as this gateway counted it
+                r["dropped"][role] = m.get("rtp_dropped_before_protection")
+                r["dropped_after_end"][role] = m.get("rtp_dropped_after_end")
     out = [r for r in calls.values() if r["answer_t"] is not None]
     for r in out:
         # keyed means protected while the call lasted: an SA that comes up after the BYE (a backlog
@@ -199,6 +203,23 @@ def call_records(logs: dict[str, list[dict]]) -> list[dict]:
         r["keyed_live"] = r["keyed"] and not r["late"]
     out.sort(key=lambda r: r["answer_t"])
     return out
+
+
+def kept_from_wan(records: list[dict]) -> dict[str, int]:
+    """What the data plane dropped instead of sending in clear, summed over both gateways' timeline
+    lines: before the call's SA was up (or without one), after the call's end (trailing media), and
+    the calls with a timeline line carrying the count (older controllers log none)."""
+    out = {"before_protection": 0, "after_end": 0, "calls_counted": 0}
+    for r in records:
+        before = [v for v in r["dropped"].values() if v is not None]
+        out["before_protection"] += sum(before)
+        out["after_end"] += sum(v for v in r["dropped_after_end"].values() if v is not None)
+        out["calls_counted"] += bool(before)
+    return out
+
+
+def _dropped(r: dict) -> int:
+    return sum(v for v in r["dropped"].values() if v is not None)
 
 
 def tenths(records: list[dict], clear: dict[str, dict[str, int]], parts: int = 10) -> list[dict]:
@@ -213,6 +234,7 @@ def tenths(records: list[dict], clear: dict[str, dict[str, int]], parts: int = 1
                      "late": sum(r["late"] for r in group),
                      "after_answer_ms": pcts([r["after_answer_ms"] for r in initiated]),
                      "keying_ms": pcts([r["keying_ms"] for r in initiated]),
+                     "dropped": sum(_dropped(r) for r in group),
                      **{f"clear_{k}": sum(clear.get(r["call"], {}).get(k, 0) for r in group) for k in PHASES}})
     return rows
 
@@ -238,8 +260,8 @@ def format_text(rep: dict) -> str:
     lines = [f"bench load {rep['date']} on {rep['machine']['cpu']} ({rep['machine']['nproc']} cores), kernel "
              f"{rep['machine']['kernel']}, charon backend {rep['backend']}",
              f"offered {p['rate']} calls/s, {p['calls']} calls held {p['hold']} s, RTT {p['rtt_ms']} ms, strategy "
-             f"{p['strategy']}, RTP ports {p['rtp_ports'][0]}-{p['rtp_ports'][1]}, one RTP packet every "
-             f"{p['ptime_ms']} ms each way",
+             f"{p['strategy']}, IKE_SA pool {p.get('ike_pool', 1)}, RTP ports {p['rtp_ports'][0]}-{p['rtp_ports'][1]}, "
+             f"one RTP packet every {p['ptime_ms']} ms each way",
              f"raw charon (same charons over VICI, no controller, {raw['children']} children on one IKE_SA, "
              f"sequential): {_f(raw['create_per_s'], 0)} CREATE_CHILD_SA/s (p50 {raw['create_ms']['p50']} ms), "
              f"{_f(raw['cycle_per_s'], 0)} create+delete/s",
@@ -252,26 +274,33 @@ def format_text(rep: dict) -> str:
              f"machine load average {c['loadavg_at_start']} at the first call, {c['loadavg_at_end']} at the last",
              "", "per tenth of the calls the controllers decided on (by answer time); RTP in clear: before the "
              "call's SA was up at the sending gateway / while it was up / after it went; late: SA up only after "
-             "the call ended (its delays are in the percentiles)",
+             "the call ended (its delays are in the percentiles); dropped: media the data plane kept from the WAN "
+             "before the call's SA (protect = required; both gateways' timeline lines)",
              f"{'tenth':>5} {'calls':>5} {'keyed':>5} {'late':>4} {'after_answer_ms p50':>19} {'p90':>8} {'p99':>8} "
-             f"{'keying_ms p50':>13} {'p90':>8} {'p99':>8} {'clear: before':>13} {'while':>6} {'after':>6}"]
+             f"{'keying_ms p50':>13} {'p90':>8} {'p99':>8} {'clear: before':>13} {'while':>6} {'after':>6} "
+             f"{'dropped':>8}"]
 
-    def row(label, n, k, late, a, kk, clear) -> str:
+    def row(label, n, k, late, a, kk, clear, dropped) -> str:
         return (f"{label:>5} {n:>5} {k:>5} {late:>4} {_f(a['p50'], 19)} {_f(a['p90'], 8)} {_f(a['p99'], 8)} "
                 f"{_f(kk['p50'], 13)} {_f(kk['p90'], 8)} {_f(kk['p99'], 8)} {clear['before_sa']:>13} "
-                f"{clear['while_keyed']:>6} {clear['after_sa']:>6}")
+                f"{clear['while_keyed']:>6} {clear['after_sa']:>6} {_f(dropped, 8)}")
 
     for t in rep["tenths"]:
         lines.append(row(t["tenth"], t["calls"], t["keyed"], t["late"], t["after_answer_ms"], t["keying_ms"],
-                         {k: t[f"clear_{k}"] for k in PHASES}))
+                         {k: t[f"clear_{k}"] for k in PHASES}, t.get("dropped")))
     w, m = rep["wire"], rep["media"]
+    kept = w.get("kept_from_wan") or {}
     lines.append(row("all", c["seen"], c["keyed"], c["keyed_late"], rep["after_answer_ms"], rep["keying_ms"],
-                     w["clear"]))
+                     w["clear"], kept.get("before_protection")))
     lines += ["", f"WAN (capture on gwa): {w['rtp_clear']} RTP packets in clear ({w['calls_with_clear']} calls; "
               f"{w['clear_unattributed']} not matched to a call), {w['esp']} ESP-in-UDP, {w['ike']} IKE, "
-              f"{w['sip']} SIP; capture dropped {w['capture_dropped']}",
-              f"RTP senders: {m['sent']} sent, {m['received']} received, {m['streams']} streams, "
-              f"{m['send_errors']} send errors, {m['bind_errors']} bind errors"]
+              f"{w['sip']} SIP; capture dropped {w['capture_dropped']}"]
+    if kept:
+        lines.append(f"kept from the WAN by the data plane (controllers' timelines, both gateways): "
+                     f"{kept['before_protection']} RTP/RTCP before the call's SA, {kept['after_end']} after the "
+                     f"call's end; {kept['calls_counted']} calls' timelines carried the count")
+    lines.append(f"RTP senders: {m['sent']} sent, {m['received']} received, {m['streams']} streams, "
+                 f"{m['send_errors']} send errors, {m['bind_errors']} bind errors")
     lines.append("resources during the calls (CPU seconds; peak RSS since start, MB):")
     for role, r in rep["resources"].items():
         ctl, ch = r["controller"], r["charon"]

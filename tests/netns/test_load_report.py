@@ -56,6 +56,17 @@ def test_a_call_keyed_after_its_end_counts_as_late_not_keyed():
     assert rows[1]["after_answer_ms"]["p50"] == 11500.0  # a late SA's delay still shows the backlog
 
 
+def test_media_kept_from_the_wan_is_summed_from_both_gateways_timelines():
+    c1, c2 = log("c1", 100.0, ended=110.0, keyed_ts=100.05), log("c2", 101.0, ended=111.0)
+    for lines, before, after in ((c1[0], 1, 0), (c1[1], 2, 3), (c2[1], 40, 1)):
+        lines.append({"event": "timeline", "call": lines[0]["call"],
+                      "metrics": {"rtp_dropped_before_protection": before, "rtp_dropped_after_end": after}})
+    c2[0].append({"event": "timeline", "call": "c2", "metrics": {}})  # a controller that logs no count
+    recs = records(c1, c2)
+    assert lr.kept_from_wan(recs) == {"before_protection": 43, "after_end": 4, "calls_counted": 2}
+    assert [t["dropped"] for t in lr.tenths(recs, {}, parts=2)] == [3, 40]
+
+
 def test_clear_packets_are_placed_before_while_and_after_the_sending_side_sa():
     recs = records(log("c1", 100.0, ended=110.0, keyed_ts=100.05, up=100.05, down=111.0))
     clear = {"c1": [(100.01, A), (100.02, B), (105.0, A), (111.5, B)]}
