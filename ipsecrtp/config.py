@@ -31,6 +31,7 @@ class ControllerConfig:
     # interfaces watched for media only (router mode: the phones' LAN), where latching is checked
     media_interfaces: tuple[str, ...] = ()
     metrics: tuple[str, int] | None = None  # the Prometheus exporter's address and port; None: off
+    state_dir: str = ""  # the journal of keyed calls a restarted controller adopts ("": /var/lib/ipsecrtp/NAME)
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -164,4 +165,5 @@ def load(path: str) -> ControllerConfig:
                             float(c.get("media_timeout", 30)), backend, float(c.get("teardown_delay", 1.0)),
                             str(c.get("name", "")), budget, bool(c.get("dry_run", False)), nat_private,
                             bool(c.get("nat_translate", True)), tuple(c.get("media_interfaces", ())),
-                            metrics=_listen(c["metrics"], f"{path}: controller.metrics") if c.get("metrics") else None)
+                            metrics=_listen(c["metrics"], f"{path}: controller.metrics") if c.get("metrics") else None,
+                            state_dir=str(c.get("state_dir", "")))

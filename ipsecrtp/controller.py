@@ -9,6 +9,7 @@ the core lives on this thread only.
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 import time
@@ -25,6 +26,7 @@ from .keying.routing import PolicyRouting
 from .keying.strongswan import Charon, KeyingError
 from .log import DecisionLog
 from .shell.executor import Executor, Outcome, RecordingExecutor
+from .shell.journal import Journal as CallJournal
 
 if TYPE_CHECKING:
     from .metrics import Exporter
@@ -46,7 +48,9 @@ class Controller:
         self.charon: Charon | None = None
         self.routing: PolicyRouting | None = None
         self.dataplane: DataPlane | None = None
-        self.flush = False  # remove the data plane at stop (else it stays: fail-closed across restarts)
+        # remove everything at stop (else live calls keep their SAs, the data plane and the journal)
+        self.flush = False
+        self.journal: CallJournal | None = None
         self.backend = "unknown"
         self.interfaces: dict[object, str] = {}  # capture socket -> interface name
         self._loaded: list = []  # peers this instance loaded into charon, and so unloads
@@ -86,11 +90,33 @@ class Controller:
             self.log("routing-narrowed", removed_blanket_rules=removed, table=self.routing.table)
             self._data_plane()
         self.core = GatewayCore(self.cfg, self.backend)
-        self.executor = Executor(self.cfg, self.log, self.routing, self.dataplane)
+        self.journal = self._open_journal()
+        self.executor = Executor(self.cfg, self.log, self.routing, self.dataplane, self.journal)
         self.executor.start()
         self.dispatch(self.core.start(time.time()))
+        self._adopt()
         self.log("started", interfaces=self.cfg.interfaces, sip_ports=sorted(self.cfg.sip_ports),
                  backend=self.backend)
+
+    def _open_journal(self) -> CallJournal:
+        path = self.cfg.state_dir or os.path.join("/var/lib/ipsecrtp", self.cfg.name or "controller")
+        try:
+            return CallJournal(path)
+        except OSError as exc:
+            raise ControllerError(f"controller.state_dir {path}: {exc.strerror or exc}") from None
+
+    def _adopt(self) -> None:
+        """The calls a previous run keyed whose SAs stayed up: tracked again, not keyed again."""
+        assert self.core is not None and self.charon is not None
+        entries = self.journal.load() if self.journal is not None else []
+        try:
+            children = self.charon.child_sas()
+        except KeyingError as exc:
+            self.log("adoption-failed", reason=str(exc))
+            return
+        if entries or any(c.get("name", "").startswith(("call-", "spec-")) for c in children):
+            self.log("adopting", journal=len(entries), child_sas=len(children))
+            self.dispatch(self.core.adopt(time.time(), entries, children))
 
     def _data_plane(self) -> None:
         """kernel-libipsec: keyed flows marked into charon's TUN by one nftables set; with
@@ -173,11 +199,16 @@ class Controller:
         if live and self.charon is not None:
             self._fresh_session()  # the start-up session may have died with a charon restart
         if self.core is not None:
-            self.dispatch(self.core.shutdown(now), inline=True)
-        if self.charon is not None:
+            # live calls keep their SAs, routes and journal for the next run to adopt (a restart
+            # or an upgrade does not put them in clear); --flush removes everything
+            self.dispatch(self.core.shutdown(now, keep_live=not self.flush), inline=True)
+        if self.charon is not None and self.flush:
             self._unload_peers()
         if live and self.core is not None:
-            self.dispatch(self.core.release_routes())
+            if self.flush:
+                self.dispatch(self.core.release_routes())
+                if self.journal is not None:
+                    self.journal.clear()
             self.executor.close()
         if self.routing is not None:
             self.routing.close()

@@ -22,6 +22,12 @@ class Endpoint:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{host}:{self.port}"
 
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """The inverse of ``str``: '198.51.100.1:10000' or '[2001:db8::1]:10000'."""
+        host, _, port = text.rpartition(":")
+        return cls(host.strip("[]"), int(port))
+
 
 @dataclass(frozen=True, order=True)
 class Flow:
@@ -36,6 +42,10 @@ class Flow:
     def to_json(self) -> dict:
         return {"stream": self.stream, "kind": self.kind, "offerer": str(self.offerer),
                 "answerer": str(self.answerer)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Flow:
+        return cls(int(d["stream"]), str(d["kind"]), Endpoint.parse(d["offerer"]), Endpoint.parse(d["answerer"]))
 
     def endpoints(self) -> tuple[Endpoint, Endpoint]:
         return self.offerer, self.answerer

@@ -25,7 +25,8 @@ def main() -> None:
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="controller TOML file")
 @click.option("--flush", is_flag=True,
-              help="at stop, also remove the data plane (kept by default: media stays fail-closed between runs)")
+              help="at stop, remove live calls' SAs, the data plane and the journal (kept by default: a restart "
+                   "adopts the calls, and media stays fail-closed meanwhile)")
 def run(config_path: str, flush: bool) -> None:
     """Watch SIP on this gateway and key each call's media through charon."""
     from ..config import ConfigError, load

@@ -128,6 +128,19 @@ class DelDnat(Action):
 
 # --- inputs: outcomes of actions and charon's events --------------------------------------------
 
+@dataclass(frozen=True)
+class Journal(Action):
+    """Remember a keyed call in the controller's state directory (a restarted controller adopts it)."""
+
+    call_id: str
+    entry: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Unjournal(Action):
+    call_id: str
+
+
 class Input:
     """Base of what the shell feeds back into the core besides packets and timers."""
 

@@ -28,6 +28,7 @@ from ..sip.events import (
     SipSeen,
 )
 from ..timing import BUDGETS, parse_ike
+from . import adoption
 from .actions import (
     Action,
     AddRoute,
@@ -75,6 +76,7 @@ class GatewayCore:
         self.keying = Keying(cfg.peers, cfg.teardown_delay, self.out, self.timelines, self.nat,
                              self.tracker.media_activity)
         self.outcomes = Outcomes(self.keying)
+        self.keying.tags_of = self._tags
         self.peers = {p.name: p for p in cfg.peers}
         self.routed: set[FlowRule] = set()
         self.dropped_unattributed = 0  # kept from the WAN, but no known call's (e.g. before any answer)
@@ -107,9 +109,22 @@ class GatewayCore:
                 if k > 0 or lower:
                     self.out.append(EstablishIke(peer.name, 1, k))
 
-    def shutdown(self, now: float) -> list[Action]:
+    def _tags(self, call_id: str) -> tuple[str | None, str | None]:
+        d = self.tracker.dialogs.get(call_id)
+        return (d.from_tag, d.to_tag) if d is not None else (None, None)
+
+    def adopt(self, now: float, journal: list[dict], children: list[dict]) -> list[Action]:
+        """At start: take over the calls the previous run keyed (gateway/adoption.py)."""
+        rules = adoption.adopt(self.keying, self.tracker, journal, children, now)
+        if rules and self.routing:
+            self._route(rules, True)
+        return self._flush()
+
+    def shutdown(self, now: float, keep_live: bool = False) -> list[Action]:
+        """What is due goes now; ``keep_live``: the live calls' SAs stay (and their journal), for
+        the next run to adopt, instead of being removed."""
         self.timelines.flush(now)
-        self.keying.shutdown(now)
+        self.keying.shutdown(now, keep_live)
         return self._flush()
 
     def release_routes(self) -> list[Action]:

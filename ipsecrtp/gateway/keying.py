@@ -18,8 +18,10 @@ from ..sip.events import MediaOffered
 from .actions import (
     AddDnat,
     DelDnat,
+    Journal,
     Outbox,
     PermitChild,
+    Unjournal,
 )
 from .natfix import NatFix
 from .state import Happening, KeyState, SaKeying
@@ -51,6 +53,8 @@ class Keying:
         # pre-keyed installs not answered yet, found by their SPIs like removals: the call may have
         # ended or moved on to another generation before the answer comes
         self.prekey_installing: dict[tuple[str, tuple[int, ...]], SaKeying] = {}
+        # the dialog's From and To tags of a call (the core asks its tracker): journalled with the call
+        self.tags_of: Callable[[str], tuple[str | None, str | None]] = lambda call: (None, None)
         self.next_member: dict[str, int] = {}  # peer -> the pool member the next call goes to
         self.pending_dnat: dict[str, str] = {}  # call -> chains made at the offer, not yet owned by an SA
         # the last generation each call was keyed with, kept while its dialog lasts (on hold it has no
@@ -176,6 +180,15 @@ class Keying:
             self.out.append(PermitChild(call_id, st.child, peer.name, tuple(local_ts), tuple(remote_ts)))
         self.out.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=st.child,
                      flows=[f.to_json() for f in flows], strategy=peer.strategy)
+        self.journal(st)
+
+    def journal(self, st: SaKeying) -> None:
+        """What a restarted controller needs to adopt the call (gateway/adoption.py)."""
+        from_tag, to_tag = self.tags_of(st.call_id)
+        self.out.append(Journal(st.call_id, {
+            "call_id": st.call_id, "from_tag": from_tag, "to_tag": to_tag, "peer": st.peer.name, "role": st.role,
+            "child": st.child, "generation": st.generation, "member": st.member,
+            "flows": [f.to_json() for f in st.flows]}))
 
     def _member(self, peer: PeerConfig) -> int:
         """The pool member for the next call to this peer: round robin, so that set-ups spread over
@@ -225,6 +238,8 @@ class Keying:
         rekeying = reason == "media-changed" if rekeying is None else rekeying
         st = self.calls.pop(call_id, None)
         self.nat.forget(call_id, rekeying=rekeying)
+        if st is not None and not rekeying:
+            self.out.append(Unjournal(call_id))
         if not rekeying and call_id in self.generations:
             self.ended_generations[call_id] = self.generations.pop(call_id)
             while len(self.ended_generations) > REMOVED_MEMORY:
@@ -327,9 +342,11 @@ class Keying:
                              reason=st.install_error or f"{st.child} not installed after initiate")
         self.relatch(now)
 
-    def shutdown(self, now: float) -> None:
-        """Remove what this gateway set up: pending removals now, and every live SA it initiated."""
-        for st in list(self.calls.values()):
+    def shutdown(self, now: float, keep_live: bool = False) -> None:
+        """Remove what this gateway set up: pending removals now, and (unless ``keep_live``) every
+        live SA it initiated."""
+        for st in list(self.calls.values()) if not keep_live else ():
+            self.out.append(Unjournal(st.call_id))
             for s_ in (st, st.spec):
                 if s_ is not None and (s_.role == "initiator" or s_.permit) and not s_.terminated and \
                         s_.state is not KeyState.FAILED:

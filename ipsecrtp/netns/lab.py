@@ -152,6 +152,7 @@ rtp_ports = "{rtp_lo}-{rtp_hi}"
 vici = "unix://{dir}/charon.vici"
 media_timeout = {media_timeout}
 metrics = "{metrics}"
+state_dir = "{dir}/state"
 
 [[peer]]
 name = "{peer}"
@@ -345,6 +346,20 @@ class Lab:
         for gw in self.topology:
             self._start_controller(gw, b if gw is a else a, self.psk_path, self.state.get("media_timeout", 30.0))
 
+    def restart_controller(self, role: str, down_s: float = 0.0) -> None:
+        """Stop a gateway's controller as a service manager would (SIGTERM: live calls keep their
+        SAs), wait ``down_s``, and start it again with the same configuration."""
+        for p in [p for p in self.state["procs"] if p["kind"] == "controller" and p["role"] == role]:
+            proc.kill(p["pid"], p["start"], grace=10.0)
+            proc.reap(p["pid"])
+            self.state["procs"].remove(p)
+        self._save()
+        time.sleep(down_s)
+        a, b = self.topology[0], self.topology[1]
+        gw = a if a.role == role else b
+        self._start_controller(gw, b if gw is a else a, self.psk_path, self.state.get("media_timeout", 30.0))
+        self._save()
+
     def _start_charon(self, gw: Gateway, backend: str) -> None:
         d = self.gw_dir(gw.role)
         os.makedirs(d, mode=0o700, exist_ok=True)
@@ -421,12 +436,13 @@ class Lab:
         # inside the gateway's namespace: `lab status` shows it, saved with the process below
         self.state["gateways"][gw.role]["metrics"] = f"http://{METRICS_ADDR}/metrics"
         log = self.controller_log(gw.role)
+        before = sum(e.get("event") == "started" for e in read_log(log))  # a restart appends to the log
         pid, st = proc.spawn(self.ns(gw.role), [sys.executable, "-m", "ipsecrtp", "run", "--config", cfg], log)
         self._track(gw.role, "controller", pid, st, self.ns(gw.role))
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             events = read_log(log)
-            if any(e.get("event") == "started" for e in events):
+            if sum(e.get("event") == "started" for e in events) > before:
                 return
             proc.reap(pid)  # an exited child stays a zombie (and "alive") until reaped
             if not proc.alive(pid, st):

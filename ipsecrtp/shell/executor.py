@@ -39,6 +39,7 @@ from ..gateway.actions import (
     InstallChild,
     InstallPrekeyed,
     InstallResult,
+    Journal,
     Log,
     PermitChild,
     PermitResult,
@@ -47,6 +48,7 @@ from ..gateway.actions import (
     RemoveChild,
     RemovePrekeyed,
     RemoveResult,
+    Unjournal,
 )
 from ..kernel.xfrm import XfrmSocket
 from ..keying import dnat, prekeyed
@@ -54,6 +56,7 @@ from ..keying.dataplane import DataPlane, DataPlaneError
 from ..keying.routing import PolicyRouting
 from ..keying.strongswan import Charon, KeyingError, listen
 from ..log import DecisionLog
+from .journal import Journal as CallJournal
 
 Outcome = tuple[float, Input]
 BROKEN = "VICI session broken: "  # an outcome's reason when the session, not charon, failed
@@ -67,8 +70,9 @@ CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke)
 
 class Executor:
     def __init__(self, cfg: ControllerConfig, log: DecisionLog, routing: PolicyRouting | None,
-                 dataplane: DataPlane | None = None) -> None:
+                 dataplane: DataPlane | None = None, journal: CallJournal | None = None) -> None:
         self.cfg, self.log, self.routing, self.dataplane = cfg, log, routing, dataplane
+        self.journal = journal
         self.peers = {p.name: p for p in cfg.peers}
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
@@ -170,6 +174,16 @@ class Executor:
             return DnatResult(a.call_id, a.tag, True, a.rules, a.reason)
         if isinstance(a, DelDnat):
             dnat.delete(a.tag)
+            return None
+        if isinstance(a, (Journal, Unjournal)):
+            if self.journal is not None:
+                try:
+                    if isinstance(a, Journal):
+                        self.journal.write(a.call_id, a.entry)
+                    else:
+                        self.journal.delete(a.call_id)
+                except OSError as exc:  # a full or read-only disk: the call is keyed all the same
+                    self.log("journal-failed", call=a.call_id, reason=str(exc))
             return None
         if isinstance(a, (InstallPrekeyed, RemovePrekeyed)):
             return self._prekeyed(a)

@@ -32,7 +32,7 @@ from .events import (
 )
 from .headers import session_expires
 from .message import SipMessage, parse_message
-from .offers import Dialog, Leg, Offer, answer, apply_answer, select
+from .offers import Dialog, Leg, Offer, adopted, answer, apply_answer, select
 from .sdp import SdpError, parse_sdp
 
 
@@ -85,6 +85,12 @@ class DialogTracker:
                 seen.append(MediaOffered(msg.call_id, now, offer_endpoints(sdp), msg.summary(), destination))
             return [*seen, *events]
         return events
+
+    def adopt(self, call_id: str, from_tag: str | None, to_tag: str | None, flows: tuple, now: float) -> None:
+        """Track a call a previous run of the controller saw set up (see ``offers.adopted``)."""
+        if call_id not in self.dialogs:
+            self.dialogs[call_id] = adopted(call_id, from_tag, to_tag, flows, now)
+            self._schedule(call_id)
 
     def media_activity(self, call_id: str, now: float) -> None:
         d = self.dialogs.get(call_id)

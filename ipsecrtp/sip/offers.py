@@ -108,3 +108,12 @@ def publish(d: Dialog, leg: Leg, now: float, trigger: str, source, offerer: str)
     if same_flows(old, new):
         return [MediaRenegotiated(d.call_id, now, trigger, leg.notes)]
     return [MediaChanged(d.call_id, now, old, new, trigger, source, leg.to_tag, leg.notes)]
+
+
+def adopted(call_id: str, from_tag: str | None, to_tag: str | None, flows: tuple[Flow, ...], now: float) -> Dialog:
+    """A confirmed dialog rebuilt from a controller's journal after a restart: its INVITE was seen
+    by the previous run, so only what ends or changes it is left to see (a BYE, a re-INVITE, or
+    no media any more)."""
+    leg = Leg(to_tag, flows=flows, invite_answered=True)
+    return Dialog(call_id, from_tag, None, 0, now, state="confirmed", to_tag=to_tag, legs={to_tag: leg},
+                  flows=flows, negotiated=True, last_activity=now, refreshed=now)
