@@ -59,7 +59,7 @@ def adopt(k: Keying, tracker: DialogTracker, entries: list[dict], children: list
         else:
             st.state = KeyState.WAITING  # a responder whose SA the peer has not made again yet
         k.out.log("call-adopted", call=st.call_id, child=st.child, role=st.role, sa=st.uniqueid)
-    k.charon_restarted(frozenset(by_name), now)
+    rekey_lost(k, frozenset(by_name), now)
     for c in children:
         name = c.get("name", "")
         if name.startswith(OURS) and name not in named:
@@ -69,6 +69,19 @@ def adopt(k: Keying, tracker: DialogTracker, entries: list[dict], children: list
                 k.out.append(RemoveChild("", name, peer_name, c.get("uniqueid"), "orphan",
                                          own_conn=c.get("ike", "").startswith("call-") and c.get("ike") == name))
     return routed
+
+
+def rekey_lost(k: Keying, children: frozenset[str], now: float) -> None:
+    """charon is back (it drops every SA when it stops): every live call whose CHILD_SA this
+    gateway initiated and charon no longer holds is keyed again, as a new generation; a
+    responder's are the peer's to key again, and speculative ones wait for their answer."""
+    for call_id, st in list(k.calls.items()):
+        if st.role != "initiator" or st.prekeyed is not None or st.speculative or st.child is None \
+                or st.terminated or st.child in children:
+            continue
+        st.uniqueid = None  # gone with charon: its removal only unloads its connection
+        k.out.log("sa-lost", call=call_id, child=st.child, reason="charon restarted", t=now)
+        k.rekey(call_id, st.flows, now, "charon restarted", reason="charon-restarted")
 
 
 def _responder_child(children: list[dict], rules: frozenset[FlowRule]) -> dict | None:

@@ -259,7 +259,7 @@ class GatewayCore:
         elif isinstance(inp, CharonReconnected):
             self.out.log("vici-reconnected", children=len(inp.children), outage_s=round(inp.outage_s, 3))
             self._establish_pools()
-            self.keying.charon_restarted(inp.children, now)
+            adoption.rekey_lost(self.keying, inp.children, now)
         return self._flush()
 
     def _ike_result(self, r: IkeResult, now: float) -> None:

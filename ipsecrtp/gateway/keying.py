@@ -24,6 +24,7 @@ from .actions import (
     Unjournal,
 )
 from .natfix import NatFix
+from .policy import authorise
 from .state import Happening, KeyState, SaKeying
 from .strategies import PreKeyed, strategy_of
 from .timelines import Timelines
@@ -65,23 +66,6 @@ class Keying:
         nat.role_of = lambda call: self.calls[call].role if call in self.calls else None
 
     # -- decisions -------------------------------------------------------------------------------
-
-    def authorise(self, call_id: str, flows: tuple[Flow, ...], t: float,
-                  trigger: str) -> tuple[PeerConfig, MediaPolicy] | None:
-        if not flows:
-            self.out.log("no-flows", call=call_id, t=t, trigger=trigger,
-                         reason="every stream rejected (port 0) or on hold (0.0.0.0)")
-            return None
-        reasons = []
-        for peer, pol in self.policies:
-            problems = [r for r in (pol.check(f) for f in flows) if r]
-            if not problems:
-                return peer, pol
-            reasons.append(f"{peer.name}: {problems[0]}")
-        reasons[:0] = self.nat.refusal_reasons(call_id, flows)
-        self.out.log("refused", call=call_id, t=t, trigger=trigger, flows=[f.to_json() for f in flows],
-                     reason="; ".join(reasons))
-        return None
 
     def offered(self, ev: MediaOffered) -> None:
         self.nat.offer_dnat(ev, already=ev.call_id in self.pending_dnat)
@@ -133,7 +117,7 @@ class Keying:
         spec = prev if prev is not None and prev.speculative else None
         sdp_flows = flows
         flows, dnat = self.nat.translate_flows(call_id, flows)
-        ok = self.authorise(call_id, self.nat.asked(call_id, flows), t, trigger)
+        ok = authorise(self.policies, self.nat, self.out, call_id, self.nat.asked(call_id, flows), t, trigger)
         if ok is None:
             if spec is not None:
                 self.unkey(call_id, "answer-refused", t)
@@ -184,11 +168,7 @@ class Keying:
 
     def journal(self, st: SaKeying) -> None:
         """What a restarted controller needs to adopt the call (gateway/adoption.py)."""
-        from_tag, to_tag = self.tags_of(st.call_id)
-        self.out.append(Journal(st.call_id, {
-            "call_id": st.call_id, "from_tag": from_tag, "to_tag": to_tag, "peer": st.peer.name, "role": st.role,
-            "child": st.child, "generation": st.generation, "member": st.member,
-            "flows": [f.to_json() for f in st.flows]}))
+        self.out.append(Journal(st.call_id, st.journal_entry(*self.tags_of(st.call_id))))
 
     def _member(self, peer: PeerConfig) -> int:
         """The pool member for the next call to this peer: round robin, so that set-ups spread over
@@ -219,18 +199,6 @@ class Keying:
         if call_id in self.calls:
             self.unkey(call_id, reason, t, rekeying=True)
         self.key(call_id, flows, t, trigger)
-
-    def charon_restarted(self, children: frozenset[str], now: float) -> None:
-        """charon is back (it drops every SA when it stops): every live call whose CHILD_SA this
-        gateway initiated and charon no longer holds is keyed again, as a new generation; a
-        responder's are the peer's to key again, and speculative ones wait for their answer."""
-        for call_id, st in list(self.calls.items()):
-            if st.role != "initiator" or st.prekeyed is not None or st.speculative or st.child is None \
-                    or st.terminated or st.child in children:
-                continue
-            st.uniqueid = None  # gone with charon: its removal only unloads its connection
-            self.out.log("sa-lost", call=call_id, child=st.child, reason="charon restarted", t=now)
-            self.rekey(call_id, st.flows, now, "charon restarted", reason="charon-restarted")
 
     def unkey(self, call_id: str, reason: str, t: float, rekeying: bool | None = None) -> None:
         """The call's SA goes (after the teardown delay); ``rekeying``: at once, and a new one

@@ -118,6 +118,12 @@ class SaKeying:
     install_error: str = ""
     child_info: dict = field(default_factory=dict)  # charon's view of the CHILD_SA once up
 
+    def journal_entry(self, from_tag: str | None, to_tag: str | None) -> dict:
+        """The call as a restarted controller adopts it (no key material: tags, flows, names)."""
+        return {"call_id": self.call_id, "from_tag": from_tag, "to_tag": to_tag, "peer": self.peer.name,
+                "role": self.role, "child": self.child, "generation": self.generation, "member": self.member,
+                "flows": [f.to_json() for f in self.flows]}
+
     def advance(self, happening: Happening) -> KeyState:
         nxt = TRANSITIONS.get((self.state, happening))
         if nxt is None:
