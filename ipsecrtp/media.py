@@ -7,10 +7,20 @@ controller's routing rules are derived from these and nothing else.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
+from .sip.errors import Capped
+from .sip.limits import DEFAULT_LIMITS
 from .sip.sdp import MediaDescription, SessionDescription
+
+DEFAULT_MAX_PORTS = DEFAULT_LIMITS.max_ports_per_stream
+
+
+class TooManyPorts(Capped, ValueError):
+    """A stream's port count beyond ``max_ports_per_stream``: its flows are never enumerated (an
+    m= port count is a number in the input, up to 65535, and each port would be a flow)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -62,18 +72,28 @@ def _keyable(md: MediaDescription) -> bool:
     return not md.rejected and md.address is not None and not md.on_hold_address
 
 
-def flows(offer: SessionDescription, answer: SessionDescription) -> tuple[Flow, ...]:
+def _ports(i: int, md: MediaDescription, count: int, max_ports: int) -> int:
+    """The stream's port count, checked before anything is done per port."""
+    if count > max_ports:
+        raise TooManyPorts("ports-per-stream", max_ports, f"stream {i} ({md.media[:20]}) has a port count of "
+                           f"{count}, more than max_ports_per_stream {max_ports}")
+    return count
+
+
+def flows(offer: SessionDescription, answer: SessionDescription,
+          max_ports: int = DEFAULT_MAX_PORTS) -> tuple[Flow, ...]:
     """The exact UDP flows that offer and answer establish, stream by stream.
 
     Streams rejected (port 0) or held with a 0.0.0.0 connection address on either side have
-    no flow. ``inactive`` streams keep their flows: RTCP continues (RFC 3264 §5.1).
+    no flow. ``inactive`` streams keep their flows: RTCP continues (RFC 3264 §5.1). A stream whose
+    port count (the smaller of the two sides') exceeds ``max_ports`` raises :class:`TooManyPorts`.
     """
     out: list[Flow] = []
     for i, (o, a) in enumerate(zip(offer.media, answer.media, strict=False)):
         if not (_keyable(o) and _keyable(a)):
             continue
         mux = o.rtcp_mux and a.rtcp_mux
-        for k in range(min(o.port_count, a.port_count)):
+        for k in range(_ports(i, o, min(o.port_count, a.port_count), max_ports)):
             # RFC 8866 §5.14: with a port count, RTP uses even ports p, p+2, ... and RTCP the odd ones.
             step = 1 if mux else 2
             op, ap = o.port + k * step, a.port + k * step
@@ -86,14 +106,14 @@ def flows(offer: SessionDescription, answer: SessionDescription) -> tuple[Flow, 
     return tuple(out)
 
 
-def offer_endpoints(offer: SessionDescription) -> tuple[Endpoint, ...]:
+def offer_endpoints(offer: SessionDescription, max_ports: int = DEFAULT_MAX_PORTS) -> tuple[Endpoint, ...]:
     """Every RTP and RTCP endpoint an offer names (before any answer exists): what speculative
-    keying can protect on the offerer's side."""
+    keying can protect on the offerer's side. :class:`TooManyPorts` beyond ``max_ports``."""
     out: list[Endpoint] = []
-    for md in offer.media:
+    for i, md in enumerate(offer.media):
         if not _keyable(md):
             continue
-        for k in range(md.port_count):
+        for k in range(_ports(i, md, md.port_count, max_ports)):
             p = md.port + k * (1 if md.rtcp_mux else 2)
             out.append(Endpoint(md.address or "", p))
             if not md.rtcp_mux:
@@ -125,6 +145,13 @@ def notes(offer: SessionDescription, answer: SessionDescription) -> tuple[str, .
     return tuple(out)
 
 
+# cached: each answer asks about the same few addresses ten times, and parsing them was half of a
+# call's keying decision; bounded, so addresses sprayed in SDP only evict
+@functools.lru_cache(maxsize=4096)
+def _address(addr: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(addr)
+
+
 @dataclass(frozen=True)
 class MediaPolicy:
     """Which flows a gateway may key: addresses in the configured media prefixes of the two
@@ -141,7 +168,7 @@ class MediaPolicy:
                    tuple(ipaddress.ip_network(p, strict=False) for p in remote), ports[0], ports[1])
 
     def _in(self, addr: str, nets) -> bool:
-        ip = ipaddress.ip_address(addr)
+        ip = _address(addr)
         return any(ip.version == n.version and ip in n for n in nets)
 
     def side(self, ep: Endpoint) -> str | None:

@@ -10,6 +10,7 @@ only believed when the peer's address or port as seen differs from the configure
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ class NatFinding:
         return {"test": self.test, "where": self.where, "evidence": self.evidence}
 
 
+# cached: every INVITE and 2xx asks about the same few addresses a dozen times (ipaddress parsing was
+# half of a call's cost in the gateway core); bounded, so addresses sprayed by a peer only evict
+@functools.lru_cache(maxsize=4096)
 def _ip(host: str):
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -39,9 +43,15 @@ def _ip(host: str):
         return None
 
 
+@functools.lru_cache(maxsize=4096)
 def is_private(host: str, extra: tuple = ()) -> bool:
     ip = _ip(host)
     return ip is not None and any(ip.version == n.version and ip in n for n in (*PRIVATE, *extra))
+
+
+def _port(s: str) -> int | None:
+    """A port written in ASCII digits, else None ('²' passes isdigit; int() of a long one raises)."""
+    return int(s) if s.isascii() and s.isdigit() and len(s) <= 5 else None
 
 
 def _uri_hostport(value: str) -> tuple[str, int | None] | None:
@@ -60,7 +70,7 @@ def _uri_hostport(value: str) -> tuple[str, int | None] | None:
     else:
         host, _, port = v.partition(":")
     port = port.split("?")[0]
-    return host, int(port) if port.isdigit() else None
+    return host, _port(port)
 
 
 def sip_findings(msg: SipMessage, source: tuple[str, int], private: tuple = ()) -> list[NatFinding]:
@@ -89,7 +99,7 @@ def sip_findings(msg: SipMessage, source: tuple[str, int], private: tuple = ()) 
         rec, rport = via.param("received"), via.param("rport")
         if rec and _ip(rec) != _ip(via.host):  # RFC 3581 servers add received even when it is the same
             out.append(NatFinding("via-received", "sip", f"next hop saw {via.host} as {rec} (RFC 3581 received)"))
-        if rport and rport.isdigit() and via.port is not None and int(rport) != via.port:
+        if rport and _port(rport) is not None and via.port is not None and _port(rport) != via.port:
             out.append(NatFinding("via-rport", "sip", f"next hop saw port {via.port} as {rport} (RFC 3581 rport)"))
     if is_private(src, private):  # nathelper 32
         out.append(NatFinding("source-private", "sip", f"packet source {src} is a private address"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from .sip.errors import SipParseError
-from .sip.message import StreamFramer
+from .sip.errors import CapExceeded, SipParseError
+from .sip.framing import StreamFramer
+from .sip.limits import DEFAULT_LIMITS, Limits
 
 UDP, TCP = 17, 6
 
@@ -97,14 +100,30 @@ def esp_spi(pkt: Packet) -> int:
 
 
 class _TcpDirection:
-    """In-order delivery of one direction of a TCP connection to a SIP framer."""
+    """In-order delivery of one direction of a TCP connection to a SIP framer. What it holds is
+    bounded: the framer's buffer by the message cap, segments waiting for a gap by count and bytes."""
 
     MAX_PENDING = 64
 
-    def __init__(self) -> None:
+    def __init__(self, max_message: int) -> None:
         self.next_seq: int | None = None
         self.pending: dict[int, bytes] = {}
-        self.framer = StreamFramer()
+        self.pending_bytes = 0
+        self.max_pending_bytes = max_message  # a gap longer than a message cannot be a message's middle
+        self.framer = StreamFramer(max_message)
+
+    @property
+    def buffered(self) -> int:
+        return self.pending_bytes + self.framer.buffered
+
+    def _hold(self, seq: int, payload: bytes) -> None:
+        """Keep an out-of-order segment for later, within the caps (beyond them it is lost, like a
+        segment the capture missed: the framer resynchronises on the next message)."""
+        old = len(self.pending.get(seq, b""))
+        if (old or len(self.pending) < self.MAX_PENDING) and \
+                self.pending_bytes - old + len(payload) <= self.max_pending_bytes:
+            self.pending[seq] = payload
+            self.pending_bytes += len(payload) - old
 
     def feed(self, pkt: Packet) -> list[bytes | SipParseError]:
         seq = pkt.seq + (1 if pkt.syn else 0)
@@ -123,31 +142,42 @@ class _TcpDirection:
         else:
             payload = pkt.payload
         if seq != self.next_seq:
-            if len(self.pending) < self.MAX_PENDING:
-                self.pending[seq] = payload
+            self._hold(seq, payload)
             return []
         out = []
-        data = payload
-        while True:
+        data: bytes | None = payload
+        while data is not None:
             out.extend(self.framer.feed(data))
             self.next_seq = (self.next_seq + len(data)) & 0xFFFFFFFF
             data = self.pending.pop(self.next_seq, None)
-            if data is None:
-                break
+            if data is not None:
+                self.pending_bytes -= len(data)
         return out
 
 
-class SipExtractor:
-    """Turns captured packets into SIP message bytes, reassembling TCP streams per connection."""
+Item = tuple[bytes | SipParseError, bool]
 
-    def __init__(self, ports: set[int]) -> None:
+
+class SipExtractor:
+    """Turns captured packets into SIP message bytes, reassembling TCP streams per connection.
+
+    The directions it reassembles are capped in number (the least recently fed dropped first) and
+    in the bytes they hold together; a drop is reported as a :class:`CapExceeded` item."""
+
+    def __init__(self, ports: set[int], limits: Limits = DEFAULT_LIMITS) -> None:
         self.ports = ports
-        self._tcp: dict[tuple, _TcpDirection] = {}
+        self.limits = limits
+        self._tcp: collections.OrderedDict[tuple, _TcpDirection] = collections.OrderedDict()  # oldest first
+        self.buffered = 0  # bytes held by all directions together
+
+    @property
+    def connections(self) -> int:
+        return len(self._tcp)
 
     def is_sip(self, pkt: Packet) -> bool:
         return pkt.sport in self.ports or pkt.dport in self.ports
 
-    def feed(self, pkt: Packet) -> list[tuple[bytes | SipParseError, bool]]:
+    def feed(self, pkt: Packet) -> list[Item]:
         """List of (message bytes or framing error, framed-from-stream) for this packet."""
         if not self.is_sip(pkt):
             return []
@@ -156,10 +186,36 @@ class SipExtractor:
                 return []  # keep-alive
             return [(pkt.payload, False)]
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        if pkt.syn and not pkt.payload:
-            self._tcp[key] = _TcpDirection()
-        direction = self._tcp.setdefault(key, _TcpDirection())
-        out = [(m, True) for m in direction.feed(pkt)]
+        direction = self._tcp.get(key)
+        if direction is None or (pkt.syn and not pkt.payload):
+            self._drop(key)
+            direction = self._tcp[key] = _TcpDirection(self.limits.max_message_bytes)
+        else:
+            self._tcp.move_to_end(key)
+        before = direction.buffered
+        out: list[Item] = [(m, True) for m in direction.feed(pkt)]
+        self.buffered += direction.buffered - before
         if pkt.fin_or_rst:
-            self._tcp.pop(key, None)
-        return out
+            self._drop(key)
+        return out + self._enforce()
+
+    def _drop(self, key: tuple) -> None:
+        direction = self._tcp.pop(key, None)
+        if direction is not None:
+            self.buffered -= direction.buffered
+
+    def _enforce(self) -> list[Item]:
+        """Drop the least recently fed directions while beyond a cap: one item per cap hit."""
+        lim = self.limits
+        out = self._shed("tcp-connections", lim.max_tcp_connections, lambda: len(self._tcp))
+        return out + self._shed("tcp-buffered-bytes", lim.max_tcp_buffered_bytes, lambda: self.buffered)
+
+    def _shed(self, cap: str, limit: int, size: Callable[[], int]) -> list[Item]:
+        dropped = 0
+        while self._tcp and size() > limit:
+            self._drop(next(iter(self._tcp)))
+            dropped += 1
+        if not dropped:
+            return []
+        return [(CapExceeded(cap, limit, f"{dropped} least recently used TCP connection(s) no longer reassembled "
+                             f"(more than max_{cap.replace('-', '_')} {limit})"), True)]

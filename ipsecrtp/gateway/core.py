@@ -15,15 +15,18 @@ from typing import TYPE_CHECKING
 from ..packet import SipExtractor, classify, decode_ip, esp_spi, ike_port
 from ..selectors import FlowRule, rules_for_child
 from ..sip.dialog import DialogTracker
-from ..sip.errors import SipParseError
+from ..sip.errors import Capped, SipParseError
 from ..sip.events import (
+    CapHit,
     DialogConfirmed,
     DialogEarly,
+    DialogEvicted,
     DialogTerminated,
     Event,
     MediaChanged,
     MediaNegotiated,
     MediaOffered,
+    MediaRefused,
     MessageRejected,
     SipSeen,
 )
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
 SINK = "sink"  # the interface name the shell gives packets the data plane kept from the WAN
 IKE_TRIES = 5  # attempts at a peer's long-lived IKE_SA at start (its controller may start later)
 IKE_RETRY_S = 1.0
+TIMER_BATCH = 8  # dialogs expired per handle_timer at most: the loop reads packets between batches
 
 
 class GatewayCore:
@@ -67,8 +71,9 @@ class GatewayCore:
         self.cfg, self.backend = cfg, backend
         self.routing = backend == "kernel-libipsec"  # per-flow policy routing into charon's TUN
         self.out = Outbox()
-        self.tracker = DialogTracker(media_timeout=cfg.media_timeout, report_messages=True)
-        self.extractor = SipExtractor(set(cfg.sip_ports))
+        self.tracker = DialogTracker(media_timeout=cfg.media_timeout, report_messages=True, limits=cfg.limits,
+                                     timer_batch=TIMER_BATCH)
+        self.extractor = SipExtractor(set(cfg.sip_ports), cfg.limits)
         self.media_interfaces = frozenset(cfg.media_interfaces)
         self.timelines = Timelines(cfg.name, BUDGETS[cfg.budget], cfg.teardown_delay, self.out)
         private = tuple(ipaddress.ip_network(p) for p in cfg.nat_private)
@@ -182,6 +187,10 @@ class GatewayCore:
 
     def _sip(self, pkt, now: float) -> None:
         for item, stream in self.extractor.feed(pkt):
+            if isinstance(item, Capped):  # TCP reassembly's caps: one line per hit, naming the cap
+                self.out.log("cap-hit", cap=item.cap, limit=item.limit, reason=str(item),
+                             source=f"{pkt.src}:{pkt.sport}")
+                continue
             if isinstance(item, SipParseError):
                 self.out.log("sip-rejected", reason=str(item), source=f"{pkt.src}:{pkt.sport}")
                 continue
@@ -226,6 +235,17 @@ class GatewayCore:
             k.rekey(ev.call_id, ev.new, ev.time, ev.trigger)
         elif isinstance(ev, DialogTerminated):
             k.unkey(ev.call_id, ev.reason, ev.time)
+        elif isinstance(ev, CapHit):
+            self.out.log("cap-hit", cap=ev.cap, limit=ev.limit, call=ev.call_id or None, reason=ev.detail,
+                         source=f"{ev.source[0]}:{ev.source[1]}" if ev.source else None, t=ev.time)
+        elif isinstance(ev, DialogEvicted):
+            self.out.log("dialog-evicted", call=ev.call_id, cap=ev.cap, state=ev.state, t=ev.time,
+                         source=ev.source[0] if ev.source else None)
+        elif isinstance(ev, MediaRefused):  # beyond a cap: refused like a hostile SDP, its old SA goes
+            self.out.log("cap-hit", cap=ev.cap, limit=ev.limit, call=ev.call_id, reason=ev.reason, t=ev.time)
+            if ev.call_id in k.calls:
+                k.unkey(ev.call_id, "media-changed" if ev.old else "answer-refused", ev.time)
+            self.out.log("refused", call=ev.call_id, t=ev.time, trigger=ev.trigger, flows=[], reason=ev.reason)
         if ev.call_id:
             self.timelines.settle(ev.call_id, ev.time)
 

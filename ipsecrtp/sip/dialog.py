@@ -12,12 +12,10 @@ of flows a gateway keys, and every change to it is a :class:`MediaChanged`.
 
 from __future__ import annotations
 
-import heapq
-
-from ..media import offer_endpoints
-from .errors import SipParseError
+from .errors import CapExceeded, Capped, SipParseError
 from .events import (
     Address,
+    CapHit,
     DialogConfirmed,
     DialogEarly,
     DialogTerminated,
@@ -30,18 +28,28 @@ from .events import (
     Retransmission,
     SipSeen,
 )
+from .guard import DialogGuard, offered_endpoints
 from .headers import session_expires
+from .limits import DEFAULT_LIMITS, Limits
 from .message import SipMessage, parse_message
 from .offers import Dialog, Leg, Offer, adopted, answer, apply_answer, select
 from .sdp import SdpError, parse_sdp
+from .timerheap import TimerHeap
+from .timers import DialogTimers
 
 
-class DialogTracker:
+class DialogTracker(DialogTimers):
     """Tracks every INVITE-initiated call seen; one instance per capture point."""
 
     def __init__(self, *, media_timeout: float | None = 30.0, invite_timeout: float = 180.0,
-                 linger: float = 32.0, session_timer_grace: float = 2.0, report_messages: bool = False) -> None:
+                 linger: float = 32.0, session_timer_grace: float = 2.0, report_messages: bool = False,
+                 limits: Limits = DEFAULT_LIMITS, timer_batch: int | None = None) -> None:
         self.report_messages = report_messages
+        # dialogs expired per handle_timer call at most (None: all due): a flood's INVITEs all reach
+        # Timer C together, and a live loop should read packets between batches, not stall on them
+        self.timer_batch = timer_batch
+        self.limits, self.guard = limits, DialogGuard(limits)  # caps on what an input can make it hold
+        self.max_ports = limits.max_ports_per_stream
         self.media_timeout = media_timeout
         self.invite_timeout = invite_timeout  # Timer C (RFC 3261 §16.6) bounds an unanswered INVITE
         self.linger = linger  # keep ended dialogs to recognise retransmissions (64*T1)
@@ -50,15 +58,17 @@ class DialogTracker:
         # (when, call) no later than each dialog's next deadline: the earliest in O(log n), whatever
         # the number of calls. Media activity only moves a deadline later, so it pushes nothing: an
         # entry that comes due early is checked against the dialog and pushed again.
-        self._timers: list[tuple[float, str]] = []
-        self._timer_at: dict[str, float] = {}  # call -> its earliest entry still in the heap
+        self._timers = TimerHeap()
+        self._timer_at = self._timers.at  # call -> its earliest entry still in the heap
 
     # -- input ---------------------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float, source: Address | None = None,
                 stream: bool = False, destination: Address | None = None) -> list[Event]:
         try:
-            msg = parse_message(data, stream=stream)
+            msg = parse_message(data, stream=stream, limits=self.limits)
+        except CapExceeded as exc:
+            return [CapHit("", now, exc.cap, exc.limit, f"message dropped: {exc}", source)]
         except SipParseError as exc:
             return [MessageRejected("", now, str(exc), source)]
         return self.receive_message(msg, now, source, destination)
@@ -72,17 +82,21 @@ class DialogTracker:
                 return repeat  # seen before: no need to read its SDP again
         body = msg.sdp_body()
         try:
-            sdp = parse_sdp(body) if body else None
+            sdp = parse_sdp(body, self.limits) if body else None
         except SdpError as exc:
+            if isinstance(exc, Capped):
+                return [CapHit(msg.call_id, now, exc.cap, exc.limit, f"message dropped: {exc}", source)]
             return [MessageRejected(msg.call_id, now, f"bad SDP: {exc}", source)]
         events = self._request(msg, sdp, now, source) if msg.is_request else self._response(msg, sdp, now, source)
         self._schedule(msg.call_id)
+        events += self.guard.transactions(self.dialogs.get(msg.call_id), now, source)
         if self.report_messages and msg.call_id in self.dialogs:
             seen: list[Event] = [SipSeen(msg.call_id, now, msg.cseq[1], msg.status, msg.summary(), msg, source)]
             d = self.dialogs[msg.call_id]
             if msg.is_request and msg.method == "INVITE" and msg.to_tag is None and sdp is not None \
                     and d.invite_offer is not None and d.invite_offer.sdp is sdp:
-                seen.append(MediaOffered(msg.call_id, now, offer_endpoints(sdp), msg.summary(), destination))
+                endpoints, refused = offered_endpoints(sdp, self.max_ports, msg.call_id, now, source)
+                seen += [*refused, MediaOffered(msg.call_id, now, endpoints, msg.summary(), destination)]
             return [*seen, *events]
         return events
 
@@ -97,76 +111,11 @@ class DialogTracker:
         if d is not None and d.state != "terminated":
             d.last_activity = max(d.last_activity, now)
 
-    # -- timers --------------------------------------------------------------------------------
-
-    def _deadline(self, d: Dialog) -> float | None:
-        if d.state == "terminated":
-            return (d.ended or 0.0) + self.linger
-        if d.state in ("trying", "early"):
-            return d.last_activity + self.invite_timeout
-        times = []
-        if self.media_timeout is not None:
-            times.append(d.last_activity + self.media_timeout)
-        if d.session_expires is not None:
-            times.append(d.refreshed + d.session_expires + self.session_timer_grace)
-        return min(times) if times else None
-
-    def _schedule(self, call_id: str) -> None:
-        d = self.dialogs.get(call_id)
-        t = self._deadline(d) if d is not None else None
-        if t is not None and (call_id not in self._timer_at or t < self._timer_at[call_id]):
-            heapq.heappush(self._timers, (t, call_id))
-            self._timer_at[call_id] = t
-
-    def next_timer(self) -> float | None:
-        while self._timers:
-            t, cid = self._timers[0]
-            if self._timer_at.get(cid) != t:
-                heapq.heappop(self._timers)  # superseded by an earlier entry
-                continue
-            d = self.dialogs.get(cid)
-            real = self._deadline(d) if d is not None else None
-            if real == t:
-                return t
-            heapq.heappop(self._timers)  # its dialog is gone, or activity moved the deadline later
-            del self._timer_at[cid]
-            self._schedule(cid)
-        return None
-
-    def handle_timer(self, now: float) -> list[Event]:
-        events: list[Event] = []
-        due: list[str] = []
-        while self._timers and self._timers[0][0] <= now:
-            _, cid = heapq.heappop(self._timers)
-            if self._timer_at.get(cid) is not None and self._timer_at[cid] <= now:
-                del self._timer_at[cid]
-                due.append(cid)
-        for cid in due:
-            d = self.dialogs.get(cid)
-            if d is None:
-                continue
-            events.extend(self._expire(cid, d, now))
-            self._schedule(cid)
-        return events
-
-    def _expire(self, cid: str, d: Dialog, now: float) -> list[Event]:
-        """What is due for one dialog now (its heap entry may have come early: then nothing)."""
-        if d.state == "terminated":
-            if now >= (d.ended or 0.0) + self.linger:
-                del self.dialogs[cid]
-        elif d.state in ("trying", "early") and now >= d.last_activity + self.invite_timeout:
-            return [self._end(d, now, "timeout", None)]
-        elif d.state == "confirmed":
-            if d.session_expires is not None and now >= d.refreshed + d.session_expires + self.session_timer_grace:
-                return [self._end(d, now, "session-expired", None)]
-            if self.media_timeout is not None and now >= d.last_activity + self.media_timeout:
-                return [self._end(d, now, "media-timeout", None)]
-        return []
-
     # -- internals -----------------------------------------------------------------------------
 
     def _end(self, d: Dialog, now: float, reason: str, trigger: str | None) -> DialogTerminated:
         d.state, d.ended = "terminated", now
+        self.guard.ended(d.call_id)
         return DialogTerminated(d.call_id, now, reason, trigger)
 
     def _leg_of(self, d: Dialog, msg: SipMessage) -> tuple[Leg | None, str]:
@@ -209,12 +158,15 @@ class DialogTracker:
                 # same Call-ID, new branch: a spiral through a proxy, or a retransmission re-sent by it
                 d.seen_requests.add(key)
                 return [Retransmission(d.call_id, now, trigger)]
+            admitted, events = self.guard.admit(msg.call_id, source, now, self.dialogs, self._timer_at)
+            if not admitted:
+                return events
             d = Dialog(msg.call_id, msg.from_tag, branch, cseq[0], now, last_activity=now)
             self.dialogs[msg.call_id] = d
             d.seen_requests.add(key)
             if sdp is not None:
                 d.invite_offer = Offer(sdp, "caller", cseq)
-            return []
+            return events
         if d is None or d.state == "terminated":
             return []
         d.seen_requests.add(key)
@@ -222,12 +174,16 @@ class DialogTracker:
         if method == "CANCEL":
             d.cancelled = True
             return []
+        if method in ("INVITE", "UPDATE") and (hit := self.guard.offer(d.call_id, now, source)) is not None:
+            return [hit]
         leg, side = self._leg_of(d, msg)
         if leg is None:
             if method == "BYE" and msg.to_tag in d.extra:
                 return []  # the caller tearing down a fork's extra 2xx dialog
             if d.state == "confirmed" or method not in ("PRACK", "UPDATE"):
                 return []
+            if (hit := self.guard.fork(d, msg.to_tag, now, source)) is not None:
+                return [hit]
             leg = d.legs.setdefault(msg.to_tag, Leg(msg.to_tag))  # PRACK/UPDATE before we saw its 18x
         if method == "BYE":
             if leg.to_tag != d.to_tag and d.state == "confirmed":
@@ -235,10 +191,10 @@ class DialogTracker:
             return [self._end(d, now, f"bye-by-{side}", trigger)]
         if method == "ACK":
             if leg.offer is not None and leg.offer.by == "callee" and sdp is not None:
-                return answer(d, leg, sdp, now, trigger, source)
+                return answer(d, leg, sdp, now, trigger, source, self.max_ports)
             return []
         if method == "PRACK" and sdp is not None and leg.offer is not None and leg.offer.by == "callee":
-            return answer(d, leg, sdp, now, trigger, source)
+            return answer(d, leg, sdp, now, trigger, source, self.max_ports)
         if method in ("INVITE", "UPDATE", "PRACK") and sdp is not None:
             leg.offer = Offer(sdp, side, cseq)
         return []
@@ -272,6 +228,8 @@ class DialogTracker:
             return self._invite_failed(d, status, now, trigger)
         if msg.to_tag is None:
             return []  # a 1xx/2xx without To tag creates no dialog (RFC 3261 §12.1)
+        if (hit := self.guard.fork(d, msg.to_tag, now, source)) is not None:
+            return [hit]
         if d.state == "confirmed" and (leg is None or (status >= 200 and msg.to_tag != d.to_tag)):
             # a fork answering after the call is confirmed: its tag is remembered (the caller's BYE to it
             # is not this call's end) and its 2xx reported, never keyed
@@ -315,7 +273,7 @@ class DialogTracker:
             if not leg.invite_answered or (leg.tentative and status >= 200):
                 revision = leg.invite_answered  # the 2xx confirming an unreliable 18x's answer
                 leg.invite_answered, leg.tentative = True, status < 200 and not reliable
-                new = apply_answer(d, leg, d.invite_offer, sdp, now, trigger, source)
+                new = apply_answer(d, leg, d.invite_offer, sdp, now, trigger, source, self.max_ports)
                 return [e for e in new if not (revision and isinstance(e, MediaRenegotiated))]
         elif leg.offer is None and not leg.flows and (status >= 200 or reliable):
             # late offer: no SDP in the INVITE, so this response offers; the ACK or PRACK answers
@@ -335,7 +293,7 @@ class DialogTracker:
         if 200 <= status <= 299 and method in ("INVITE", "UPDATE"):
             self._session_timer(d, msg, now)
         if sdp is not None and leg.offer is not None and leg.offer.cseq == cseq:
-            return answer(d, leg, sdp, now, trigger, source)
+            return answer(d, leg, sdp, now, trigger, source, self.max_ports)
         return []
 
     def _session_timer(self, d: Dialog, msg: SipMessage, now: float) -> None:

@@ -111,3 +111,36 @@ class ExtraDialog(Event):
 
     to_tag: str | None
     trigger: str
+
+
+@dataclass(frozen=True)
+class CapHit(Event):
+    """An input went beyond a cap of :class:`~.limits.Limits` (``cap``, one of ``limits.CAPS``): what it
+    would have cost was not spent. ``detail`` says what happened instead (dropped, evicted, ignored)."""
+
+    cap: str
+    limit: int
+    detail: str
+    source: Address | None = None
+
+
+@dataclass(frozen=True)
+class DialogEvicted(Event):
+    """A dialog dropped to make room under a dialogs cap (the oldest ended, else unanswered, one); an
+    unanswered one is also reported ended (reason ``evicted``) so that what was held for it goes."""
+
+    cap: str
+    state: str  # what it was when evicted: trying, early or terminated
+    source: Address | None = None
+
+
+@dataclass(frozen=True)
+class MediaRefused(Event):
+    """An offer/answer whose flows were not computed: beyond a cap (ports per stream). The call has
+    no flows until a later offer/answer; ``old`` are the ones it had (now gone)."""
+
+    reason: str
+    trigger: str
+    cap: str
+    limit: int
+    old: tuple[Flow, ...] = ()

@@ -36,6 +36,14 @@ class Via:
 
 
 _LIST_ITEM = re.compile(r'(?:<[^>]*>|[^,<])+')
+# quoted-string: a backslash escapes any character, only inside quotes (RFC 3261 §25.1)
+_QUOTED = r'"(?:[^"\\]|\\[\s\S])*"'
+# one list item where quotes may occur: quoted strings, <...> (a quoted '>' inside does not end it; one
+# never closed runs to the end) and any character but ',', '"' and '<'. Each alternative starts with its
+# own character, so a failed match backtracks linearly, never exponentially.
+_QUOTED_ITEM = re.compile(rf'(?:{_QUOTED}|<(?:[^">]|{_QUOTED})*(?:>|\Z)|[^,"<])+')
+# what precedes the first '<' outside quoted strings
+_BEFORE_LT = re.compile(rf'(?:[^"<]|{_QUOTED})*')
 
 
 def split_commas(value: str) -> list[str]:
@@ -47,52 +55,32 @@ def split_commas(value: str) -> list[str]:
         if "<" not in value:
             return [v for v in (p.strip() for p in value.split(",")) if v]
         return [v for v in (m.group(0).strip() for m in _LIST_ITEM.finditer(value)) if v]
-    out, cur, quoted, angle, esc = [], [], False, False, False
-    for ch in value:
-        if esc:
-            cur.append(ch)
-            esc = False
+    # the general case in one regex pass per item (a character loop costs ~10 ms on a 64 KiB value)
+    out, pos, n = [], 0, len(value)
+    while pos < n:
+        if value[pos] == ",":
+            pos += 1
             continue
-        if quoted and ch == "\\":
-            esc = True
-            cur.append(ch)
-            continue
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "<":
-            angle = True
-        elif not quoted and ch == ">":
-            angle = False
-        elif ch == "," and not quoted and not angle:
-            out.append("".join(cur).strip())
-            cur = []
-            continue
-        cur.append(ch)
-    if quoted:
-        raise SipParseError("unterminated quoted string in header value")
-    last = "".join(cur).strip()
-    if last or out:
-        out.append(last)
-    return [v for v in out if v]
+        m = _QUOTED_ITEM.match(value, pos)
+        if m is None:  # a '"' (or a '<' before one) whose quoted string never ends
+            raise SipParseError("unterminated quoted string in header value")
+        item = m.group(0).strip()
+        if item:
+            out.append(item)
+        pos = m.end()
+    return out
 
 
 def _unquoted_lt(value: str, what: str) -> int:
     """Index of the first '<' outside a quoted string (escapes honoured), -1 when there is none."""
     if '"' not in value:
         return value.find("<")
-    quoted, esc = False, False
-    for i, ch in enumerate(value):
-        if esc:
-            esc = False
-        elif quoted and ch == "\\":
-            esc = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == "<" and not quoted:
-            return i
-    if quoted:
+    i = _BEFORE_LT.match(value).end()  # type: ignore[union-attr]  # (...)* always matches
+    if i == len(value):
+        return -1
+    if value[i] == '"':
         raise SipParseError(f"unterminated quoted string in {what}")
-    return -1
+    return i
 
 
 def _strip_name_addr(value: str) -> str:
@@ -135,7 +123,7 @@ def parse_via(value: str) -> Via:
         raise SipParseError("Via without sent-by host")
     port: int | None = None
     if port_s:
-        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        if not (port_s.isascii() and port_s.isdigit() and len(port_s) <= 5 and 0 < int(port_s) < 65536):
             raise SipParseError(f"bad port in Via: {port_s[:10]!r}")
         port = int(port_s)
     params: list[tuple[str, str | None]] = []
@@ -189,4 +177,5 @@ def session_expires(value: str | None) -> float | None:
     if not value:
         return None
     delta = value.split(";")[0].strip()
-    return float(delta) if delta.isdigit() and int(delta) > 0 else None
+    # ASCII digits only, and few ('²' passes isdigit; int() of thousands of digits raises)
+    return float(delta) if delta.isascii() and delta.isdigit() and len(delta) <= 10 and int(delta) > 0 else None

@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import SipParseError
+from .errors import CapExceeded, SipParseError
+from .framing import StreamFramer, find_header_end
 from .headers import Via, check_name_addr, check_request_uri, header_param, parse_via, split_commas
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = ["COMPACT", "SipMessage", "StreamFramer", "find_header_end", "parse_message"]
 
 # RFC 3261 §7.3.3 compact forms, plus the ones registered since (RFC 3262, 3515, 3892, 4028, ...).
 COMPACT = {
@@ -138,15 +142,6 @@ def _sdp_from_multipart(body: bytes, boundary: str) -> bytes | None:
     return None
 
 
-def find_header_end(data: bytes) -> int:
-    """Index just past the blank line ending the header block, or -1."""
-    i = data.find(b"\r\n\r\n")
-    if i >= 0:
-        return i + 4
-    i = data.find(b"\n\n")  # bare LF is tolerated on input (RFC 3261 §7.5 robustness)
-    return i + 2 if i >= 0 else -1
-
-
 _SINGLE = frozenset(("call-id", "cseq", "from", "to", "content-length", "max-forwards", "content-type"))
 _DATE = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
                    r"\d{4} \d{2}:\d{2}:\d{2} GMT$")
@@ -180,45 +175,40 @@ def _read_headers(rest: str) -> list[tuple[str, str]]:
     return headers
 
 
-def parse_message(data: bytes, stream: bool = False) -> SipMessage:
-    """Parse one complete SIP message.
+def _cap(cap: str, n: int, limit: int, what: str) -> None:
+    if n > limit:
+        raise CapExceeded(cap, limit, f"{what.format(n=n)}, more than max_{cap.replace('-', '_')} {limit}")
 
-    On a datagram transport a missing Content-Length means "the rest of the datagram"
-    (RFC 3261 §18.3); on a stream (``stream=True``) the caller framed it already.
-    """
-    if not data or not data.strip():
-        raise SipParseError("empty message")
-    end = find_header_end(data)
-    if end < 0:
-        raise SipParseError("no blank line after headers")
-    try:
-        head = data[:end].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SipParseError(f"header block is not UTF-8 (byte {exc.start})") from None
-    text = head.replace("\r\n", "\n").lstrip("\n")  # leading CRLFs: keep-alives (RFC 5626), robustness
-    if not text:
-        raise SipParseError("empty message")
-    start, _, rest = text.partition("\n")
-    method = uri = reason = None
-    status = None
+
+def _number(s: str, most: int = 10) -> int | None:
+    """A decimal number of ASCII digits (``isdigit`` alone lets '²' through, which int() refuses, and
+    int() of thousands of digits raises ValueError), else None."""
+    return int(s) if s.isascii() and s.isdigit() and len(s) <= most else None
+
+
+def _start_line(start: str) -> tuple[str | None, str | None, int | None, str | None]:
+    """(method, Request-URI, status, reason) of a request or status line."""
     m = _STATUS_LINE.match(start)
     if m:
         if m.group(1) != "2.0":
             raise SipParseError(f"unsupported SIP version {m.group(1)}")
-        status, reason = int(m.group(2)), m.group(3) or ""
+        status = int(m.group(2))
         if not 100 <= status <= 699:
             raise SipParseError(f"status code out of range: {status}")
-    else:
-        m = _REQUEST_LINE.match(start)
-        if not m:
-            if start.startswith("SIP/"):
-                raise SipParseError(f"malformed status line: {start[:60]!r}")
-            raise SipParseError(f"malformed request line: {start[:60]!r}")
-        if m.group(3) != "2.0":
-            raise SipParseError(f"unsupported SIP version {m.group(3)}")
-        method, uri = m.group(1), m.group(2)
-        check_request_uri(uri)
-    headers = _read_headers(rest)
+        return None, None, status, m.group(3) or ""
+    m = _REQUEST_LINE.match(start)
+    if not m:
+        if start.startswith("SIP/"):
+            raise SipParseError(f"malformed status line: {start[:60]!r}")
+        raise SipParseError(f"malformed request line: {start[:60]!r}")
+    if m.group(3) != "2.0":
+        raise SipParseError(f"unsupported SIP version {m.group(3)}")
+    check_request_uri(m.group(2))
+    return m.group(1), m.group(2), None, None
+
+
+def _by_name(headers: list[tuple[str, str]]) -> tuple[dict[str, str], list[str], list[str], str | None]:
+    """The single-valued headers (each at most once, the required ones there), Via and Contact values, Date."""
     seen: dict[str, str] = {}
     via_values: list[str] = []
     contacts: list[str] = []
@@ -239,26 +229,29 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
             raise SipParseError(f"missing {required} header")
     if not via_values:
         raise SipParseError("missing via header")
+    return seen, via_values, contacts, date
+
+
+def _check_fields(seen: dict[str, str], method: str | None, date: str | None) -> tuple[int, str]:
+    """Call-ID, CSeq (returned), Max-Forwards, Date, From, To and Content-Type as RFC 3261 writes them."""
     call_id = seen["call-id"]
     if not call_id or any(c in call_id for c in " \t"):
         raise SipParseError(f"malformed Call-ID: {call_id[:60]!r}")
     cseq_parts = seen["cseq"].split()
-    if len(cseq_parts) != 2 or not cseq_parts[0].isdigit() or int(cseq_parts[0]) >= 2**31:
+    number = _number(cseq_parts[0]) if len(cseq_parts) == 2 else None
+    if number is None or number >= 2**31:
         raise SipParseError(f"malformed CSeq: {seen['cseq'][:60]!r}")
     if not _TOKEN.match(cseq_parts[1]):
         raise SipParseError(f"malformed CSeq method: {cseq_parts[1][:30]!r}")
     if method is not None and cseq_parts[1] != method:
         raise SipParseError("CSeq method does not match request method")
     mf = seen.get("max-forwards")
-    if mf is not None and (not mf.isdigit() or int(mf) > 255):
+    if mf is not None and ((n := _number(mf)) is None or n > 255):
         raise SipParseError(f"malformed Max-Forwards: {mf[:20]!r}")
     if date is not None and not _DATE.match(date):
         raise SipParseError(f"Date is not an RFC 1123 GMT date: {date[:40]!r}")
     for k in ("from", "to"):
         check_name_addr(seen[k], k)
-    for v in contacts:
-        for c in split_commas(v):
-            check_name_addr(c, "contact")
     ctype = seen.get("content-type")
     if ctype is not None:
         main_type = ctype.split(";")[0].strip()
@@ -268,63 +261,60 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
             b = _boundary(ctype)
             if not b or '"' in b or len(b) > 70:
                 raise SipParseError("multipart Content-Type without a usable boundary")
-    vias = tuple(parse_via(v) for hv in via_values for v in split_commas(hv))
+    return number, cseq_parts[1].upper()
+
+
+def _body(body: bytes, clen_s: str | None, stream: bool) -> bytes:
+    if clen_s is not None:
+        clen = _number(clen_s)
+        if clen is None:
+            raise SipParseError(f"malformed Content-Length: {clen_s[:20]!r}")
+        if clen > len(body):
+            raise SipParseError(f"Content-Length {clen} exceeds the {len(body)} body bytes received")
+        return body[:clen]
+    if stream:
+        raise SipParseError("missing Content-Length on a stream transport")
+    return body
+
+
+def parse_message(data: bytes, stream: bool = False, limits: Limits = DEFAULT_LIMITS) -> SipMessage:
+    """Parse one complete SIP message.
+
+    On a datagram transport a missing Content-Length means "the rest of the datagram"
+    (RFC 3261 §18.3); on a stream (``stream=True``) the caller framed it already. A message beyond
+    a cap of ``limits`` raises :class:`CapExceeded` before the work its size would cost.
+    """
+    _cap("message-bytes", len(data), limits.max_message_bytes, "a message of {n} bytes")
+    if not data or not data.strip():
+        raise SipParseError("empty message")
+    end = find_header_end(data)
+    if end < 0:
+        raise SipParseError("no blank line after headers")
+    # counted on the bytes before anything is decoded or split (folded lines count: an upper bound)
+    _cap("headers", data.count(b"\n", 0, end) - 2, limits.max_headers, "{n} header lines")
+    try:
+        head = data[:end].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SipParseError(f"header block is not UTF-8 (byte {exc.start})") from None
+    text = head.replace("\r\n", "\n").lstrip("\n")  # leading CRLFs: keep-alives (RFC 5626), robustness
+    if not text:
+        raise SipParseError("empty message")
+    start, _, rest = text.partition("\n")
+    method, uri, status, reason = _start_line(start)
+    headers = _read_headers(rest)
+    seen, via_values, contacts, date = _by_name(headers)
+    cseq = _check_fields(seen, method, date)
+    contact_items = [c for v in contacts for c in split_commas(v)]
+    _cap("headers", len(headers) - len(contacts) + len(contact_items), limits.max_headers, "{n} header fields")
+    for c in contact_items:
+        check_name_addr(c, "contact")
+    via_items = [v for hv in via_values for v in split_commas(hv)]
+    _cap("vias", len(via_items), limits.max_vias, "{n} Via values")
+    vias = tuple(parse_via(v) for v in via_items)
     if not vias:
         raise SipParseError("missing via header")
     from_tag = header_param(seen["from"], "tag")
     to_tag = header_param(seen["to"], "tag")
-    body = data[end:]
-    clen_s = seen.get("content-length")
-    if clen_s is not None:
-        if not clen_s.isdigit():
-            raise SipParseError(f"malformed Content-Length: {clen_s[:20]!r}")
-        clen = int(clen_s)
-        if clen > len(body):
-            raise SipParseError(f"Content-Length {clen} exceeds the {len(body)} body bytes received")
-        body = body[:clen]
-    elif stream:
-        raise SipParseError("missing Content-Length on a stream transport")
-    return SipMessage(method, uri, status, reason, tuple(headers), bytes(body), call_id,
-                      (int(cseq_parts[0]), cseq_parts[1].upper()), from_tag, to_tag, vias)
-
-
-class StreamFramer:
-    """Frames SIP messages out of one direction of a TCP connection (RFC 3261 §18.3).
-
-    Feed it in-order bytes; it yields complete messages' bytes and keeps the rest.
-    """
-
-    MAX_BUFFER = 256 * 1024
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes | SipParseError]:
-        self._buf += data
-        out: list[bytes | SipParseError] = []
-        while True:
-            while self._buf[:2] == b"\r\n":  # keep-alive CRLFs between messages
-                del self._buf[:2]
-            if not self._buf:
-                break
-            end = find_header_end(bytes(self._buf[:65536]))
-            if end < 0:
-                if len(self._buf) > 65536:
-                    out.append(SipParseError("header block larger than 64 KiB on stream; buffer dropped"))
-                    self._buf.clear()
-                break
-            m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", bytes(self._buf[:end]))
-            if not m:
-                out.append(SipParseError("missing Content-Length on a stream transport; buffer dropped"))
-                self._buf.clear()
-                break
-            total = end + int(m.group(1))
-            if total > self.MAX_BUFFER:
-                out.append(SipParseError("message larger than 256 KiB on stream; buffer dropped"))
-                self._buf.clear()
-                break
-            if len(self._buf) < total:
-                break
-            out.append(bytes(self._buf[:total]))
-            del self._buf[:total]
-        return out
+    body = _body(data[end:], seen.get("content-length"), stream)
+    return SipMessage(method, uri, status, reason, tuple(headers), bytes(body), seen["call-id"], cseq,
+                      from_tag, to_tag, vias)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..media import Flow, flows, notes
-from .events import Event, MediaChanged, MediaNegotiated, MediaRenegotiated
+from ..media import DEFAULT_MAX_PORTS, Flow, TooManyPorts, flows, notes
+from .events import Event, MediaChanged, MediaNegotiated, MediaRefused, MediaRenegotiated
 from .sdp import SessionDescription
 
 # --- state ------------------------------------------------------------------------------------
@@ -73,21 +73,35 @@ def same_flows(a: tuple[Flow, ...], b: tuple[Flow, ...]) -> bool:
 
 
 
-def answer(d: Dialog, leg: Leg, sdp: SessionDescription, now: float, trigger: str, source) -> list[Event]:
+def answer(d: Dialog, leg: Leg, sdp: SessionDescription, now: float, trigger: str, source,
+           max_ports: int = DEFAULT_MAX_PORTS) -> list[Event]:
     """The answer to the offer pending in this dialog."""
     assert leg.offer is not None
     offer, leg.offer = leg.offer, None
     leg.answered.add(offer.cseq)
-    return apply_answer(d, leg, offer, sdp, now, trigger, source)
+    return apply_answer(d, leg, offer, sdp, now, trigger, source, max_ports)
 
 def apply_answer(d: Dialog, leg: Leg, offer: Offer, sdp: SessionDescription, now: float, trigger: str,
-                 source) -> list[Event]:
-    leg.flows = flows(offer.sdp, sdp)
+                 source, max_ports: int = DEFAULT_MAX_PORTS) -> list[Event]:
+    try:
+        leg.flows = flows(offer.sdp, sdp, max_ports)
+    except TooManyPorts as exc:
+        return refuse(d, leg, exc, now, trigger)
     leg.notes = notes(offer.sdp, sdp)
     if d.state == "confirmed" and leg.to_tag != d.to_tag:
         return []
     d.to_tag = leg.to_tag
     return publish(d, leg, now, trigger, source, offer.by)
+
+def refuse(d: Dialog, leg: Leg, exc: TooManyPorts, now: float, trigger: str) -> list[Event]:
+    """An offer/answer beyond a cap: this leg has no flows, and if it is the call's, neither has the call
+    (its old flows are not what the phones use any more; a later sane offer/answer keys again)."""
+    leg.flows, leg.notes = (), (str(exc),)
+    if d.state == "confirmed" and leg.to_tag != d.to_tag:
+        return []
+    d.to_tag = leg.to_tag
+    old, d.flows, d.negotiated = d.flows, (), True
+    return [MediaRefused(d.call_id, now, str(exc), trigger, exc.cap, exc.limit, old)]
 
 def select(d: Dialog, leg: Leg, now: float, trigger: str, source) -> list[Event]:
     """The confirmed dialog's media becomes the call's (another fork may have answered last)."""
@@ -117,3 +131,4 @@ def adopted(call_id: str, from_tag: str | None, to_tag: str | None, flows: tuple
     leg = Leg(to_tag, flows=flows, invite_answered=True)
     return Dialog(call_id, from_tag, None, 0, now, state="confirmed", to_tag=to_tag, legs={to_tag: leg},
                   flows=flows, negotiated=True, last_activity=now, refreshed=now)
+

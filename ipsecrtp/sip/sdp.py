@@ -10,11 +10,18 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from .errors import Capped
+from .limits import DEFAULT_LIMITS, Limits
+
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 
 class SdpError(ValueError):
     """An SDP body that cannot be used; ``str(err)`` is a one-line reason."""
+
+
+class SdpCapExceeded(Capped, SdpError):
+    """An SDP beyond a cap (m= lines): refused before it is parsed."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ class SessionDescription:
     key_present: bool = field(default=False, compare=False)
 
 
-_IPV4 = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$")
+# ASCII digits only: str patterns' \d takes any script's digits, which int() reads but ipaddress refuses
+_IPV4 = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$", re.ASCII)
 
 
 def _parse_connection(value: str) -> str:
@@ -72,12 +80,87 @@ def _parse_connection(value: str) -> str:
 
 
 def _port(s: str, what: str) -> int:
-    if not s.isdigit() or int(s) > 65535:
+    if not (s.isascii() and s.isdigit() and len(s) <= 5) or int(s) > 65535:  # '²' passes isdigit alone
         raise SdpError(f"bad {what} port: {s[:10]!r}")
     return int(s)
 
 
-def parse_sdp(body: bytes) -> SessionDescription:
+# the last body parsed and its result. The tracker and the gateway's NAT detection both read the SDP
+# of each INVITE and 2xx, from the same message's body object: the second read gets the first one's
+# result (whatever its caps: the first read kept within its own). By identity, never equality: a
+# retransmission's equal body still gets an object of its own (the tracker tells an INVITE's own
+# offer from a spiral's by identity). The reference held keeps the body's id from being reused.
+_last: tuple[bytes, SessionDescription] | None = None
+
+
+def parse_sdp(body: bytes, limits: Limits = DEFAULT_LIMITS) -> SessionDescription:
+    """The session description, or :class:`SdpError` (:class:`SdpCapExceeded` beyond ``limits``)."""
+    global _last
+    if _last is not None and _last[0] is body:
+        return _last[1]
+    sd = _parse_sdp(body, limits)
+    _last = (body, sd)
+    return sd
+
+
+def _media_line(value: str) -> dict:
+    parts = value.split()
+    if len(parts) < 4:
+        raise SdpError(f"malformed m= line: {value[:60]!r}")
+    port_s, _, count_s = parts[1].partition("/")
+    count = _port(count_s, "m= count") if count_s else 1  # kept as a number: never a port each (media.py)
+    if count < 1:
+        raise SdpError("m= port count must be at least 1")
+    return {
+        "media": parts[0], "port": _port(port_s, "m="), "count": count, "proto": parts[2],
+        "formats": tuple(parts[3:]), "addr": None, "rtcp": None, "rtcp_addr": None,
+        "mux": False, "dir": None, "ice": False, "crypto": [],
+    }
+
+
+def _attribute(cur: dict, name: str, val: str) -> None:
+    """A media-level attribute that decides flows (or says keys are present)."""
+    if name == "rtcp":
+        parts = val.split()
+        if not parts:
+            raise SdpError("a=rtcp without a port")
+        cur["rtcp"] = _port(parts[0], "a=rtcp")
+        if len(parts) >= 4:
+            cur["rtcp_addr"] = _parse_connection(" ".join(parts[1:4]))
+    elif name == "rtcp-mux":
+        cur["mux"] = True
+    elif name == "crypto":
+        cur["crypto"].append(val)
+    elif name in ("candidate", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options"):
+        cur["ice"] = True
+
+
+def _streams(media_raw: list[dict], session_addr: str | None, session_dir: str) -> tuple[MediaDescription, ...]:
+    media = []
+    for m in media_raw:
+        addr = m["addr"] or session_addr
+        if addr is None and m["port"] != 0:
+            raise SdpError(f"no c= line for the {m['media']} stream")
+        media.append(MediaDescription(
+            media=m["media"], port=m["port"], port_count=m["count"], proto=m["proto"],
+            formats=m["formats"], address=addr, rtcp_port=m["rtcp"], rtcp_address=m["rtcp_addr"],
+            rtcp_mux=m["mux"], direction=m["dir"] or session_dir, ice=m["ice"],
+            crypto_count=len(m["crypto"]), crypto=tuple(m["crypto"]),
+        ))
+    return tuple(media)
+
+
+def _lines(body: bytes, limits: Limits) -> list[str]:
+    """The SDP's non-blank lines, the caps checked on the bytes first (lines are split on LF, as here),
+    before any line is split or a stream built: each line costs a few microseconds of parsing."""
+    n_media = body.count(b"\nm=") + body.startswith(b"m=")
+    if n_media > limits.max_media_lines:
+        raise SdpCapExceeded("media-lines", limits.max_media_lines, f"SDP with {n_media} m= lines, more than "
+                             f"max_media_lines {limits.max_media_lines}")
+    n_lines = body.count(b"\n") + 1
+    if n_lines > limits.max_sdp_lines:
+        raise SdpCapExceeded("sdp-lines", limits.max_sdp_lines, f"SDP with {n_lines} lines, more than "
+                             f"max_sdp_lines {limits.max_sdp_lines}")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -87,29 +170,32 @@ def parse_sdp(body: bytes) -> SessionDescription:
         raise SdpError("SDP does not start with v=")
     if lines[0] != "v=0":
         raise SdpError(f"unsupported SDP version {lines[0][2:]!r}")
+    return lines
+
+
+def _parse_sdp(body: bytes, limits: Limits) -> SessionDescription:
     origin: tuple[str, str, str] | None = None
     session_addr: str | None = None
     session_dir = "sendrecv"
     key_present = False
     media_raw: list[dict] = []
     cur: dict | None = None
-    for ln in lines[1:]:
+    for ln in _lines(body, limits)[1:]:
         if len(ln) < 2 or ln[1] != "=" or not ln[0].isalpha():
             raise SdpError(f"malformed SDP line: {ln[:60]!r}")
         kind, value = ln[0], ln[2:]
-        if kind == "m":
-            parts = value.split()
-            if len(parts) < 4:
-                raise SdpError(f"malformed m= line: {value[:60]!r}")
-            port_s, _, count_s = parts[1].partition("/")
-            count = _port(count_s, "m= count") if count_s else 1
-            if count < 1:
-                raise SdpError("m= port count must be at least 1")
-            cur = {
-                "media": parts[0], "port": _port(port_s, "m="), "count": count, "proto": parts[2],
-                "formats": tuple(parts[3:]), "addr": None, "rtcp": None, "rtcp_addr": None,
-                "mux": False, "dir": None, "ice": False, "crypto": [],
-            }
+        if kind == "a":  # most lines: first
+            name, _, val = value.partition(":")
+            if name in DIRECTIONS:
+                if cur is None:
+                    session_dir = name
+                else:
+                    cur["dir"] = name
+            elif cur is not None:
+                _attribute(cur, name, val)
+                key_present = key_present or name == "crypto"
+        elif kind == "m":
+            cur = _media_line(value)
             media_raw.append(cur)
         elif kind == "o":
             parts = value.split()
@@ -126,40 +212,6 @@ def parse_sdp(body: bytes) -> SessionDescription:
             key_present = True
             if cur is not None:
                 cur["crypto"].append("k=" + value)
-        elif kind == "a":
-            name, _, val = value.partition(":")
-            if name in DIRECTIONS:
-                if cur is None:
-                    session_dir = name
-                else:
-                    cur["dir"] = name
-            elif cur is None:
-                continue
-            elif name == "rtcp":
-                parts = val.split()
-                if not parts:
-                    raise SdpError("a=rtcp without a port")
-                cur["rtcp"] = _port(parts[0], "a=rtcp")
-                if len(parts) >= 4:
-                    cur["rtcp_addr"] = _parse_connection(" ".join(parts[1:4]))
-            elif name == "rtcp-mux":
-                cur["mux"] = True
-            elif name == "crypto":
-                key_present = True
-                cur["crypto"].append(val)
-            elif name in ("candidate", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options"):
-                cur["ice"] = True
     if origin is None:
         raise SdpError("SDP without o= line")
-    media = []
-    for m in media_raw:
-        addr = m["addr"] or session_addr
-        if addr is None and m["port"] != 0:
-            raise SdpError(f"no c= line for the {m['media']} stream")
-        media.append(MediaDescription(
-            media=m["media"], port=m["port"], port_count=m["count"], proto=m["proto"],
-            formats=m["formats"], address=addr, rtcp_port=m["rtcp"], rtcp_address=m["rtcp_addr"],
-            rtcp_mux=m["mux"], direction=m["dir"] or session_dir, ice=m["ice"],
-            crypto_count=len(m["crypto"]), crypto=tuple(m["crypto"]),
-        ))
-    return SessionDescription(origin, session_addr, tuple(media), key_present)
+    return SessionDescription(origin, session_addr, _streams(media_raw, session_addr, session_dir), key_present)
