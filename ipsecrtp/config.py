@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .selectors import PeerConfig
+from .sip.limits import DEFAULT_LIMITS, Limits
 
 
 class ConfigError(ValueError):
@@ -32,6 +33,7 @@ class ControllerConfig:
     media_interfaces: tuple[str, ...] = ()
     metrics: tuple[str, int] | None = None  # the Prometheus exporter's address and port; None: off
     state_dir: str = ""  # the journal of keyed calls a restarted controller adopts ("": /var/lib/ipsecrtp/NAME)
+    limits: Limits = DEFAULT_LIMITS  # caps on what hostile input can make the controller hold (max_* keys)
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -90,6 +92,17 @@ def _protect(value, where: str) -> str:
     if value not in ("required", "opportunistic"):
         raise ConfigError(f"{where}: must be \"required\" or \"opportunistic\", not {value!r}")
     return value
+
+
+def _limits(c: dict, where: str) -> Limits:
+    """The ``max_*`` keys of [controller], each a whole number of at least 1 (a cap of 0 would refuse all)."""
+    values = {}
+    for f in fields(Limits):
+        v = c.get(f.name, getattr(DEFAULT_LIMITS, f.name))
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{where}.{f.name}: must be a whole number of at least 1, not {v!r}")
+        values[f.name] = v
+    return Limits(**values)
 
 
 def _strategy(value: str, where: str) -> str:
@@ -166,4 +179,5 @@ def load(path: str) -> ControllerConfig:
                             str(c.get("name", "")), budget, bool(c.get("dry_run", False)), nat_private,
                             bool(c.get("nat_translate", True)), tuple(c.get("media_interfaces", ())),
                             metrics=_listen(c["metrics"], f"{path}: controller.metrics") if c.get("metrics") else None,
-                            state_dir=str(c.get("state_dir", "")))
+                            state_dir=str(c.get("state_dir", "")),
+                            limits=_limits(c, f"{path}: controller"))
