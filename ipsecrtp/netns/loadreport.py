@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 IKE_PORTS = (500, 4500)
 
 
-def percentile(xs: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..1) of xs, None for no data."""
-    if not xs:
+def percentile(xs: list[float | None], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..1) of xs (None values left out), None for no data."""
+    s = sorted(x for x in xs if x is not None)
+    if not s:
         return None
-    s = sorted(xs)
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
 
 
@@ -157,7 +157,7 @@ def call_records(logs: dict[str, list[dict]]) -> list[dict]:
         return calls.setdefault(cid, {"call": cid, "answer_t": None, "initiator": None, "flows": [],
                                       "keyed": False, "keying_ms": None, "after_answer_ms": None,
                                       "keyed_ts": None, "failures": [], "sa_up": {}, "sa_down": {},
-                                      "removed": False, "ended_t": None,
+                                      "removed": False, "ended_t": None, "sa_up_only": False,
                                       "controller_clear": {}, "dropped": {}, "dropped_after_end": {}})
 
     for role, events in logs.items():
@@ -197,6 +197,13 @@ def call_records(logs: dict[str, list[dict]]) -> list[dict]:
                 r["dropped_after_end"][role] = m.get("rtp_dropped_after_end")
     out = [r for r in calls.values() if r["answer_t"] is not None]
     for r in out:
+        up = r["sa_up"].get(r["initiator"]) if r["initiator"] else None
+        if not r["keyed"] and up is not None:
+            # an SA set up for a call that had already ended: the gateway core forgets the call at
+            # its BYE and logs no sa-initiated for it, but charon still set it up (an install queued
+            # behind others); its initiator's sa-up says when, and it counts as late
+            r.update(keyed=True, keyed_ts=up, after_answer_ms=round((up - r["answer_t"]) * 1000, 3),
+                     sa_up_only=True)
         # keyed means protected while the call lasted: an SA that comes up after the BYE (a backlog
         # the controller only reached later) protects nothing
         r["late"] = r["keyed"] and r["ended_t"] is not None and (r["keyed_ts"] or 0) > r["ended_t"]

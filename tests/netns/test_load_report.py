@@ -56,6 +56,20 @@ def test_a_call_keyed_after_its_end_counts_as_late_not_keyed():
     assert rows[1]["after_answer_ms"]["p50"] == 11500.0  # a late SA's delay still shows the backlog
 
 
+def test_an_sa_up_after_the_call_without_sa_initiated_counts_as_late():
+    # the gateway core forgets a call at its BYE: an install still queued then comes up with an
+    # sa-up line only (no sa-initiated); its delay is the initiator's sa-up after the answer
+    recs = records(log("c1", 100.0, ended=110.0, up=112.0, down=113.0),
+                   log("c2", 101.0, ended=111.0, keyed_ts=101.5, up=101.5, down=112.0))
+    by = {r["call"]: r for r in recs}
+    assert by["c1"]["late"] and not by["c1"]["keyed_live"] and by["c1"]["after_answer_ms"] == 12000.0
+    assert by["c1"]["keying_ms"] is None and by["c1"]["sa_up_only"]
+    assert by["c2"]["keyed_live"] and not by["c2"]["sa_up_only"]
+    rows = lr.tenths(recs, {}, parts=1)
+    assert (rows[0]["keyed"], rows[0]["late"]) == (1, 1)
+    assert rows[0]["keying_ms"]["p50"] == 5.0  # the late SA has no keying time: left out, not a crash
+
+
 def test_media_kept_from_the_wan_is_summed_from_both_gateways_timelines():
     c1, c2 = log("c1", 100.0, ended=110.0, keyed_ts=100.05), log("c2", 101.0, ended=111.0)
     for lines, before, after in ((c1[0], 1, 0), (c1[1], 2, 3), (c2[1], 40, 1)):
