@@ -127,7 +127,8 @@ class Controller:
         hi = max(p.rtp_ports[1] for p in self.cfg.peers)
         self.dataplane = DataPlane()
         try:
-            self.dataplane.install(prefixes, (lo, hi), bool(guarded))
+            self.dataplane.install(prefixes, (lo, hi), bool(guarded),
+                                   reach=[n for p in self.cfg.peers for n in p.remote_media])
         except (DataPlaneError, OSError) as exc:
             raise ControllerError(f"data plane: {exc}") from None
         self.log("data-plane", sink=SINK, required=[p.name for p in guarded], guarded=prefixes,

@@ -40,6 +40,9 @@ KEYED, GUARD = 0x10000, 0x20000
 KEYED_TABLE, SINK_TABLE = 2200, 2201
 TUNNEL = "ipsec0"  # kernel-libipsec's TUN device
 PREFS = {"keyed": 219, "keyed-sink": 221, "guard": 222}
+# after the main table: a peer's media prefix that only the tunnel reaches (a NAT between the
+# gateways, router mode) must still route somewhere before the mark exists, or sending fails
+REACH_PREF = 40000
 TUNSETIFF, TUNSETPERSIST = 0x400454CA, 0x400454CB
 IFF_TUN, IFF_NO_PI = 0x0001, 0x1000
 
@@ -91,14 +94,18 @@ class DataPlane:
         self.ipr = IPRoute()
         self.sink_fd: int | None = None
         self.tunnel_index: int | None = None  # ipsec0 as our route knows it (charon makes it anew at restart)
+        self.reach: list[str] = []
 
     def _cmd(self, script: str) -> None:
         rc, _out, err = self.nft.cmd(script)
         if rc != 0:
             raise DataPlaneError(f"nft: {err.strip().splitlines()[-1] if err.strip() else rc}")
 
-    def install(self, media_prefixes: list[str], rtp: tuple[int, int], required: bool) -> int:
-        """The table, the sink and the rules; returns the sink's file descriptor to read."""
+    def install(self, media_prefixes: list[str], rtp: tuple[int, int], required: bool,
+                reach: list[str] | None = None) -> int:
+        """The table, the sink and the rules; returns the sink's file descriptor to read.
+        ``media_prefixes``: the peers' media guarded (protect = required); ``reach``: every peer's
+        media prefixes, routed to the sink when nothing else routes them (the mark then decides)."""
         v4 = [p for p in media_prefixes if ":" not in p]
         v6 = [p for p in media_prefixes if ":" in p]
         self._cmd(ruleset(v4, v6, rtp, required))
@@ -113,6 +120,13 @@ class DataPlane:
                                       ("guard", GUARD, SINK_TABLE)):
                 self._ignore_exists(lambda f=family, m=mark, t=table, p=PREFS[name]: self.ipr.rule(
                     "add", family=f, fwmark=m, fwmask=m, table=t, priority=p))
+        for prefix in reach or []:
+            net, _, plen = prefix.partition("/")
+            family = socket.AF_INET6 if ":" in net else socket.AF_INET
+            self._ignore_exists(lambda n=net, p=plen, f=family: self.ipr.rule(
+                "add", family=f, dst=n, dst_len=int(p or (128 if f == socket.AF_INET6 else 32)),
+                table=SINK_TABLE, priority=REACH_PREF))
+        self.reach = list(reach or [])
         return self.sink_fd
 
     @staticmethod
@@ -181,6 +195,15 @@ class DataPlane:
                         self.ipr.rule("del", family=family, fwmark=mark, fwmask=mark, priority=PREFS[name])
                     except NetlinkError:
                         pass
+            for prefix in self.reach:
+                net, _, plen = prefix.partition("/")
+                family = socket.AF_INET6 if ":" in net else socket.AF_INET
+                try:
+                    self.ipr.rule("del", family=family, dst=net,
+                                  dst_len=int(plen or (128 if family == socket.AF_INET6 else 32)),
+                                  table=SINK_TABLE, priority=REACH_PREF)
+                except NetlinkError:
+                    pass
             if self.sink_fd is not None:
                 fcntl.ioctl(self.sink_fd, TUNSETPERSIST, 0)  # the device goes with the descriptor
         if self.sink_fd is not None:
