@@ -75,7 +75,7 @@ PROGRAMS: tuple[Program, ...] = (
        via="the guest's shell line in ipsecrtp/netns/vm.py"),
 )
 
-# charon plugins the lab loads (ipsecrtp/netns/lab.py's STRONGSWAN_CONF) and the package of each;
+# charon plugins the lab loads (ipsecrtp/netns/labdaemons.py's STRONGSWAN_CONF) and the package of each;
 # on a gateway charon loads what its own strongswan.conf says, these are what ipsecrtp relies on
 PLUGINS: dict[str, str] = {
     "random": "libstrongswan", "nonce": "libstrongswan", "aes": "libstrongswan", "sha1": "libstrongswan",

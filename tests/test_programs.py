@@ -69,7 +69,7 @@ def test_every_registered_package_is_installed_by_setup_sh():
 
 
 def test_the_plugins_are_what_the_lab_loads():
-    from ipsecrtp.netns.lab import STRONGSWAN_CONF
+    from ipsecrtp.netns.labdaemons import STRONGSWAN_CONF
 
     load = re.search(r"^\s*load = (.*)$", STRONGSWAN_CONF, re.M).group(1).replace("{backend}", "")
     assert set(load.split()) | {"kernel-libipsec", "kernel-netlink"} == set(PLUGINS)

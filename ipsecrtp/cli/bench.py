@@ -175,8 +175,9 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
     import datetime
 
     from ..config import STRATEGIES
-    from ..netns.lab import LabError, parse_port_range
-    from ..netns.load import LoadError, run
+    from ..netns.labstate import LabError, parse_port_range
+    from ..netns.load import run
+    from ..netns.loadprocs import LoadError
     from ..netns.loadreport import format_text
 
     _need_root()

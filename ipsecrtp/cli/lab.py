@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # the lab is imported by the commands that use it: the CLI starts without it
+    from ..netns.calls import CallResult, WireStats
 
 DEFAULT_NAME = "demo"
 
@@ -69,7 +73,8 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
     With --rtt/--jitter/--loss/--ike-loss/--rate the WAN goes through a user-space link
     emulator in a third namespace (this kernel has no netem)."""
     from ..config import STRATEGIES
-    from ..netns.lab import RTP_PORTS, Lab, LabError, parse_port_range
+    from ..netns.lab import Lab
+    from ..netns.labstate import RTP_PORTS, LabError, parse_port_range
 
     strategy = STRATEGIES.get(strategy, strategy)
     if strategy not in STRATEGIES.values():
@@ -105,7 +110,8 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
 @wan_options
 def wan(name: str, measure: bool, rtt, jitter, loss, ike_loss, rate) -> None:
     """Change the emulated WAN link of a running lab, then measure it."""
-    from ..netns.lab import Lab, LabError
+    from ..netns.lab import Lab
+    from ..netns.labstate import LabError
     from ..netns.wancheck import measure as measure_link
 
     settings = link_settings(rtt, jitter, loss, ike_loss, rate)
@@ -126,7 +132,8 @@ def wan(name: str, measure: bool, rtt, jitter, loss, ike_loss, rate) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status(name: str, as_json: bool) -> None:
     """Namespaces, roles, addresses, interfaces, processes and charon's kernel backend."""
-    from ..netns.lab import Lab, LabError
+    from ..netns.lab import Lab
+    from ..netns.labstate import LabError
 
     try:
         st = Lab.load(name).status()
@@ -149,7 +156,8 @@ def status(name: str, as_json: bool) -> None:
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
 def down(name: str) -> None:
     """Remove everything the lab created (also after a failed 'up')."""
-    from ..netns.lab import Lab, LabError
+    from ..netns.lab import Lab
+    from ..netns.labstate import LabError
 
     try:
         lab_ = Lab.load(name)
@@ -166,7 +174,8 @@ def down(name: str) -> None:
 def demo(name: str, keep: bool, talk: float) -> None:
     """Build the lab, place real baresip calls, show their per-call SAs, tear down."""
     from ..netns.calls import Capture, Phones, flow_rules, wire_stats
-    from ..netns.lab import Lab, LabError
+    from ..netns.lab import Lab
+    from ..netns.labstate import LabError
 
     t0 = time.monotonic()
     lab_ = Lab(name)
@@ -182,36 +191,10 @@ def demo(name: str, keep: bool, talk: float) -> None:
         for scenario in ("caller-hangup", "callee-hangup", "cancel"):
             r = phones.call(scenario, talk=talk)
             results.append(r)
-            click.echo(f"\ncall {r.call_id} ({scenario}):")
-            for e in r.keying:
-                if e["event"] in ("keying", "sa-initiated", "sa-up", "sa-down", "sa-removed", "unkeying"):
-                    extra = {k: e[k] for k in ("role", "child", "keying_ms", "after_answer_ms", "local_ts",
-                                                "remote_ts", "reason") if k in e}
-                    click.echo(f"  {e['gw']} {e['event']:<13} {extra}")
-            for role, children in r.children.items():
-                for c in children:
-                    click.echo(f"  {role} charon CHILD_SA {c['name']} #{c['uniqueid']} {c['state']} "
-                               f"{c['local-ts']} <-> {c['remote-ts']}")
-            if not r.answered:
-                click.echo("  not answered: nothing keyed")
+            _echo_call(r, scenario)
         phones.close()
         cap.stop()
-        ws = wire_stats(cap.path)
-        click.echo("\nWAN capture (tcpdump on gwa wan0):")
-        click.echo(f"  SIP packets in clear: {len(ws.sip)}; ESP-in-UDP packets: {len(ws.esp)}; "
-                   f"cleartext RTP/RTCP packets: {len(ws.rtp_clear)}")
-        for r in results:
-            if not r.answered:
-                continue
-            both_up, first_down = max(r.sa_up.values()), min(r.sa_down.values())
-            mine = [p for p in ws.rtp_clear if {p[2], p[4]} <= r.ports]
-            clear = [p for p in mine if both_up < p[0] < first_down]
-            before = [p for p in mine if p[0] <= both_up]
-            trailing = [p for p in mine if first_down <= p[0]]
-            esp = [p for p in ws.esp if both_up <= p[0] <= first_down]
-            click.echo(f"  call {r.call_id[:16]}: {len(esp)} ESP packets while keyed, {len(clear)} cleartext "
-                       f"RTP/RTCP while keyed, {len(before)} before the SA was up (post-answer gap "
-                       f"{(both_up - r.answered_at) * 1000:.1f} ms), {len(trailing)} after it was removed")
+        _echo_wire(results, wire_stats(cap.path))
         left = {gw.role: flow_rules(lab_, gw.role) for gw in lab_.topology}
         click.echo(f"\nper-flow routing rules left after the calls: {left}")
         click.echo(f"demo finished in {time.monotonic() - t0:.1f} s")
@@ -220,11 +203,44 @@ def demo(name: str, keep: bool, talk: float) -> None:
         if not keep:
             lab_.down()
         raise SystemExit(1) from None
-    finally:
-        pass
     if not keep:
         lab_.down()
         click.echo(f"lab {name} removed")
+
+
+def _echo_call(r: CallResult, scenario: str) -> None:
+    """One demo call: what the controllers logged about its keying, and the CHILD_SAs charon held."""
+    click.echo(f"\ncall {r.call_id} ({scenario}):")
+    for e in r.keying:
+        if e["event"] in ("keying", "sa-initiated", "sa-up", "sa-down", "sa-removed", "unkeying"):
+            extra = {k: e[k] for k in ("role", "child", "keying_ms", "after_answer_ms", "local_ts",
+                                        "remote_ts", "reason") if k in e}
+            click.echo(f"  {e['gw']} {e['event']:<13} {extra}")
+    for role, children in r.children.items():
+        for c in children:
+            click.echo(f"  {role} charon CHILD_SA {c['name']} #{c['uniqueid']} {c['state']} "
+                       f"{c['local-ts']} <-> {c['remote-ts']}")
+    if not r.answered:
+        click.echo("  not answered: nothing keyed")
+
+
+def _echo_wire(results: list[CallResult], ws: WireStats) -> None:
+    """What the WAN capture saw of the demo calls: in clear or in ESP, before, while and after keyed."""
+    click.echo("\nWAN capture (tcpdump on gwa wan0):")
+    click.echo(f"  SIP packets in clear: {len(ws.sip)}; ESP-in-UDP packets: {len(ws.esp)}; "
+               f"cleartext RTP/RTCP packets: {len(ws.rtp_clear)}")
+    for r in results:
+        if not r.answered:
+            continue
+        both_up, first_down = max(r.sa_up.values()), min(r.sa_down.values())
+        mine = [p for p in ws.rtp_clear if {p[2], p[4]} <= r.ports]
+        clear = [p for p in mine if both_up < p[0] < first_down]
+        before = [p for p in mine if p[0] <= both_up]
+        trailing = [p for p in mine if first_down <= p[0]]
+        esp = [p for p in ws.esp if both_up <= p[0] <= first_down]
+        click.echo(f"  call {r.call_id[:16]}: {len(esp)} ESP packets while keyed, {len(clear)} cleartext "
+                   f"RTP/RTCP while keyed, {len(before)} before the SA was up (post-answer gap "
+                   f"{(both_up - r.answered_at) * 1000:.1f} ms), {len(trailing)} after it was removed")
 
 
 @lab.command("vm", context_settings={"ignore_unknown_options": True})

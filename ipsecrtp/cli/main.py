@@ -117,7 +117,9 @@ def calls(pcap: str, sip_ports: tuple[int, ...], config_path: str | None, as_jso
 @click.option("--json", "as_json", is_flag=True)
 def report(call: str, lab_name: str | None, logs: tuple[str, ...], rtt: float | None, as_json: bool) -> None:
     """A call's timeline on each gateway: SIP, IKE, SA, media; SRD/SDD; budget verdict; what-if."""
-    from ..netns.lab import Lab, LabError, read_log
+    from ..log import read_log
+    from ..netns.lab import Lab
+    from ..netns.labstate import LabError
     from ..timing import BUDGETS, format_timeline, what_if
 
     paths = list(logs)

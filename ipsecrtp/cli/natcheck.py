@@ -17,7 +17,8 @@ import click
 @click.option("--json", "as_json", is_flag=True)
 def nat_check(lab_name, vici, log_path, peer, all_calls, as_json) -> None:
     """Report NAT between this gateway and each peer, and on each live call, with evidence."""
-    from ..netns.lab import Lab, LabError
+    from ..netns.lab import Lab
+    from ..netns.labstate import LabError
     from ..views import gateway_nat_report
 
     targets = []

@@ -14,7 +14,8 @@ import click
 @click.option("--json", "as_json", is_flag=True)
 def sas(lab_name, vici, log_path, as_json) -> None:
     """Per call: charon's CHILD_SA (selectors, bytes) next to the kernel's xfrm SAs and policies."""
-    from ..netns.lab import Lab, LabError
+    from ..netns.lab import Lab
+    from ..netns.labstate import LabError
     from ..views import gateway_sas
 
     if lab_name:

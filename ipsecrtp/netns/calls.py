@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass, field
 
 from ..keying.strongswan import Charon
+from ..log import read_log
 from ..offline import ip_packets
 from ..packet import UDP, decode_ip
 from . import proc
 from .baresip import BaresipControl
-from .lab import RTP_PORTS, SIP_PORT, Lab, read_log
+from .lab import Lab
+from .labstate import RTP_PORTS, SIP_PORT
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Capture:
         argv = ["tcpdump", "--immediate-mode", "-U", "-n", "-i", "lan0" if phone else "wan0", "-w", path,
                 "udp or tcp or esp"]
         self.pid, self.start = proc.spawn(ns, argv, path + ".log")
-        lab._track(role, "tcpdump", self.pid, self.start, ns)
+        lab.track(role, "tcpdump", self.pid, self.start, ns)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             if os.path.exists(path) and "listening" in open(path + ".log").read():

@@ -23,7 +23,8 @@ from ..keying.strongswan import Charon
 from ..overhead import ESP_CIPHERS, Profile, ip_bytes, table
 from . import proc
 from .calls import Capture, log_events
-from .lab import SIP_PORT, Lab, LabError
+from .lab import Lab
+from .labstate import SIP_PORT, LabError
 
 # media ports inside the lab's RTP range; rtcp-mux in both SDPs makes the call one flow pair
 PORT_A, PORT_B = 10100, 10102

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from ..keying.strongswan import Charon
 from . import proc
-from .lab import SIP_PORT, Lab, LabError
+from .lab import Lab
+from .labstate import SIP_PORT, LabError
 
 SIPP_DIR = os.path.join(os.path.dirname(__file__), "sipp")
 # uas-overlap.xml rings this long before it answers
@@ -70,7 +71,7 @@ def _sipp(lab: Lab, role: str, name: str, argv: list[str]) -> subprocess.Popen:
         if st is not None:
             break
         time.sleep(0.01)
-    lab._track(role, "sipp", p.pid, st or 0, lab.ns(role))
+    lab.track(role, "sipp", p.pid, st or 0, lab.ns(role))
     return p
 
 

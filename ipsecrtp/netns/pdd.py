@@ -18,9 +18,10 @@ import statistics
 import time
 from collections.abc import Callable
 
+from ..log import read_log
 from ..timing import BUDGETS, Budget, what_if
 from .baresip import BaresipControl
-from .lab import Lab, read_log
+from .lab import Lab
 from .wancheck import ping
 from .wanem import LinkSettings
 

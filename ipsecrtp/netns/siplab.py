@@ -17,7 +17,8 @@ import time
 
 from . import proc
 from .baresip import BaresipControl, write_config
-from .lab import Lab, LabError
+from .lab import Lab
+from .labstate import LabError
 
 SIPP_DIR = os.path.join(os.path.dirname(__file__), "sipp")
 PROXY4, PROXY6 = "198.51.100.1", "2001:db8::1"
@@ -98,9 +99,9 @@ class SipLab(Lab):
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.owned = True
         self.state["kind"] = "sip"
-        self._save()
+        self.save()
         for role in ("sp", "su"):
-            self._add_ns(role)
+            self.add_ns(role)
         proc.run(None, "ip", "-n", self.proxy_ns, "link", "add", "lan0", "type", "veth",
                  "peer", "name", "lan0", "netns", self.agents_ns)
         proc.run(self.proxy_ns, "ip", "addr", "add", f"{PROXY4}/24", "dev", "lan0")
@@ -115,11 +116,11 @@ class SipLab(Lab):
         self._start_kamailio()
         self._start_baresips()
         self.state["up_at"] = time.time()
-        self._save()
+        self.save()
 
     def _spawn(self, role: str, kind: str, ns: str, argv: list[str], log: str) -> tuple[int, int]:
         pid, st = proc.spawn(ns, argv, log)
-        self._track(role, kind, pid, st, ns)
+        self.track(role, kind, pid, st, ns)
         return pid, st
 
     def _start_capture(self) -> None:
@@ -167,7 +168,7 @@ class SipLab(Lab):
             write_config(d, addr, [acct], (base, base + 99), ctrl=ctrl)
             self._spawn("su", "baresip", self.agents_ns, ["baresip", "-f", d], os.path.join(d, "baresip.out"))
             self.state.setdefault("baresip", {})[user] = ctrl
-            self._save()
+            self.save()
 
     # -- scenarios ---------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ import pytest
 
 from ipsecrtp.kernel.xfrm import probe_esp
 from ipsecrtp.netns.calls import CallResult, Capture, Phones, WireStats, wire_stats
-from ipsecrtp.netns.lab import Lab, LabError
+from ipsecrtp.netns.lab import Lab
+from ipsecrtp.netns.labstate import LabError
 
 
 def assert_refused_without_esp(match: str, **up) -> None:

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ipsecrtp.netns import proc
 from ipsecrtp.netns.calls import Phones, child_sas, log_events, wait_log
-from ipsecrtp.netns.lab import METRICS_ADDR
+from ipsecrtp.netns.labdaemons import METRICS_ADDR
 
 pytestmark = pytest.mark.lab
 

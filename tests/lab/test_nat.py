@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from ipsecrtp.log import read_log
 from ipsecrtp.netns.baresip import BaresipControl
 from ipsecrtp.netns.calls import Capture, child_sas, wire_stats
-from ipsecrtp.netns.lab import Lab, read_log
+from ipsecrtp.netns.lab import Lab
 from ipsecrtp.netns.pdd import place_call, wait_ike, wait_timelines
 from ipsecrtp.views import gateway_nat_report
 

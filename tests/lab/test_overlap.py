@@ -19,7 +19,8 @@ import time
 import pytest
 
 from ipsecrtp.kernel.xfrm import probe_esp
-from ipsecrtp.netns.lab import Lab, read_log
+from ipsecrtp.log import read_log
+from ipsecrtp.netns.lab import Lab
 from ipsecrtp.netns.overlap import Call, CharonSas, SaPoller, XfrmOutPolicies, call_flow, run_calls
 from ipsecrtp.netns.pdd import wait_ike
 

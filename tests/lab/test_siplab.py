@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ipsecrtp.netns.lab import LabError
+from ipsecrtp.netns.labstate import LabError
 from ipsecrtp.netns.siplab import SipLab
 from ipsecrtp.offline import replay
 

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
+from ipsecrtp.log import read_log
 from ipsecrtp.netns.baresip import BaresipControl
 from ipsecrtp.netns.calls import child_sas, flow_rules
-from ipsecrtp.netns.lab import Lab, read_log
+from ipsecrtp.netns.lab import Lab
 from ipsecrtp.netns.pdd import place_call, wait_ike, wait_timelines
 from ipsecrtp.netns.wancheck import check_delay, ping_samples
 from ipsecrtp.netns.wanem import LinkSettings

@@ -1,0 +1,215 @@
+"""Each gateway's daemons in the lab: charon and the controller, started, stopped and restarted.
+
+Every process is recorded in the lab's state (``LabState.track``) before it is waited for, so
+that ``down`` stops it whatever happens next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+
+from ..log import read_log
+from . import proc
+from .labnat import nat_private, reach
+from .labstate import SIP_PORT, Gateway, LabError, LabState
+
+CHARON = "/usr/lib/ipsec/charon"
+# how long charon and a controller may take to come up: seconds here, but the real-kernel tier's
+# guest runs under TCG, several times slower
+START_TIMEOUT = 60.0
+# each controller's Prometheus exporter, on its own gateway's loopback (each namespace has its own)
+METRICS_ADDR = "127.0.0.1:9464"
+
+STRONGSWAN_CONF = """\
+charon {{
+  load = random nonce aes sha1 sha2 hmac gcm kdf curve25519 x509 pubkey pkcs1 pem openssl {backend} socket-default vici
+  install_routes = yes
+  retransmit_timeout = 4.0
+{extra}
+  filelog {{
+    lab {{
+      path = {dir}/charon.log
+      time_format = %H:%M:%S
+      default = 1
+      ike = 1
+      cfg = 1
+    }}
+  }}
+  plugins {{
+    vici {{
+      socket = unix://{dir}/charon.vici
+    }}
+    kernel-libipsec {{
+      allow_peer_ts = yes
+    }}
+    socket-default {{
+      fwmark = 0x42
+    }}
+    kernel-netlink {{
+      fwmark = !0x42
+    }}
+  }}
+}}
+"""
+
+CONTROLLER_TOML = """\
+[controller]
+name = "{name}"
+nat_translate = {nat_translate}
+nat_private = [{nat_private}]
+dry_run = {dry_run}
+interfaces = ["wan0"]
+media_interfaces = [{media_ifs}]
+sip_ports = [{sip}]
+rtp_ports = "{rtp_lo}-{rtp_hi}"
+vici = "unix://{dir}/charon.vici"
+media_timeout = {media_timeout}
+metrics = "{metrics}"
+state_dir = "{dir}/state"
+
+[[peer]]
+name = "{peer}"
+ike_local = "{local}"
+ike_remote = "{ike_remote}"
+ike_remote_id = "{remote}"
+local_media = ["{local_media}"]
+remote_media = ["{remote_media}"]
+psk_file = "{psk}"
+strategy = "{strategy}"
+"""
+
+
+def write_psk(lab: LabState) -> None:
+    """The peers' pre-shared key, readable by root only (O_EXCL: a file already there is an error)."""
+    fd = os.open(lab.psk_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+
+
+# -- charon -----------------------------------------------------------------------------------
+
+def start_charon(lab: LabState, gw: Gateway, backend: str) -> None:
+    """gw's charon with ``backend``; returns once its VICI socket is there."""
+    d = lab.gw_dir(gw.role)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    conf = os.path.join(d, "strongswan.conf")
+    with open(conf, "w") as f:
+        f.write(STRONGSWAN_CONF.format(backend=backend if backend == "kernel-netlink"
+                                       else "kernel-libipsec kernel-netlink", dir=d,
+                                       extra=lab.state.get("charon_extra", "")))
+    # a private /run per charon: its pid file and default paths must not collide
+    pid, st = proc.spawn(lab.ns(gw.role), ["sh", "-c", f"mount -t tmpfs tmpfs /run && "
+                                           f"STRONGSWAN_CONF={conf} exec {CHARON}"],
+                         os.path.join(d, "charon.out"))
+    lab.track(gw.role, "charon", pid, st, lab.ns(gw.role))
+    deadline = time.monotonic() + START_TIMEOUT
+    while not os.path.exists(lab.vici(gw.role)):
+        if not proc.alive(pid, st):
+            raise LabError(f"charon in {lab.ns(gw.role)} exited: see {d}/charon.out")
+        if time.monotonic() > deadline:
+            raise LabError(f"charon in {lab.ns(gw.role)} did not open its VICI socket")
+        time.sleep(0.05)
+
+
+def kill_charon(lab: LabState, role: str, sig: int = signal.SIGKILL) -> None:
+    """Stop a gateway's charon the hard way (a crash: it cannot clean up), exactly that process."""
+    for p in [p for p in lab.state["procs"] if p["kind"] == "charon" and p["role"] == role]:
+        if proc.alive(p["pid"], p["start"]):
+            os.kill(p["pid"], sig)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            proc.reap(p["pid"])
+            if not proc.alive(p["pid"], p["start"]):
+                break
+            time.sleep(0.05)
+        lab.state["procs"].remove(p)
+    lab.save()
+
+
+def restart_charon(lab: LabState, role: str) -> None:
+    """(Re)start a gateway's charon, as after a crash: a new process, knowing no peer."""
+    gw = next(g for g in lab.topology if g.role == role)
+    if os.path.exists(lab.vici(role)):
+        os.unlink(lab.vici(role))  # the dead charon's socket: the new one's is waited for
+    backend = lab.state.get("backend") or "kernel-libipsec"
+    start_charon(lab, gw, "kernel-netlink" if backend == "kernel-netlink" else "kernel-libipsec")
+    lab.save()
+
+
+# -- the controllers --------------------------------------------------------------------------
+
+def start_controllers(lab: LabState) -> None:
+    """One controller per gateway, each keying with the other as its peer."""
+    a, b = lab.topology[0], lab.topology[1]
+    for gw in lab.topology:
+        start_controller(lab, gw, b if gw is a else a)
+
+
+def restart_controller(lab: LabState, role: str, down_s: float = 0.0) -> None:
+    """Stop a gateway's controller as a service manager would (SIGTERM: live calls keep their
+    SAs), wait ``down_s``, and start it again with the same configuration."""
+    for p in [p for p in lab.state["procs"] if p["kind"] == "controller" and p["role"] == role]:
+        proc.kill(p["pid"], p["start"], grace=10.0)
+        proc.reap(p["pid"])
+        lab.state["procs"].remove(p)
+    lab.save()
+    time.sleep(down_s)
+    a, b = lab.topology[0], lab.topology[1]
+    gw = a if a.role == role else b
+    start_controller(lab, gw, b if gw is a else a)
+    lab.save()
+
+
+def write_controller_config(lab: LabState, gw: Gateway, peer: Gateway) -> str:
+    """gw's controller.toml, keying with ``peer``, from what the lab records; returns its path."""
+    d = lab.gw_dir(gw.role)
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    cfg = os.path.join(d, "controller.toml")
+    with open(cfg, "w") as f:
+        f.write(CONTROLLER_TOML.format(name=gw.role, dry_run="false" if lab.state.get("keying", True) else "true",
+                                       sip=SIP_PORT, rtp_lo=lab.rtp_ports[0], rtp_hi=lab.rtp_ports[1], dir=d,
+                                       peer=peer.role, local=gw.addr, remote=peer.addr, psk=lab.psk_path,
+                                       ike_remote=reach(lab, gw, peer),
+                                       local_media=lab.state["gateways"][gw.role]["media"][0],
+                                       remote_media=lab.state["gateways"][peer.role]["media"][0],
+                                       nat_translate="true" if lab.state.get("nat_translate", True) else "false",
+                                       nat_private=nat_private(lab),
+                                       media_ifs='"lan0"' if lab.state.get("mode") == "router" else "",
+                                       media_timeout=lab.state.get("media_timeout", 30.0),
+                                       strategy=lab.state.get("strategy", "child-per-call"),
+                                       metrics=METRICS_ADDR))
+        protect = lab.state.get("protect") or \
+            ("opportunistic" if lab.state.get("backend") == "kernel-netlink" else "required")
+        f.write(f'protect = "{protect}"\nike_pool = {int(lab.state.get("ike_pool") or 1)}\n')
+        esp = lab.state.get("esp_proposals")
+        if esp:  # [[peer]] is the template's last table, so a key written after it belongs to it
+            f.write(f"esp_proposals = {json.dumps(esp)}\n")  # a JSON list of strings is a TOML array
+    return cfg
+
+
+def start_controller(lab: LabState, gw: Gateway, peer: Gateway) -> None:
+    """gw's controller, keying with ``peer``; returns once its log says it started."""
+    cfg = write_controller_config(lab, gw, peer)
+    # inside the gateway's namespace: `lab status` shows it, saved with the process below
+    lab.state["gateways"][gw.role]["metrics"] = f"http://{METRICS_ADDR}/metrics"
+    log = lab.controller_log(gw.role)
+    before = sum(e.get("event") == "started" for e in read_log(log))  # a restart appends to the log
+    pid, st = proc.spawn(lab.ns(gw.role), [sys.executable, "-m", "ipsecrtp", "run", "--config", cfg], log)
+    lab.track(gw.role, "controller", pid, st, lab.ns(gw.role))
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        events = read_log(log)
+        if sum(e.get("event") == "started" for e in events) > before:
+            return
+        proc.reap(pid)  # an exited child stays a zombie (and "alive") until reaped
+        if not proc.alive(pid, st):
+            last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else []
+            raise LabError(f"controller in {lab.ns(gw.role)} exited: {last}")
+        if time.monotonic() > deadline:
+            raise LabError(f"controller in {lab.ns(gw.role)} did not start within {START_TIMEOUT:.0f} s")
+        time.sleep(0.05)
