@@ -76,6 +76,18 @@ class RemoveChild(Action):
     reason: str
     own_conn: bool = False
     permit: bool = False
+    member: int = 0  # the pool member's worker runs it (behind that IKE_SA's own exchanges only)
+
+
+@dataclass(frozen=True)
+class CancelInstall(Action):
+    """The call ended before its InstallChild ran: skip it if it has not started (a set-up for a
+    call that is over would only cost two exchanges in front of live calls)."""
+
+    child: str
+
+
+CANCELLED = "cancelled: the call ended before its set-up ran"
 
 
 @dataclass(frozen=True)

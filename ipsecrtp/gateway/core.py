@@ -49,6 +49,7 @@ from .actions import (
     PermitResult,
     PrekeyResult,
     RemoveBlanketRoute,
+    RemoveChild,
     RemoveResult,
 )
 from .keying import Keying
@@ -322,6 +323,13 @@ class GatewayCore:
                      routing_rules=[str(r) for r in sorted(rules)] if self.routing else [])
         if ev.up and st is not None:
             self.outcomes.child_up(st, child)
+        elif ev.up and call is not None and child.get("name") in k.removed_from:
+            # up after its removal ran (an initiate that charon finished past its time-out): it
+            # protects nothing any more and nothing else would ever delete it
+            peer, own_conn, member = k.removed_from[child["name"]]
+            self.out.log("late-sa-removed", call=call, child=child.get("name"), sa=child.get("uniqueid"))
+            self.out.append(RemoveChild(call, child["name"], peer, child.get("uniqueid"), "late", own_conn=own_conn,
+                                        member=member))
         if not ev.up:
             for r in rules:
                 if k.rule_calls.get(r) == call and call not in k.calls:

@@ -17,6 +17,7 @@ from ..selectors import FlowRule, PeerConfig, child_name, rules_for_child, ts
 from ..sip.events import MediaOffered
 from .actions import (
     AddDnat,
+    CancelInstall,
     DelDnat,
     Journal,
     Outbox,
@@ -44,6 +45,7 @@ class Keying:
         self.by_child: dict[str, SaKeying] = {}  # child config name -> the SA (initiator, permit)
         # children removed lately -> their call: charon's child-down may come after the removal's answer
         self.removed: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.removed_from: dict[str, tuple[str, bool, int]] = {}  # child -> (peer, own_conn, member)
         self.timed: dict[int, SaKeying] = {}  # SAs with a removal or confirmation deadline
         # (when, n, SA): their deadlines in a heap, an entry checked against its SA when it comes up
         self.deadlines: list[tuple[float, int, SaKeying]] = []
@@ -235,6 +237,8 @@ class Keying:
                     self.forget_rules(s_)
 
     def drain(self, st: SaKeying, due: float, reason: str) -> None:
+        if st.state is KeyState.REQUESTED and st.child is not None and st.prekeyed is None:
+            self.out.append(CancelInstall(st.child))  # not run yet? then it never will
         st.advance(H.UNKEY)
         st.remove_due, st.remove_reason, st.confirm_due = due, reason, None
         self.arm(st)

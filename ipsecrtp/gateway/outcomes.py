@@ -5,7 +5,7 @@ that a CHILD_SA is up, a removal done, a pre-keyed install, a DNAT chain made. E
 from __future__ import annotations
 
 from ..selectors import ts
-from .actions import DelDnat, DnatResult, InstallResult, PermitResult, PrekeyResult, RemoveResult
+from .actions import CANCELLED, DelDnat, DnatResult, InstallResult, PermitResult, PrekeyResult, RemoveResult
 from .keying import REMOVED_MEMORY, Keying
 from .state import CONFIRM_WAIT, Happening, KeyState, SaKeying
 
@@ -19,6 +19,12 @@ class Outcomes:
     def install_result(self, r: InstallResult) -> None:
         st = self.k.by_child.get(r.child)
         if st is None or st.call_id != r.call_id:
+            return
+        if r.reason == CANCELLED and st.state is KeyState.DRAINING:
+            st.state = KeyState.GONE  # never started: nothing to remove, nothing to log but this
+            self.k.by_child.pop(r.child, None)
+            self.k.timed.pop(id(st), None)
+            self.k.out.log("keying-cancelled", call=r.call_id, child=r.child, reason=r.reason)
             return
         st.set_up_pending = False
         st.install_started, st.install_finished = r.started, r.finished
@@ -102,8 +108,9 @@ class Outcomes:
         if st is None:
             return
         self.k.removed[r.child] = r.call_id
+        self.k.removed_from[r.child] = (st.peer.name, st.own_conn, st.member)
         while len(self.k.removed) > REMOVED_MEMORY:
-            self.k.removed.popitem(last=False)
+            self.k.removed_from.pop(self.k.removed.popitem(last=False)[0], None)
         st.uniqueid = st.uniqueid or r.uniqueid
         st.advance(H.REMOVED)
         k.forget_rules(st)

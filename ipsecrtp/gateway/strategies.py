@@ -37,7 +37,7 @@ class Strategy:
     def remove(self, st: SaKeying, reason: str) -> Action:
         assert st.child is not None
         return RemoveChild(st.call_id, st.child, st.peer.name, st.uniqueid, reason, own_conn=self.own_conn,
-                           permit=st.permit)
+                           permit=st.permit, member=st.member)
 
 
 class IkePerCall(Strategy):

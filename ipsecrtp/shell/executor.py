@@ -15,6 +15,7 @@ chose; a ``load-conn`` of the peer carries all of them), is guarded by a lock.
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
@@ -23,9 +24,11 @@ from collections.abc import Callable
 
 from ..config import ControllerConfig
 from ..gateway.actions import (
+    CANCELLED,
     Action,
     AddDnat,
     AddRoute,
+    CancelInstall,
     CharonReconnected,
     ChildUpDown,
     DelDnat,
@@ -61,6 +64,8 @@ from .journal import Journal as CallJournal
 Outcome = tuple[float, Input]
 BROKEN = "VICI session broken: "  # an outcome's reason when the session, not charon, failed
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 2.0  # back-off while charon does not answer
+CANCEL_MEMORY = 4096
+CONNECT_PATIENCE_S = 2.0  # how long a job waits for charon to answer before it fails
 
 
 def _session_broken(result: Input) -> bool:
@@ -77,13 +82,20 @@ class Executor:
         self.outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
-        self.setup_jobs: queue.SimpleQueue[Action | None] = queue.SimpleQueue()
-        self.removal_jobs: queue.SimpleQueue[Action | None] = queue.SimpleQueue()
+        # children whose set-up is not to run (their call ended); bounded: a cancel that came after
+        # its set-up had run is never consumed
+        self.cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.cancel_lock = threading.Lock()
         self.children: dict[str, dict[str, tuple[list[str], list[str]]]] = {p.name: {} for p in cfg.peers}
         self.conf_lock = threading.Lock()  # the child configs and the load-conn that mirrors them
         # as many exchanges in flight as the largest pool has IKE_SAs (charon runs one at a time on
         # each; VICI runs one command at a time on each session, so one worker per member)
         self.workers = max(p.ike_pool for p in cfg.peers)
+        # one queue per pool member and kind: a stalled IKE_SA (a lost packet costs charon's
+        # retransmission time-out) holds back only its own member's jobs, never the whole pool
+        self.setup_jobs: list[queue.SimpleQueue[Action | None]] = [queue.SimpleQueue() for _ in range(self.workers)]
+        self.removal_jobs: list[queue.SimpleQueue[Action | None]] = [queue.SimpleQueue()
+                                                                    for _ in range(self.workers)]
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.dnat_used = False
@@ -94,9 +106,9 @@ class Executor:
         ready = threading.Event()
         self.threads = [threading.Thread(target=self._listener, args=(ready,), name="events", daemon=True)]
         for i in range(self.workers):
-            self.threads += [threading.Thread(target=self._worker, args=(self.setup_jobs,), name=f"keying-{i}",
+            self.threads += [threading.Thread(target=self._worker, args=(self.setup_jobs[i],), name=f"keying-{i}",
                                               daemon=True),
-                             threading.Thread(target=self._worker, args=(self.removal_jobs,), name=f"unkeying-{i}",
+                             threading.Thread(target=self._worker, args=(self.removal_jobs[i],), name=f"unkeying-{i}",
                                               daemon=True)]
         for t in self.threads:
             t.start()
@@ -104,9 +116,8 @@ class Executor:
 
     def stop(self) -> None:
         self.stopping.set()
-        for _ in range(self.workers):
-            self.setup_jobs.put(None)
-            self.removal_jobs.put(None)
+        for q in (*self.setup_jobs, *self.removal_jobs):
+            q.put(None)
         for t in self.threads:
             t.join(timeout=15)
         self.threads = []
@@ -145,10 +156,17 @@ class Executor:
         if isinstance(action, Log):
             self.log(action.event, **action.fields)
             return []
+        if isinstance(action, CancelInstall):
+            with self.cancel_lock:
+                self.cancelled[action.child] = None
+                while len(self.cancelled) > CANCEL_MEMORY:
+                    self.cancelled.popitem(last=False)
+            return []
         if isinstance(action, CHARON_ACTIONS):
             if charon is not None:
                 return [(time.time(), self._charon(charon, action))]
-            (self.removal_jobs if isinstance(action, RemoveChild) else self.setup_jobs).put(action)
+            member = getattr(action, "member", 0) % self.workers
+            (self.removal_jobs if isinstance(action, RemoveChild) else self.setup_jobs)[member].put(action)
             return []
         return [(time.time(), r) for r in [self._inline(action)] if r is not None]
 
@@ -213,10 +231,7 @@ class Executor:
         charon: Charon | None = None
         while (job := jobs.get()) is not None:
             if charon is None:
-                try:
-                    charon = Charon(self.cfg.vici)
-                except KeyingError:
-                    charon = None  # charon is down: this job fails now, the next tries again
+                charon = self._connect()
             if charon is None:
                 self._post(self._failed(job, "charon is not answering on VICI"))
                 continue
@@ -234,6 +249,18 @@ class Executor:
             self._post(result)
         if charon is not None:
             charon.close()
+
+    def _connect(self, patience: float = CONNECT_PATIENCE_S) -> Charon | None:
+        """A new VICI session, waiting a little for a charon that is starting (back-off), so that a
+        burst of jobs does not fail in a few milliseconds; None: charon is not answering."""
+        deadline, wait = time.monotonic() + patience, RECONNECT_MIN_S
+        while True:
+            try:
+                return Charon(self.cfg.vici)
+            except KeyingError:
+                if time.monotonic() + wait > deadline or self.stopping.wait(wait):
+                    return None
+                wait = min(RECONNECT_MAX_S, wait * 2)
 
     def _failed(self, a: Action, reason: str) -> Input:
         now = time.time()
@@ -274,6 +301,10 @@ class Executor:
             charon.load_peer(self.peers[peer], dict(self.children[peer]))
 
     def _install(self, charon: Charon, a: InstallChild) -> InstallResult:
+        with self.cancel_lock:
+            if self.cancelled.pop(a.child, False) is None:
+                now = time.time()
+                return InstallResult(a.call_id, a.child, False, now, now, CANCELLED)
         # the call's own connection, one child: no reload of the peer's connection, whatever the
         # number of live calls; equal to its pool member's, so that charon reuses that IKE_SA
         charon.load_call_conn(self.peers[a.peer], a.child, list(a.local_ts), list(a.remote_ts),
