@@ -6,13 +6,13 @@ left after the call. How long the re-keying took is reported by `bench faults`, 
 
 import os
 import secrets
-import threading
 import time
 
 from ipsecrtp.log import read_log
-from ipsecrtp.netns.calls import Capture, Phones, child_sas, flow_rules, wire_stats
+from ipsecrtp.netns.calls import child_sas, flow_rules, wire_stats
 from ipsecrtp.netns.lab import Lab
-from ipsecrtp.netns.pdd import wait_ike
+
+from .live_call import live_call
 
 
 def events(lab: Lab, role: str, call: str | None = None) -> list[dict]:
@@ -22,26 +22,12 @@ def events(lab: Lab, role: str, call: str | None = None) -> list[dict]:
 def test_a_live_call_is_keyed_again_after_charon_restarts():
     lab = Lab("r" + secrets.token_hex(4))
     try:
-        lab.up()
-        lab.start_uas()
-        wait_ike(lab)
-        cap = Capture(lab, "gwb", os.path.join(lab.dir, "wan.pcap"))
-        phones = Phones(lab)
-        result: dict = {}
-        t = threading.Thread(target=lambda: result.update(r=phones.call("caller-hangup", talk=8.0)))
-        t.start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not [e for e in events(lab, "gwb") if e.get("event") == "sa-initiated"]:
-            time.sleep(0.1)
-        time.sleep(1.0)
-        lab.kill_charon("gwb")  # the answerer's gateway initiates the call's CHILD_SA
-        time.sleep(1.0)
-        restarted = time.time()
-        lab.start_charon("gwb")
-        t.join(timeout=30)
-        phones.close()
-        cap.stop()
-        r = result["r"]
+        with live_call(lab) as live:
+            lab.kill_charon("gwb")  # the answerer's gateway initiates the call's CHILD_SA
+            time.sleep(1.0)
+            restarted = time.time()
+            lab.start_charon("gwb")
+        r = live.call
         time.sleep(2.5)  # the SA outlives the BYE by the teardown delay
         gwb = events(lab, "gwb", r.call_id)
         initiated = [e for e in gwb if e.get("event") == "sa-initiated"]
@@ -50,7 +36,7 @@ def test_a_live_call_is_keyed_again_after_charon_restarts():
         assert [e for e in gwb if e.get("event") == "sa-lost"]
         assert [e for e in events(lab, "gwb") if e.get("event") == "vici-reconnected"]
         assert not [e for e in gwb if e.get("event") == "keying-failed" and e["ts"] > initiated[1]["ts"]]
-        clear = wire_stats(cap.path, lab.rtp_ports).rtp_clear
+        clear = wire_stats(live.capture, lab.rtp_ports).rtp_clear
         assert clear == [], f"cleartext RTP on the WAN: {clear[:3]}"
         for role in ("gwa", "gwb"):
             assert flow_rules(lab, role) == []

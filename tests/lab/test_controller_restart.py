@@ -5,37 +5,23 @@ required nothing crosses the WAN in clear at any time (an independent tcpdump); 
 
 import os
 import secrets
-import threading
 import time
 
 from ipsecrtp.log import read_log
-from ipsecrtp.netns.calls import Capture, Phones, child_sas, flow_rules, wire_stats
+from ipsecrtp.netns.calls import child_sas, flow_rules, wire_stats
 from ipsecrtp.netns.lab import Lab
-from ipsecrtp.netns.pdd import wait_ike
+
+from .live_call import live_call
 
 
 def test_live_calls_survive_a_controller_restart():
     lab = Lab("c" + secrets.token_hex(4))
     try:
-        lab.up()
-        lab.start_uas()
-        wait_ike(lab)
-        cap = Capture(lab, "gwb", os.path.join(lab.dir, "wan.pcap"))
-        phones = Phones(lab)
-        result: dict = {}
-        t = threading.Thread(target=lambda: result.update(r=phones.call("caller-hangup", talk=8.0)))
-        t.start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not child_sas(lab, "gwb"):
-            time.sleep(0.1)
-        up_before = child_sas(lab, "gwb")
-        time.sleep(1.0)
-        lab.restart_controller("gwb", down_s=1.0)  # gwb initiated the call's CHILD_SA
-        held = child_sas(lab, "gwb")
-        t.join(timeout=30)
-        phones.close()
-        cap.stop()
-        r = result["r"]
+        with live_call(lab) as live:
+            up_before = child_sas(lab, "gwb")
+            lab.restart_controller("gwb", down_s=1.0)  # gwb initiated the call's CHILD_SA
+            held = child_sas(lab, "gwb")
+        r = live.call
         time.sleep(2.5)  # the SA outlives the BYE by the teardown delay
         log = [e for e in read_log(lab.controller_log("gwb")) if e.get("call") == r.call_id]
         assert len(up_before) == 1 and [c["uniqueid"] for c in held] == [up_before[0]["uniqueid"]]
@@ -44,7 +30,7 @@ def test_live_calls_survive_a_controller_restart():
         removed = [e for e in log if e["event"] == "sa-removed"]
         assert [e["reason"] for e in removed] == ["bye-by-caller"]
         assert not [e for e in log if e["event"] == "keying-failed"]
-        clear = wire_stats(cap.path, lab.rtp_ports).rtp_clear
+        clear = wire_stats(live.capture, lab.rtp_ports).rtp_clear
         assert clear == [], f"cleartext RTP on the WAN: {clear[:3]}"
         for role in ("gwa", "gwb"):
             assert child_sas(lab, role) == []
