@@ -129,10 +129,10 @@ def vias_500(n: int) -> Packets:
 
 
 def huge_headers(n: int) -> Packets:
-    """One header of 30 KB (under the message cap), 5000 short headers, 1500 Contacts in one, and a
-    40 KB header (over the message cap), in turn."""
-    kinds = (["X-Big: " + "a" * 30000], [f"X-H{k}: v" for k in range(5000)],
-             ["Contact: " + ",".join(f'"n{k}" <sip:x{k}@192.0.2.1>' for k in range(1500))],
+    """In turn: one header of 30 KB (within the message cap: parsed), 1000 short headers and 500 quoted
+    Contacts in one header (beyond the header cap), one header of 40 KB (beyond the message cap)."""
+    kinds = (["X-Big: " + "a" * 30000], [f"X-H{k}: v" for k in range(1000)],
+             ["Contact: " + ",".join(f'"n{k}" <sip:x{k}@192.0.2.1>' for k in range(500))],
              ["X-Huge: " + "b" * 40000])
     for i in range(n):
         yield invite(f"headers-{i}", extra=tuple(kinds[i % len(kinds)]))

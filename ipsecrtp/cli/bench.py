@@ -203,3 +203,8 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
             f.write(text + "\n")
         if not as_json:
             click.echo(f"(appended to {path})")
+
+
+from .hostile import hostile  # noqa: E402 - a module of its own (pure, in-process: no lab)
+
+bench.add_command(hostile)

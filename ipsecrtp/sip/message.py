@@ -175,6 +175,17 @@ def _read_headers(rest: str) -> list[tuple[str, str]]:
     return headers
 
 
+def _items(values: list[str], most: int) -> list[str]:
+    """The comma-separated items of header values, at most ``most``: one more than a cap allows is enough
+    to refuse the message, and splitting no further keeps its cost within the cap's."""
+    out: list[str] = []
+    for v in values:
+        if len(out) >= most:
+            break
+        out += split_commas(v, most - len(out))
+    return out
+
+
 def _cap(cap: str, n: int, limit: int, what: str) -> None:
     if n > limit:
         raise CapExceeded(cap, limit, f"{what.format(n=n)}, more than max_{cap.replace('-', '_')} {limit}")
@@ -304,12 +315,13 @@ def parse_message(data: bytes, stream: bool = False, limits: Limits = DEFAULT_LI
     headers = _read_headers(rest)
     seen, via_values, contacts, date = _by_name(headers)
     cseq = _check_fields(seen, method, date)
-    contact_items = [c for v in contacts for c in split_commas(v)]
-    _cap("headers", len(headers) - len(contacts) + len(contact_items), limits.max_headers, "{n} header fields")
+    others = len(headers) - len(contacts)
+    contact_items = _items(contacts, limits.max_headers - others + 1)
+    _cap("headers", others + len(contact_items), limits.max_headers, "at least {n} header fields")
     for c in contact_items:
         check_name_addr(c, "contact")
-    via_items = [v for hv in via_values for v in split_commas(hv)]
-    _cap("vias", len(via_items), limits.max_vias, "{n} Via values")
+    via_items = _items(via_values, limits.max_vias + 1)
+    _cap("vias", len(via_items), limits.max_vias, "at least {n} Via values")
     vias = tuple(parse_via(v) for v in via_items)
     if not vias:
         raise SipParseError("missing via header")

@@ -47,9 +47,18 @@ class DialogTimers:
         if t is not None and (call_id not in self._timer_at or t < self._timer_at[call_id]):
             self._timers.push(t, call_id, len(self.dialogs))
 
+    # with timer_batch (a live loop): heap entries looked at per call at most. Stale ones (dialogs
+    # evicted in a flood) can be thousands due at once; dropping them is spread over calls, the time
+    # returned then being the earliest entry's, which is never later than a real deadline
+    POPS = 256
+
     def next_timer(self) -> float | None:
+        budget = self.POPS if self.timer_batch is not None else -1
         while (top := self._timers.peek()) is not None:
             t, cid = top
+            if budget == 0:
+                return t
+            budget -= 1
             if self._timer_at.get(cid) != t:
                 self._timers.pop()  # superseded by an earlier entry
                 continue
@@ -65,8 +74,10 @@ class DialogTimers:
     def handle_timer(self, now: float) -> list[Event]:
         events: list[Event] = []
         due: list[str] = []
+        pops = 0
         while (top := self._timers.peek()) is not None and top[0] <= now and \
-                (self.timer_batch is None or len(due) < self.timer_batch):
+                (self.timer_batch is None or (len(due) < self.timer_batch and pops < self.POPS)):
+            pops += 1
             _, cid = self._timers.pop()
             if self._timer_at.get(cid) is not None and self._timer_at[cid] <= now:
                 del self._timer_at[cid]
