@@ -78,8 +78,8 @@ class DialogTracker(DialogTimers):
         d = self.dialogs.get(msg.call_id)
         if d is not None:
             repeat = self._repeat(d, msg, now)
-            if repeat is not None:
-                return repeat  # seen before: no need to read its SDP again
+            if repeat is not None:  # seen before: no need to read its SDP again (a relayed copy is remembered)
+                return repeat + self.guard.transactions(d, now, source)
         body = msg.sdp_body()
         try:
             sdp = parse_sdp(body, self.limits) if body else None

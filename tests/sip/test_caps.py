@@ -258,3 +258,20 @@ def test_the_timer_heap_stays_bounded_under_a_flood_and_expires_in_batches():
     while (t := tr.next_timer()) is not None and t <= 400.0:
         ends += tr.handle_timer(400.0)
     assert len(ends) == 50 and all(e.reason == "timeout" for e in ends)
+
+
+def test_relayed_copies_do_not_grow_what_a_dialog_remembers():
+    """A request whose second Via names a branch seen already is a proxy's copy: remembered, so its own
+    retransmissions are recognised, and within the cap however many copies come."""
+    tr = DialogTracker(limits=Limits(max_dialog_transactions=8))
+    tr.receive(invite("c1"), 1.0)
+    tr.receive(ok(body=sdp("203.0.113.20", 12000)), 1.1)
+    info = msg("INFO sip:bob@203.0.113.20 SIP/2.0", cseq="2 INFO", to_tag="b1", branch="z9hG4bKorig")
+    tr.receive(info, 2.0)
+    for k in range(50):
+        relayed = info.replace(b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKorig",
+                               f"Via: SIP/2.0/UDP 198.51.100.1;branch=z9hG4bKp{k}\r\n"
+                               f"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKorig".encode())
+        tr.receive(relayed, 2.1 + k * 0.01)
+        d = tr.dialogs["c1"]
+        assert len(d.seen_requests) + len(d.seen_responses) <= 8
