@@ -17,16 +17,13 @@ from ..selectors import FlowRule, rules_for_child
 from ..sip.dialog import DialogTracker
 from ..sip.errors import Capped, SipParseError
 from ..sip.events import (
-    CapHit,
     DialogConfirmed,
     DialogEarly,
-    DialogEvicted,
     DialogTerminated,
     Event,
     MediaChanged,
     MediaNegotiated,
     MediaOffered,
-    MediaRefused,
     MessageRejected,
     SipSeen,
 )
@@ -52,6 +49,7 @@ from .actions import (
     RemoveChild,
     RemoveResult,
 )
+from .caps import CAP_EVENTS, log_cap_event
 from .keying import Keying
 from .natfix import NatFix
 from .outcomes import Outcomes
@@ -236,17 +234,8 @@ class GatewayCore:
             k.rekey(ev.call_id, ev.new, ev.time, ev.trigger)
         elif isinstance(ev, DialogTerminated):
             k.unkey(ev.call_id, ev.reason, ev.time)
-        elif isinstance(ev, CapHit):
-            self.out.log("cap-hit", cap=ev.cap, limit=ev.limit, call=ev.call_id or None, reason=ev.detail,
-                         source=f"{ev.source[0]}:{ev.source[1]}" if ev.source else None, t=ev.time)
-        elif isinstance(ev, DialogEvicted):
-            self.out.log("dialog-evicted", call=ev.call_id, cap=ev.cap, state=ev.state, t=ev.time,
-                         source=ev.source[0] if ev.source else None)
-        elif isinstance(ev, MediaRefused):  # beyond a cap: refused like a hostile SDP, its old SA goes
-            self.out.log("cap-hit", cap=ev.cap, limit=ev.limit, call=ev.call_id, reason=ev.reason, t=ev.time)
-            if ev.call_id in k.calls:
-                k.unkey(ev.call_id, "media-changed" if ev.old else "answer-refused", ev.time)
-            self.out.log("refused", call=ev.call_id, t=ev.time, trigger=ev.trigger, flows=[], reason=ev.reason)
+        elif isinstance(ev, CAP_EVENTS):
+            log_cap_event(ev, self.out, k)
         if ev.call_id:
             self.timelines.settle(ev.call_id, ev.time)
 
