@@ -9,6 +9,7 @@ the core lives on this thread only.
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import threading
@@ -95,6 +96,9 @@ class Controller:
         self.executor.start()
         self.dispatch(self.core.start(time.time()))
         self._adopt()
+        # what start-up built lives for the whole run: out of the collector's way, so that a full
+        # collection (tens of ms with thousands of dialogs) does not also walk it each time
+        gc.freeze()
         self.log("started", interfaces=self.cfg.interfaces, sip_ports=sorted(self.cfg.sip_ports),
                  backend=self.backend)
 
