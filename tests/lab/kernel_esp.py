@@ -37,7 +37,7 @@ class KernelCall:
 
 
 @contextmanager
-def one_call(tmp_path, **up):
+def one_call(tmp_path, talk: float = 2.0, **up):
     """A lab with kernel ESP and one answered call (caller hangs up) captured on both WAN sides;
     everything removed when the block ends, also on a failed assertion."""
     if not probe_esp().supported:
@@ -52,7 +52,7 @@ def one_call(tmp_path, **up):
                 for r in ("gwa", "gwb")} if up.get("mode") == "router" else {}
         phones = Phones(lab)
         try:
-            r = phones.call("caller-hangup", talk=2.0)
+            r = phones.call("caller-hangup", talk=talk)
         finally:
             phones.close()
             for c in (*caps.values(), *lans.values()):

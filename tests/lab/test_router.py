@@ -90,7 +90,8 @@ def test_phone_behind_a_port_changing_nat_rekeyed_from_latching(tmp_path):
     """The phone's NAT picks random ports, so the SDP's ports are not the wire's: each gateway sees the
     phone's first media (gwa on its LAN, gwb in clear on its WAN), re-keys the call with the ports
     really used, and from then on the media crosses the WAN protected and reaches both phones."""
-    with one_call(tmp_path, mode="router", nat="phone", nat_random_ports=True) as kc:
+    # talk long enough for the re-key to finish in the TCG guest (a CREATE_CHILD_SA took 7 s there)
+    with one_call(tmp_path, talk=8.0, mode="router", nat="phone", nat_random_ports=True) as kc:
         lab, r = kc.lab, kc.result
         call = r.call_id
         wrong = [m for m in log_events(lab, "gwa", call, "nat-media") if not m["consistent"]]
@@ -103,10 +104,14 @@ def test_phone_behind_a_port_changing_nat_rekeyed_from_latching(tmp_path):
             ups = log_events(lab, role, call, "sa-up")
             assert len(ups) >= 2  # the SA from the SDP's ports, then the re-keyed one
             last_up[role] = ups[-1]["ts"]
-            first_down[role] = min(e["ts"] for e in log_events(lab, role, call, "sa-down") if e["ts"] > ups[-1]["ts"])
-            (child,) = r.children[role]  # while talking: only the re-keyed SA is left
-            ports = {t.rsplit("/", 1)[1].rstrip("]") for t in child["local-ts" if role == "gwa" else "remote-ts"]}
-            assert ports == {s.split(":")[1] for s in seen}, child
+            downs = log_events(lab, role, call, "sa-down")
+            first_down[role] = min(e["ts"] for e in downs if e["ts"] > ups[-1]["ts"])
+            bye = max(e["ts"] for e in log_events(lab, role, call, "unkeying") if e["reason"].startswith("bye"))
+            # before the BYE only the re-keyed SA is left: every other SA of the call went down before it
+            assert all(e["ts"] < bye for e in downs if e["sa"] != ups[-1]["sa"]), (downs, ups)
+            ts_ = ups[-1]["local_ts" if role == "gwa" else "remote_ts"]
+            ports = {t.rsplit("/", 1)[1].rstrip("]") for t in ts_}
+            assert ports == {s.split(":")[1] for s in seen}, ups[-1]
             assert compare(r.children[role], r.kernel[role]) == []
         keyed_from, keyed_to = max(last_up.values()), min(first_down.values())
         assert_protected_on_wan(kc, "192.0.2.20", "203.0.113.10", keyed_from, keyed_to)
