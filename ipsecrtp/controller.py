@@ -26,7 +26,8 @@ from .keying.dataplane import DataPlane, DataPlaneError
 from .keying.routing import PolicyRouting
 from .keying.strongswan import Charon, KeyingError
 from .log import DecisionLog
-from .shell.executor import Executor, Outcome, RecordingExecutor
+from .shell.events import RecordingExecutor
+from .shell.executor import Executor, Outcome
 from .shell.journal import Journal as CallJournal
 
 if TYPE_CHECKING:

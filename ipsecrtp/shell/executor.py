@@ -20,7 +20,6 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
 
 from ..config import ControllerConfig
 from ..gateway.actions import (
@@ -30,14 +29,11 @@ from ..gateway.actions import (
     AddRoute,
     CancelInstall,
     CharonReconnected,
-    ChildUpDown,
     DelDnat,
     DelRoute,
     DnatResult,
     EstablishIke,
-    EventsLost,
     IkeResult,
-    IkeUpDown,
     Input,
     InstallChild,
     InstallPrekeyed,
@@ -57,13 +53,13 @@ from ..kernel.xfrm import XfrmSocket
 from ..keying import dnat, prekeyed
 from ..keying.dataplane import DataPlane, DataPlaneError
 from ..keying.routing import PolicyRouting
-from ..keying.strongswan import Charon, KeyingError, listen
+from ..keying.strongswan import Charon, KeyingError
 from ..log import DecisionLog
+from .events import RECONNECT_MAX_S, RECONNECT_MIN_S, CharonEvents
 from .journal import Journal as CallJournal
 
 Outcome = tuple[float, Input]
 BROKEN = "VICI session broken: "  # an outcome's reason when the session, not charon, failed
-RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 2.0  # back-off while charon does not answer
 CANCEL_MEMORY = 4096
 CONNECT_PATIENCE_S = 2.0  # how long a job waits for charon to answer before it fails
 
@@ -104,7 +100,8 @@ class Executor:
 
     def start(self) -> None:
         ready = threading.Event()
-        self.threads = [threading.Thread(target=self._listener, args=(ready,), name="events", daemon=True)]
+        events = CharonEvents(self.cfg.vici, self._post, self.stopping, self._reconnected)
+        self.threads = [threading.Thread(target=events.run, args=(ready,), name="events", daemon=True)]
         for i in range(self.workers):
             self.threads += [threading.Thread(target=self._worker, args=(self.setup_jobs[i],), name=f"keying-{i}",
                                               daemon=True),
@@ -339,34 +336,6 @@ class Executor:
         charon.initiate_ike(conn)
         return IkeResult(a.peer, a.attempt, True, a.member, ms=round((time.time() - t0) * 1000, 3))
 
-    def _listener(self, ready: threading.Event) -> None:
-        """charon's events; when the session breaks (charon stopped, crashed or restarted) it is
-        opened again with a short back-off, the peers are loaded again and the core is told which
-        CHILD_SAs charon still holds, so that it keys the calls that lost theirs."""
-        lost_at: float | None = None
-        backoff = RECONNECT_MIN_S
-        while not self.stopping.is_set():
-            try:
-                for name, payload, _t in listen(self.cfg.vici):
-                    ready.set()
-                    if lost_at is not None:
-                        self._post(self._reconnected(time.time() - lost_at))
-                        lost_at, backoff = None, RECONNECT_MIN_S
-                    if self.stopping.is_set():
-                        return
-                    if name in ("child-updown", "ike-updown"):
-                        for inp in events_to_inputs(name, payload):
-                            self._post(inp)
-            except (KeyingError, OSError) as exc:
-                if self.stopping.is_set():
-                    return
-                if lost_at is None:
-                    lost_at = time.time()
-                    self._post(EventsLost(str(exc)))
-                ready.set()
-                self.stopping.wait(backoff)
-                backoff = min(RECONNECT_MAX_S, backoff * 2)
-
     def _reconnected(self, outage_s: float) -> Input:
         """Load the peers again (a restarted charon knows none of them) and list what it holds."""
         charon = Charon(self.cfg.vici)
@@ -386,32 +355,3 @@ class Executor:
                 self.dataplane.ensure_tunnel_route()  # charon made ipsec0 anew
             except Exception as exc:  # noqa: BLE001 - NetlinkError: logged, the keyed flows then go to the sink
                 self.log("routing-failed", reason=f"{type(exc).__name__}: {exc}")
-
-
-def events_to_inputs(name: str, payload: dict) -> list[Input]:
-    """One input per CHILD_SA of a child-updown (per IKE_SA of an ike-updown)."""
-    up = payload.get("up") == "yes"
-    out: list[Input] = []
-    for ike_name, ike in payload.items():
-        if not isinstance(ike, dict):
-            continue
-        if name == "ike-updown":
-            out.append(IkeUpDown(up, ike_name, ike))
-        else:
-            out.extend(ChildUpDown(up, ike_name, child) for child in ike.get("child-sas", {}).values())
-    return out
-
-
-class RecordingExecutor:
-    """Dry run and offline replay: every action is recorded, none is carried out; log lines are
-    written (the decisions an operator wants to see)."""
-
-    def __init__(self, log: Callable[..., None] | None = None) -> None:
-        self.log = log
-        self.actions: list[tuple[float, Action]] = []
-
-    def submit(self, action: Action, now: float = 0.0) -> list[Outcome]:
-        self.actions.append((now, action))
-        if isinstance(action, Log) and self.log is not None:
-            self.log(action.event, **action.fields)
-        return []
