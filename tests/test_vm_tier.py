@@ -23,7 +23,7 @@ GUEST_TESTS = "tests/kernel tests/lab/test_calls.py tests/lab/test_router.py tes
 def test_real_kernel_tier_keys_calls_in_the_kernel():
     res = vm.run(f".venv/bin/python -m pytest -q -p no:cacheprovider -rs {GUEST_TESTS} && "
                  ".venv/bin/python -c 'from ipsecrtp.kernel.xfrm import probe_esp; print(\"ESP:\", probe_esp())'",
-                 timeout=1200)
+                 timeout=2400)  # a loaded TCG guest: every lab start pays ~40 s of imports there
     tail = res.output[-3000:]
     assert res.exit_code == 0, tail
     assert "ESP: EspProbe(supported=True" in res.output  # the guest kernel really does ESP
