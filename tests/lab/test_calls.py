@@ -156,7 +156,8 @@ def test_run_on_missing_interface_fails_with_one_line_and_changes_nothing(lab, t
     charon = Charon(lab.vici("gwa"))
     conns_before = charon.conns()
     r = subprocess.run(["ip", "netns", "exec", lab.ns("gwa"), sys.executable, "-m", "ipsecrtp", "run",
-                        "--config", str(path)], capture_output=True, text=True, timeout=30)
+                        "--config", str(path)], capture_output=True, text=True,
+                       timeout=180)  # the TCG guest: its imports alone take ~40 s there
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert lines[-1] == "Error: no interface named 'nope0' in this network namespace"
