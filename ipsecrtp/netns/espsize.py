@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from ..keying.strongswan import Charon
 from ..overhead import ESP_CIPHERS, Profile, ip_bytes, table
-from . import proc
 from .calls import Capture, log_events
+from .craft import sdp, sip, udp_socket
 from .lab import Lab
 from .labstate import SIP_PORT, LabError
 
@@ -44,31 +44,6 @@ class Measurement:
     payloads: list[int] = field(default_factory=list)  # RTP payload sizes sent, in order
     ip_lens: list[int | None] = field(default_factory=list)  # the ESP packet of each, IP total length
     seconds: float = 0.0
-
-
-def _sdp(addr: str, port: int) -> str:
-    return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n")
-
-
-def _sip(start: str, call_id: str, cseq: str, a: str, b: str, to_tag: str, body: str = "") -> bytes:
-    head = (f"{start}\r\nVia: SIP/2.0/UDP {a}:{SIP_PORT};branch=z9hG4bK{call_id[:12]}{cseq.split()[0]}\r\n"
-            f"Max-Forwards: 70\r\nFrom: <sip:alice@{a}>;tag=a1\r\nTo: <sip:bob@{b}>{to_tag}\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: {cseq}\r\nContact: <sip:alice@{a}>\r\n")
-    if body:
-        head += "Content-Type: application/sdp\r\n"
-    return (head + f"Content-Length: {len(body)}\r\n\r\n" + body).encode()
-
-
-def _udp(lab: Lab, role: str, port: int) -> socket.socket:
-    addr = lab.ua_addr(role)
-
-    def bind() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((addr, port))
-        return s
-
-    return proc.in_netns(lab.ns(role), bind)  # the socket stays in the namespace it was made in
 
 
 def _wait_keyed(lab: Lab, call_id: str, timeout: float) -> str:
@@ -131,15 +106,15 @@ def measure(name: str, proposal: str, payloads: list[int], timeout: float = 20.0
         a, b = lab.ua_addr("gwa"), lab.ua_addr("gwb")
         pcap = os.path.join(lab.dir, "wan-gwa.pcap")
         cap = Capture(lab, "gwa", pcap)
-        sip_a, sip_b = _udp(lab, "gwa", SIP_PORT), _udp(lab, "gwb", SIP_PORT)
-        rtp_a = _udp(lab, "gwa", PORT_A)
+        sip_a, sip_b = udp_socket(lab, "gwa"), udp_socket(lab, "gwb")
+        rtp_a = udp_socket(lab, "gwa", PORT_A)
         socks += [sip_a, sip_b, rtp_a]
         call_id = f"overhead-{proposal}-{os.getpid()}"
-        sip_a.sendto(_sip(f"INVITE sip:bob@{b} SIP/2.0", call_id, "1 INVITE", a, b, "",
-                          _sdp(a, PORT_A)), (b, SIP_PORT))
+        sip_a.sendto(sip(f"INVITE sip:bob@{b} SIP/2.0", call_id, "1 INVITE", a, b, "",
+                          sdp(a, PORT_A)), (b, SIP_PORT))
         time.sleep(0.05)
-        sip_b.sendto(_sip("SIP/2.0 200 OK", call_id, "1 INVITE", a, b, ";tag=b1", _sdp(b, PORT_B)), (a, SIP_PORT))
-        sip_a.sendto(_sip(f"ACK sip:bob@{b} SIP/2.0", call_id, "1 ACK", a, b, ";tag=b1"), (b, SIP_PORT))
+        sip_b.sendto(sip("SIP/2.0 200 OK", call_id, "1 INVITE", a, b, ";tag=b1", sdp(b, PORT_B)), (a, SIP_PORT))
+        sip_a.sendto(sip(f"ACK sip:bob@{b} SIP/2.0", call_id, "1 ACK", a, b, ";tag=b1"), (b, SIP_PORT))
         m.refused = _wait_keyed(lab, call_id, timeout)
         if m.refused:
             why, until = "", time.monotonic() + 3.0

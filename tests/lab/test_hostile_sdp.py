@@ -6,40 +6,13 @@ hostile interleaved in one lab and compared with each other, never with a fixed 
 
 import os
 import secrets
-import socket
 import statistics
 import time
 
 from ipsecrtp.log import read_log
-from ipsecrtp.netns import proc
+from ipsecrtp.netns.craft import sdp, sip, udp_socket
 from ipsecrtp.netns.lab import Lab
 from ipsecrtp.netns.labstate import SIP_PORT
-
-
-def sdp(addr: str, port: int, count: int = 0) -> str:
-    ports = f"{port}/{count}" if count else str(port)
-    return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
-            f"m=audio {ports} RTP/AVP 0\r\na=rtcp-mux\r\n")
-
-
-def sip(start: str, call_id: str, cseq: str, a: str, b: str, to_tag: str, body: str = "") -> bytes:
-    head = (f"{start}\r\nVia: SIP/2.0/UDP {a}:{SIP_PORT};branch=z9hG4bK{call_id}{cseq.split()[0]}\r\n"
-            f"From: <sip:alice@{a}>;tag=a1\r\nTo: <sip:bob@{b}>{to_tag}\r\nCall-ID: {call_id}\r\n"
-            f"CSeq: {cseq}\r\nContact: <sip:alice@{a}>\r\n")
-    if body:
-        head += "Content-Type: application/sdp\r\n"
-    return (head + f"Content-Length: {len(body)}\r\n\r\n" + body).encode()
-
-
-def udp(lab: Lab, role: str) -> socket.socket:
-    addr = lab.ua_addr(role)
-
-    def bind() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((addr, SIP_PORT))
-        return s
-
-    return proc.in_netns(lab.ns(role), bind)
 
 
 def test_a_port_count_of_65000_costs_what_a_normal_offer_costs():
@@ -48,7 +21,7 @@ def test_a_port_count_of_65000_costs_what_a_normal_offer_costs():
     try:
         lab.up()
         a, b = lab.ua_addr("gwa"), lab.ua_addr("gwb")
-        sa, sb = udp(lab, "gwa"), udp(lab, "gwb")
+        sa, sb = udp_socket(lab, "gwa"), udp_socket(lab, "gwb")
         socks += [sa, sb]
         calls = []
         for i in range(12):
