@@ -28,7 +28,7 @@ from ..sip.events import (
     SipSeen,
 )
 from ..timing import BUDGETS, parse_ike
-from . import adoption
+from . import adoption, snapshot
 from .actions import (
     Action,
     AddRoute,
@@ -336,6 +336,13 @@ class GatewayCore:
             for r in sorted(rules):
                 self.out.append(DelRoute(r))
                 self.routed.discard(r)
+
+    # -- read-only views -----------------------------------------------------------------------------
+
+    def snapshot(self, now: float) -> dict:
+        """The live calls and SAs for an operator's views (the control socket); changes nothing."""
+        return {"gateway": self.cfg.name, "backend": self.backend, "time": round(now, 6),
+                "calls": snapshot.calls(self, now), "sas": snapshot.sas(self)}
 
     # -- timers ------------------------------------------------------------------------------------
 
