@@ -15,6 +15,12 @@ import vici
 
 from ..selectors import PeerConfig
 
+# seconds without inbound traffic before charon checks that the peer still holds the IKE_SA; the
+# peer counts as lost once the check goes unanswered through charon's retransmissions (about 12 s
+# with the README's recommended timers, 165 s with charon's defaults). Idle IKE_SAs cost one
+# INFORMATIONAL exchange per period; IKE_SAs carrying media cost nothing.
+DPD_DELAY = "2s"
+
 
 class KeyingError(RuntimeError):
     """A keying operation failed; ``str(err)`` is a one-line reason."""
@@ -104,6 +110,11 @@ class Charon:
         conn = {
             "version": "2", "local_addrs": [peer.ike_local], "remote_addrs": [peer.ike_remote],
             "proposals": ["aes128-sha256-x25519", "default"], "unique": "never",
+            # dead-peer detection (issue 15, peer loss): a peer whose charon restarted forgets our
+            # IKE_SA and never says so (unique stays "never": a pool holds several IKE_SAs with the
+            # same identities, so INITIAL_CONTACT cannot be used); a liveness check after this long
+            # without inbound traffic (a live call's ESP counts) lets the retransmission timers tell
+            "dpd_delay": DPD_DELAY,
             "local": {"auth": "psk", "id": peer.ike_local},
             "remote": {"auth": "psk", "id": peer.remote_id},
             "children": children,
