@@ -1,5 +1,6 @@
 """A restarted controller takes over the calls its previous run keyed (controller restart: the
-SAs and the data plane stayed in place while it was down).
+SAs and the data plane stayed in place while it was down); and live calls whose CHILD_SA went while
+their dialog goes on are keyed again (:class:`Recovery`: charon restarted, or the peer was lost).
 
 Inputs: the journal the previous run left (one entry per keyed call: its dialog's tags, role,
 flows, child) and the CHILD_SAs charon holds now. Each journalled call is tracked again as a
@@ -20,9 +21,65 @@ from .state import KeyState, SaKeying
 from .strategies import strategy_of
 
 OURS = ("call-", "spec-")  # the child names this controller gives
+# why a live call's SA went (a bounded label for metrics): charon restarted here (it dropped every
+# SA), or charon reported it down without our asking (the peer's IKE_SA cleared by dead-peer
+# detection after the peer restarted, or the peer deleted it)
+CHARON_RESTARTED, CHILD_DOWN = "charon-restarted", "child-down"
+LOST_REASONS = (CHARON_RESTARTED, CHILD_DOWN)
 
 
-def adopt(k: Keying, tracker: DialogTracker, entries: list[dict], children: list[dict], now: float) -> set[FlowRule]:
+class Recovery:
+    """Live calls whose CHILD_SA this gateway initiated went while their dialog goes on: each is keyed
+    again as a new generation, counted (``sa-lost``) and timed until its new SA is up
+    (``sa-recovered``, seconds since the loss). A responder's SA is the initiator's to key again."""
+
+    def __init__(self, k: Keying) -> None:
+        self.k = k
+        self.lost: dict[str, tuple[float, str]] = {}  # call -> (when its SA was first lost, why)
+
+    def rekey(self, st: SaKeying, now: float, reason: str) -> None:
+        k = self.k
+        k.out.log("sa-lost", call=st.call_id, child=st.child, sa=st.uniqueid, reason=reason, t=now)
+        st.uniqueid = None  # gone: its removal only unloads its connection
+        self.lost.setdefault(st.call_id, (now, reason))  # lost again while re-keying: timed from the first
+        k.rekey(st.call_id, st.flows, now, reason, reason=reason)
+
+    def child_down(self, st: SaKeying, child: dict, now: float) -> None:
+        """charon reports ``child`` down: when it is the SA of a live call that this gateway
+        initiated and did not remove (not draining, not replaced), the call is keyed again."""
+        if self.k.calls.get(st.call_id) is not st or st.state is not KeyState.UP or st.role != "initiator" \
+                or st.speculative or st.prekeyed is not None:
+            return
+        if st.uniqueid is not None and child.get("uniqueid") not in (None, st.uniqueid):
+            return  # an older SA of the same child name (rekeyed by charon): the current one stays
+        self.rekey(st, now, CHILD_DOWN)
+
+    def settle(self, call_id: str | None, now: float) -> None:
+        """The call's new SA is up: how long the call went without one."""
+        if call_id is None or call_id not in self.lost:
+            return
+        st = self.k.calls.get(call_id)
+        if st is None:
+            del self.lost[call_id]  # the dialog ended first
+        elif st.state is KeyState.UP:
+            when, reason = self.lost.pop(call_id)
+            self.k.out.log("sa-recovered", call=call_id, child=st.child, sa=st.uniqueid, reason=reason,
+                           outage_s=round(now - when, 3))
+
+    def forget(self, call_id: str) -> None:
+        self.lost.pop(call_id, None)
+
+    def carried(self, call: str | None, child: dict) -> set[FlowRule]:
+        """The flows a call's current SA carries, when that SA is up and is not ``child`` (whose
+        going must then leave their routes in place)."""
+        st = self.k.calls.get(call) if call is not None else None
+        if st is None or st.state is not KeyState.UP or st.uniqueid in (None, child.get("uniqueid")):
+            return set()
+        return rules_for_child(st.child_info.get("local-ts", []), st.child_info.get("remote-ts", []))
+
+
+def adopt(k: Keying, tracker: DialogTracker, entries: list[dict], children: list[dict], now: float,
+          recovery: Recovery) -> set[FlowRule]:
     """Take over the journalled calls; returns the flow rules of the SAs adopted (to route)."""
     by_name = {c.get("name"): c for c in children}
     peers = {p.name: (p, pol) for p, pol in k.policies}
@@ -59,7 +116,7 @@ def adopt(k: Keying, tracker: DialogTracker, entries: list[dict], children: list
         else:
             st.state = KeyState.WAITING  # a responder whose SA the peer has not made again yet
         k.out.log("call-adopted", call=st.call_id, child=st.child, role=st.role, sa=st.uniqueid)
-    rekey_lost(k, frozenset(by_name), now)
+    rekey_lost(recovery, frozenset(by_name), now)
     for c in children:
         name = c.get("name", "")
         if name.startswith(OURS) and name not in named:
@@ -71,17 +128,15 @@ def adopt(k: Keying, tracker: DialogTracker, entries: list[dict], children: list
     return routed
 
 
-def rekey_lost(k: Keying, children: frozenset[str], now: float) -> None:
+def rekey_lost(recovery: Recovery, children: frozenset[str], now: float) -> None:
     """charon is back (it drops every SA when it stops): every live call whose CHILD_SA this
     gateway initiated and charon no longer holds is keyed again, as a new generation; a
     responder's are the peer's to key again, and speculative ones wait for their answer."""
-    for call_id, st in list(k.calls.items()):
+    for st in list(recovery.k.calls.values()):
         if st.role != "initiator" or st.prekeyed is not None or st.speculative or st.child is None \
                 or st.terminated or st.child in children:
             continue
-        st.uniqueid = None  # gone with charon: its removal only unloads its connection
-        k.out.log("sa-lost", call=call_id, child=st.child, reason="charon restarted", t=now)
-        k.rekey(call_id, st.flows, now, "charon restarted", reason="charon-restarted")
+        recovery.rekey(st, now, CHARON_RESTARTED)
 
 
 def _responder_child(children: list[dict], rules: frozenset[FlowRule]) -> dict | None:

@@ -80,6 +80,7 @@ class GatewayCore:
         self.keying = Keying(cfg.peers, cfg.teardown_delay, self.out, self.timelines, self.nat,
                              self.tracker.media_activity)
         self.outcomes = Outcomes(self.keying)
+        self.recovery = adoption.Recovery(self.keying)  # live calls whose SA went: keyed again, timed
         self.keying.tags_of = self._tags
         self.peers = {p.name: p for p in cfg.peers}
         self.routed: set[FlowRule] = set()
@@ -119,7 +120,7 @@ class GatewayCore:
 
     def adopt(self, now: float, journal: list[dict], children: list[dict]) -> list[Action]:
         """At start: take over the calls the previous run keyed (gateway/adoption.py)."""
-        rules = adoption.adopt(self.keying, self.tracker, journal, children, now)
+        rules = adoption.adopt(self.keying, self.tracker, journal, children, now, self.recovery)
         if rules and self.routing:
             self._route(rules, True)
         return self._flush()
@@ -234,6 +235,7 @@ class GatewayCore:
             k.rekey(ev.call_id, ev.new, ev.time, ev.trigger)
         elif isinstance(ev, DialogTerminated):
             k.unkey(ev.call_id, ev.reason, ev.time)
+            self.recovery.forget(ev.call_id)
         elif isinstance(ev, CAP_EVENTS):
             log_cap_event(ev, self.out, k)
         if ev.call_id:
@@ -246,6 +248,7 @@ class GatewayCore:
             self._child_updown(inp, now)
         elif isinstance(inp, InstallResult):
             self.outcomes.install_result(inp)
+            self.recovery.settle(inp.call_id, now)
         elif isinstance(inp, RemoveResult):
             self.outcomes.remove_result(inp)
             self.timelines.settle(inp.call_id, now)
@@ -269,7 +272,7 @@ class GatewayCore:
         elif isinstance(inp, CharonReconnected):
             self.out.log("vici-reconnected", children=len(inp.children), outage_s=round(inp.outage_s, 3))
             self._establish_pools()
-            adoption.rekey_lost(self.keying, inp.children, now)
+            adoption.rekey_lost(self.recovery, inp.children, now)
         return self._flush()
 
     def _ike_result(self, r: IkeResult, now: float) -> None:
@@ -299,7 +302,9 @@ class GatewayCore:
             elif call:
                 k.spi_calls[spi] = call
         if self.routing:
-            self._route(rules, ev.up)
+            # an older SA of a live call going (the peer keyed the call again after its restart,
+            # then dead-peer detection cleared the old IKE_SA here) leaves the current SA's routes
+            self._route(rules if ev.up else rules - self.recovery.carried(call, child), ev.up)
         tl = self.timelines.get(call)
         if tl is not None:
             if ev.up and tl.sa_up is None:
@@ -312,6 +317,7 @@ class GatewayCore:
                      routing_rules=[str(r) for r in sorted(rules)] if self.routing else [])
         if ev.up and st is not None:
             self.outcomes.child_up(st, child)
+            self.recovery.settle(call, now)
         elif ev.up and call is not None and child.get("name") in k.removed_from:
             # up after its removal ran (an initiate that charon finished past its time-out): it
             # protects nothing any more and nothing else would ever delete it
@@ -320,6 +326,8 @@ class GatewayCore:
             self.out.append(RemoveChild(call, child["name"], peer, child.get("uniqueid"), "late", own_conn=own_conn,
                                         member=member))
         if not ev.up:
+            if st is not None:
+                self.recovery.child_down(st, child, now)  # a live call's SA gone unasked (peer lost)
             for r in rules:
                 if k.rule_calls.get(r) == call and call not in k.calls:
                     k.rule_calls.pop(r, None)
