@@ -3,10 +3,17 @@
 One connection per keying peer holds a broad template child (the responder's side of every
 call, narrowed by charon to what the initiator proposes) plus one child config per call that
 this gateway initiates. VICI has no request ids, so each thread uses its own session.
+
+Every wait for charon is bounded (issue 15): a hung charon (SIGSTOP, a deadlock) answers nothing,
+and an unbounded read would hold the calling thread for ever. A command not answered in time
+raises :class:`CharonTimeout` and leaves the session unusable (VICI has no request ids: a late
+answer would be read as the next command's), so its owner opens a new one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -21,9 +28,71 @@ from ..selectors import PeerConfig
 # INFORMATIONAL exchange per period; IKE_SAs carrying media cost nothing.
 DPD_DELAY = "2s"
 
+# a healthy charon answers these in about a millisecond; ipsecrtp.keying.charontimers derives the
+# controller's limits from its post-dial budget, this is for the tools and tests
+COMMAND_TIMEOUT_S = 2.0
+# a read outside any of this module's commands (a bench's own session.initiate, an event's body):
+# what every read waited before these limits came in
+RAW_WAIT_S = 10.0
+INITIATE_TIMEOUT_S = 10.0
+TERMINATE_TIMEOUT_S = 5.0
+ANSWER_MARGIN_S = 1.0  # for charon's own answer once its initiate/terminate time-out has fired
+# what a charon-timeout names (a bounded set: a metric's label)
+OPERATIONS = ("connect", "version", "stats", "load-shared", "load-conn", "unload-conn", "initiate", "terminate",
+              "list-sas", "list-conns", "listen")
+
 
 class KeyingError(RuntimeError):
     """A keying operation failed; ``str(err)`` is a one-line reason."""
+
+
+class CharonTimeout(KeyingError):
+    """charon did not answer a command in time: hung, not refusing. The session is unusable."""
+
+    def __init__(self, op: str, waited_s: float) -> None:
+        super().__init__(f"charon-timeout: {op} not answered within {waited_s:g} s")
+        self.op, self.waited_s = op, waited_s
+
+
+class BoundedSocket:
+    """The socket vici reads and writes, with every wait bounded. While a command runs nothing
+    waits past its deadline, whatever vici asked for (its generators send an event unregistration
+    from a ``finally`` after a time-out, and would wait once more); outside one, vici's own read
+    time-out or, where it asks for none (it clears it after a message's first read), ``limit``."""
+
+    def __init__(self, sock: socket.socket, limit: float) -> None:
+        self.sock, self.limit = sock, limit
+        self.asked: float | None = None
+        self.deadline: float | None = None  # monotonic
+
+    def settimeout(self, t: float | None) -> None:
+        self.asked = t
+
+    def gettimeout(self) -> float | None:
+        return self.asked
+
+    def _arm(self) -> None:
+        wait = self.limit if self.asked is None else self.asked
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("deadline passed")
+            wait = left if self.asked is None else min(self.asked, left)
+        self.sock.settimeout(wait)
+
+    def recv(self, n: int) -> bytes:
+        self._arm()
+        return self.sock.recv(n)
+
+    def sendall(self, data: bytes) -> None:
+        self._arm()
+        self.sock.sendall(data)
+
+    def shutdown(self, how: int) -> None:
+        self.sock.shutdown(how)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _child(peer: PeerConfig, local_ts: list[str], remote_ts: list[str]) -> dict:
@@ -32,16 +101,21 @@ def _child(peer: PeerConfig, local_ts: list[str], remote_ts: list[str]) -> dict:
             "local_ts": local_ts, "remote_ts": remote_ts}
 
 
-def connect(path: str, timeout: float = 10.0) -> vici.Session:
+def connect(path: str, timeout: float = COMMAND_TIMEOUT_S) -> vici.Session:
+    """A VICI session: ``timeout`` for connecting, :data:`RAW_WAIT_S` for a read outside a
+    command's deadline (see :class:`BoundedSocket`)."""
     path = path.removeprefix("unix://")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
+    except TimeoutError:
+        s.close()
+        raise CharonTimeout("connect", timeout) from None
     except OSError as exc:
         s.close()
         raise KeyingError(f"no charon VICI socket at {path}: {exc.strerror or exc}") from None
-    return vici.Session(s)
+    return vici.Session(BoundedSocket(s, RAW_WAIT_S))
 
 
 def _s(v) -> str:
@@ -57,23 +131,44 @@ def _decode(obj):
 
 
 class Charon:
-    """Command channel to one charon (use from one thread)."""
+    """Command channel to one charon (use from one thread). ``timeout``: how long any command but
+    initiate and terminate (which carry their own) may go unanswered."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.session = connect(path)
+    def __init__(self, path: str, timeout: float = COMMAND_TIMEOUT_S) -> None:
+        self.path, self.timeout = path, timeout
+        self.broken = False  # a command timed out: a late answer may still come, the session is done
+        self.session = connect(path, timeout)
+        self.sock: BoundedSocket = self.session.transport.socket
 
     def close(self) -> None:
         try:
-            self.session.transport.socket.close()
+            self.sock.close()
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
+    @contextlib.contextmanager
+    def bounded(self, op: str, seconds: float | None = None) -> Iterator[None]:
+        """Run one command with a deadline; past it, :class:`CharonTimeout` and the session is done."""
+        wait = self.timeout if seconds is None else seconds
+        if self.broken:
+            raise CharonTimeout(op, 0)
+        self.sock.deadline = time.monotonic() + wait
+        try:
+            yield
+        except TimeoutError:
+            self.broken = True
+            self.close()
+            raise CharonTimeout(op, wait) from None
+        finally:
+            self.sock.deadline = None
+
     def version(self) -> dict:
-        return _decode(self.session.version())
+        with self.bounded("version"):
+            return _decode(self.session.version())
 
     def plugins(self) -> list[str]:
-        return _decode(self.session.stats()).get("plugins", [])
+        with self.bounded("stats"):
+            return _decode(self.session.stats()).get("plugins", [])
 
     def backend(self) -> str:
         plugins = self.plugins()
@@ -147,44 +242,50 @@ class Charon:
 
     def _initiate(self, what: str, timeout_s: float, **params: str) -> None:
         try:
-            for _log in self.session.initiate({**params, "timeout": int(timeout_s * 1000), "init-limits": "no"}):
-                pass
+            with self.bounded("initiate", timeout_s + ANSWER_MARGIN_S):
+                for _log in self.session.initiate({**params, "timeout": int(timeout_s * 1000), "init-limits": "no"}):
+                    pass
         except vici.exception.CommandException as exc:
             raise KeyingError(f"initiate {what} failed: {exc}") from None
 
-    def initiate_child(self, conn: str, child: str, timeout_s: float = 10.0) -> None:
+    def _terminate(self, what: str, timeout_s: float, **params: str) -> None:
+        try:
+            with self.bounded("terminate", timeout_s + ANSWER_MARGIN_S):
+                for _log in self.session.terminate({**params, "timeout": int(timeout_s * 1000)}):
+                    pass
+        except vici.exception.CommandException as exc:
+            raise KeyingError(f"terminate {what} failed: {exc}") from None
+
+    def _list_sas(self, filt: dict | None = None) -> list[dict]:
+        """list-sas, one decoded dict per IKE_SA (keyed by its connection name)."""
+        with self.bounded("list-sas"):
+            return [_decode(x) for x in self.session.list_sas(filt or {})]
+
+    def initiate_child(self, conn: str, child: str, timeout_s: float = INITIATE_TIMEOUT_S) -> None:
         self._initiate(child, timeout_s, child=child, ike=conn)
 
-    def initiate_ike(self, conn: str, timeout_s: float = 10.0) -> None:
+    def initiate_ike(self, conn: str, timeout_s: float = INITIATE_TIMEOUT_S) -> None:
         """An IKE_SA without a CHILD_SA, for the per-call children to reuse (strategies b and c)."""
         self._initiate(f"IKE_SA {conn}", timeout_s, ike=conn)
 
-    def initiate_conn(self, name: str, timeout_s: float = 10.0) -> None:
+    def initiate_conn(self, name: str, timeout_s: float = INITIATE_TIMEOUT_S) -> None:
         """Strategy a: the call's own connection, its IKE_SA and CHILD_SA in one go."""
         self._initiate(name, timeout_s, child=name, ike=name)
 
-    def terminate_ike(self, name: str, timeout_s: float = 5.0) -> None:
-        try:
-            for _log in self.session.terminate({"ike": name, "timeout": int(timeout_s * 1000)}):
-                pass
-        except vici.exception.CommandException as exc:
-            raise KeyingError(f"terminate IKE_SA {name} failed: {exc}") from None
+    def terminate_ike(self, name: str, timeout_s: float = TERMINATE_TIMEOUT_S) -> None:
+        self._terminate(f"IKE_SA {name}", timeout_s, ike=name)
 
     def ike_sas(self, conn: str | None = None) -> list[dict]:
         """Each IKE_SA (of one connection, or all) with its connection name and its children."""
         out = []
-        for ike in self.session.list_sas({"ike": conn} if conn else {}):
-            for ike_name, ike_sa in _decode(ike).items():
+        for ike in self._list_sas({"ike": conn} if conn else None):
+            for ike_name, ike_sa in ike.items():
                 ike_sa["name"] = ike_name
                 out.append(ike_sa)
         return out
 
-    def terminate_ike_id(self, ike_id: str, timeout_s: float = 5.0) -> None:
-        try:
-            for _log in self.session.terminate({"ike-id": ike_id, "timeout": int(timeout_s * 1000)}):
-                pass
-        except vici.exception.CommandException as exc:
-            raise KeyingError(f"terminate IKE_SA #{ike_id} failed: {exc}") from None
+    def terminate_ike_id(self, ike_id: str, timeout_s: float = TERMINATE_TIMEOUT_S) -> None:
+        self._terminate(f"IKE_SA #{ike_id}", timeout_s, **{"ike-id": ike_id})
 
     def remove_call_conn(self, name: str) -> str | None:
         """ike-per-call: remove the call's CHILD_SA and its IKE_SA, and unload its connection.
@@ -209,17 +310,18 @@ class Charon:
 
     def unload_conn(self, name: str) -> None:
         try:
-            self.session.unload_conn({"name": name})
+            with self.bounded("unload-conn"):
+                self.session.unload_conn({"name": name})
         except vici.exception.CommandException:
             pass
 
-    def initiate(self, peer: PeerConfig, child: str, timeout_s: float = 10.0) -> None:
+    def initiate(self, peer: PeerConfig, child: str, timeout_s: float = INITIATE_TIMEOUT_S) -> None:
         self._initiate(child, timeout_s, child=child, ike=peer.conn)
 
     def child_sas(self, conn: str | None = None) -> list[dict]:
         out = []
-        for ike in self.session.list_sas({"ike": conn} if conn else {}):
-            for ike_name, ike_sa in _decode(ike).items():
+        for ike in self._list_sas({"ike": conn} if conn else None):
+            for ike_name, ike_sa in ike.items():
                 for child in ike_sa.get("child-sas", {}).values():
                     child["ike"] = ike_name
                     child["ike-id"] = ike_sa.get("uniqueid")
@@ -229,8 +331,8 @@ class Charon:
     def find_child(self, name: str) -> str | None:
         """The id of the CHILD_SA with this child name, wherever it is (a rare path: a set-up whose
         child-updown never came; list-sas with a child filter still sends one event per IKE_SA)."""
-        for ike in self.session.list_sas({"child": name}):
-            for ike_sa in _decode(ike).values():
+        for ike in self._list_sas({"child": name}):
+            for ike_sa in ike.values():
                 for child in ike_sa.get("child-sas", {}).values():
                     if child.get("name") == name:
                         return child.get("uniqueid")
@@ -238,24 +340,21 @@ class Charon:
 
     def list_sas(self) -> list[dict]:
         """list-sas as charon sends it: one dict per IKE_SA, keyed by its connection name."""
-        return [_decode(x) for x in self.session.list_sas()]
+        return self._list_sas()
 
     def ike_established(self, conn: str) -> bool:
-        for ike in self.session.list_sas({"ike": conn}):
-            for ike_sa in _decode(ike).values():
+        for ike in self._list_sas({"ike": conn}):
+            for ike_sa in ike.values():
                 if ike_sa.get("state") == "ESTABLISHED":
                     return True
         return False
 
     def conns(self) -> list[str]:
-        return [name for c in self.session.list_conns() for name in _decode(c)]
+        with self.bounded("list-conns"):
+            return [name for c in self.session.list_conns() for name in _decode(c)]
 
-    def terminate_child(self, uniqueid: str, timeout_s: float = 5.0) -> None:
-        try:
-            for _log in self.session.terminate({"child-id": uniqueid, "timeout": int(timeout_s * 1000)}):
-                pass
-        except vici.exception.CommandException as exc:
-            raise KeyingError(f"terminate child {uniqueid} failed: {exc}") from None
+    def terminate_child(self, uniqueid: str, timeout_s: float = TERMINATE_TIMEOUT_S) -> None:
+        self._terminate(f"child {uniqueid}", timeout_s, **{"child-id": uniqueid})
 
     def unload_peer(self, peer: PeerConfig) -> None:
         for conn in peer.members():
@@ -263,21 +362,33 @@ class Charon:
 
     def _request(self, method: str, what: str, message: dict) -> None:
         try:
-            getattr(self.session, method)(message)
+            with self.bounded(what):
+                getattr(self.session, method)(message)
         except vici.exception.CommandException as exc:
             raise KeyingError(f"{what} refused by charon: {exc}") from None
 
 
 def listen(path: str, events: tuple[str, ...] = ("child-updown", "ike-updown", "child-rekey"),
-           poll: float = 0.5) -> Iterator[tuple[str | None, dict, float]]:
+           poll: float = 0.5, timeout: float = COMMAND_TIMEOUT_S) -> Iterator[tuple[str | None, dict, float]]:
     """Yield (event name, decoded payload, monotonic time) from charon; (None, {}, t) every
-    ``poll`` seconds without an event, so that the consumer can stop."""
-    session = connect(path)
+    ``poll`` seconds without an event, so that the consumer can stop. The registration must be
+    answered within ``timeout`` (else :class:`CharonTimeout`); the wait for events is unbounded."""
+    session = connect(path, timeout)
+    sock: BoundedSocket = session.transport.socket
+    stream = session.listen(list(events), timeout=poll)
     try:
-        for name, payload in session.listen(list(events), timeout=poll):
+        sock.deadline = time.monotonic() + timeout + poll  # registered, then the first poll
+        try:
+            first = next(stream)
+        except TimeoutError:
+            raise CharonTimeout("listen", timeout) from None
+        sock.deadline = None
+        for name, payload in itertools.chain([first], stream):
             if name is None:
                 yield None, {}, time.monotonic()
             else:
                 yield _s(name), _decode(payload), time.monotonic()
     finally:
-        session.transport.socket.close()
+        sock.close()  # first: vici's own clean-up would unregister and wait for charon's answer
+        with contextlib.suppress(Exception):
+            stream.close()
