@@ -52,8 +52,18 @@ REFUSAL_CLASSES = (
 )
 
 
+# bounded label values of the SA-loss and eviction series (gateway/adoption.py, sip/limits.py)
+SA_LOST_REASONS = ("charon-restarted", "child-down")
+EVICTION_CAPS = ("dialogs", "dialogs-per-source")
+EVICTED_STATES = ("trying", "early", "terminated")
+
 OUTCOMES = ("keyed", "refused", "keying-failed", "no-media", "unprotected", "cancelled", "rejected", "unanswered")
 SIP_REJECTIONS = ("malformed", "bad-sdp")
+
+
+def _bounded(value: Any, known: tuple[str, ...]) -> str:
+    """A label value from a known set ("other" for anything else: a label never grows unbounded)."""
+    return value if value in known else "other"
 
 
 def classify(text: str | None, classes: tuple[tuple[str, str], ...]) -> str:
@@ -130,15 +140,28 @@ class Metrics:
                                    registry=r)
         self.reconnects = Counter("ipsecrtp_vici_reconnects_total", "Times a VICI session was opened again after it "
                                   "broke", registry=r)
+        self.sas_lost = Counter("ipsecrtp_sas_lost_total", "Live calls' CHILD_SAs gone while the call went on "
+                                "(charon restarted here, or reported down unasked: the peer lost), by reason",
+                                ["reason"], registry=r)
+        self.sa_recovery = Histogram("ipsecrtp_sa_recovery_seconds", "From a live call's SA lost to its new SA up "
+                                     "(this gateway keyed it again), by reason", ["reason"],
+                                     buckets=SECONDS_BUCKETS + (60.0, 180.0), registry=r)
+        self.evicted = Counter("ipsecrtp_dialogs_evicted_total", "Dialogs dropped to make room under a dialogs cap "
+                               "(the oldest ended, else unanswered, first), by cap and the dialog's state",
+                               ["cap", "state"], registry=r)
         self.errors = Counter("ipsecrtp_metrics_errors_total", "Decision records the metrics could not read",
                               registry=r)
         # every series of a bounded label set exists from the start at 0: a rate() or an alert on a
         # class that has not happened yet then sees 0, not an absent series
         for labels, values in ((self.calls, OUTCOMES), (self.sip_rejected, SIP_REJECTIONS),
                                (self.failures, [c for _, c in FAILURE_CLASSES] + ["other"]),
-                               (self.refused, [c for _, c in REFUSAL_CLASSES] + ["other"])):
+                               (self.refused, [c for _, c in REFUSAL_CLASSES] + ["other"]),
+                               (self.sas_lost, SA_LOST_REASONS), (self.sa_recovery, SA_LOST_REASONS)):
             for v in values:
                 labels.labels(v)
+        for cap in EVICTION_CAPS:
+            for state in EVICTED_STATES:
+                self.evicted.labels(cap, state)
         self._calls: collections.OrderedDict[str, _Call] = collections.OrderedDict()
         self._keyed: set[str] = set()
         self._children: set[str] = set()
@@ -148,6 +171,11 @@ class Metrics:
             "dialog-ended": self._ended, "sa-up": self._sa_up, "sa-down": self._sa_down,
             "sa-initiated": self._initiated, "timeline": self._timeline, "sip-rejected": self._sip_rejected,
             "events-lost": lambda rec: self.events_lost.inc(),
+            "sa-lost": lambda rec: self.sas_lost.labels(_bounded(rec.get("reason"), SA_LOST_REASONS)).inc(),
+            "sa-recovered": lambda rec: self.sa_recovery.labels(
+                _bounded(rec.get("reason"), SA_LOST_REASONS)).observe(float(rec["outage_s"])),
+            "dialog-evicted": lambda rec: self.evicted.labels(_bounded(rec.get("cap"), EVICTION_CAPS),
+                                                              _bounded(rec.get("state"), EVICTED_STATES)).inc(),
             # not logged yet: the shell does not reconnect (issue 15); this is the name it will log
             "vici-reconnected": lambda rec: self.reconnects.inc(),
         }

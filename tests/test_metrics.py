@@ -15,10 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from ipsecrtp.log import DecisionLog
 from ipsecrtp.metrics import (
     CALL_MEMORY,
+    EVICTED_STATES,
+    EVICTION_CAPS,
     FAILURE_CLASSES,
     NONE,
     OUTCOMES,
     REFUSAL_CLASSES,
+    SA_LOST_REASONS,
     Exporter,
     Metrics,
     classify,
@@ -203,8 +206,8 @@ def test_labels_are_bounded_whatever_the_text():
         m({"event": "refused", "call": call, "flows": [FLOW], "reason": f"free text {i}"})
         m({"event": "sip-rejected", "reason": f"garbage {i}"})
     allowed = {"event": None, "outcome": set(OUTCOMES), "strategy": {"child-per-call", NONE}, "peer": {"gwa", NONE},
-               "reason": {c for _, c in FAILURE_CLASSES + REFUSAL_CLASSES} | {"other", "bad-sdp", "malformed"},
-               "le": None}
+               "reason": {c for _, c in FAILURE_CLASSES + REFUSAL_CLASSES} | {"other", "bad-sdp", "malformed"}
+               | set(SA_LOST_REASONS), "cap": set(EVICTION_CAPS), "state": set(EVICTED_STATES), "le": None}
     for fam in m.registry.collect():
         for s in fam.samples:
             for k, v in s.labels.items():
