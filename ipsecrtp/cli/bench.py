@@ -161,6 +161,9 @@ def _default_results(day: str) -> str | None:
 @click.option("--ptime", default=100.0, show_default=True,
               help="ms of audio per RTP packet: one packet every ptime ms each way per call (20: a phone's rate)")
 @click.option("--raw-seconds", default=3.0, show_default=True, help="how long the raw charon figure is measured")
+@click.option("--charon", "charon_lines", multiple=True,
+              help="a line for both charons' strongswan.conf section charon { } (repeatable), e.g. "
+                   "'retransmit_timeout = 0.5': tuning measured in the same bench")
 @click.option("--profile", "profile_dir", default=None,
               help="DIR: py-spy samples of both controllers during the calls (raw, flamegraph.pl input)")
 @click.option("--logs", "logs_dir", default=None, help="DIR: keep the lab's logs, sipp's files and the capture")
@@ -168,8 +171,8 @@ def _default_results(day: str) -> str | None:
                                           "the checkout, if there is one]")
 @click.option("--json", "as_json", is_flag=True)
 def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_pool: int, rtp_ports: str,
-         ptime: float, raw_seconds: float, profile_dir: str | None, logs_dir: str | None, out: str | None,
-         as_json: bool) -> None:
+         ptime: float, raw_seconds: float, charon_lines: tuple[str, ...], profile_dir: str | None,
+         logs_dir: str | None, out: str | None, as_json: bool) -> None:
     """A busy hour: sipp calls at a rate through a lab of their own; keying rate and delay per tenth of
     the run, RTP in clear, CPU and memory, leaks, and the raw charon figure of the same run."""
     import datetime
@@ -190,7 +193,8 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
         raise click.BadParameter(str(exc), param_hint="--rtp-ports") from None
     try:
         report = run(rate=rate, calls=calls, hold=hold, rtt=rtt, strategy=strategy, ike_pool=ike_pool,
-                     rtp_ports=ports, ptime=ptime, raw_seconds=raw_seconds, profile_dir=profile_dir,
+                     rtp_ports=ports, ptime=ptime, raw_seconds=raw_seconds, charon=charon_lines,
+                     profile_dir=profile_dir,
                      logs_dir=logs_dir,
                      progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
     except LoadError as exc:

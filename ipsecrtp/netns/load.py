@@ -34,7 +34,7 @@ from . import loadprocs as lp
 from . import loadreport as lr
 from .lab import Lab
 from .labstate import LabError
-from .loadcharon import inventory, raw_charon, settle
+from .loadcharon import inventory, raw_charon, settle, udp_drops
 from .loadprocs import SIPP_PORT_STEP, SIPP_PORT_WRAP, LoadError
 from .wanem import LinkSettings
 
@@ -70,6 +70,7 @@ class Params:
     ike_pool: int = 1  # IKE_SAs per peer (``ike_pool`` in [[peer]]), calls spread over them round robin
     rtp_ports: tuple[int, int] = (10000, 19999)
     ptime: float = 100.0  # ms between RTP packets of a stream
+    charon: tuple[str, ...] = ()  # extra lines for both charons' strongswan.conf (tuning, e.g. retransmit_timeout)
     raw_seconds: float = 3.0
     settle_timeout: float = 120.0
     profile_dir: str | None = None  # py-spy's samples of both controllers land here (when py-spy is installed)
@@ -100,7 +101,8 @@ def run(name: str | None = None, progress: Callable[[str], None] = lambda m: Non
     try:
         progress(f"lab {lab.name}: charons")
         lab.up(wan=LinkSettings(delay_ms=p.rtt / 2) if p.rtt > 0 else None, strategy=p.strategy,
-               rtp_ports=p.rtp_ports, ike_pool=p.ike_pool, controllers=False)
+               rtp_ports=p.rtp_ports, ike_pool=p.ike_pool, controllers=False,
+               charon_extra="\n".join("  " + ln.strip() for ln in p.charon if ln.strip()))
         raw = raw_charon(lab, seconds=p.raw_seconds)
         progress(f"raw charon: {raw['create_per_s']} CREATE_CHILD_SA/s, {raw['cycle_per_s']} create+delete/s")
         lab.start_controllers()
@@ -155,6 +157,7 @@ class _Measured:
     settled: bool
     profiles: dict
     media: dict
+    drops: dict
 
 
 def _cpu(pids: dict[str, dict[str, int]]) -> dict:
@@ -169,18 +172,21 @@ def _calls(lab: Lab, p: Params, progress: Callable[[str], None]) -> dict:
     cpu0 = _cpu(pids)
     profilers = lp.profile(lab, p.profile_dir, pids)
     load0 = loadavg()
+    drops0 = {r: udp_drops(lab, r) for r in GATEWAYS}
     progress(f"{p.calls} calls at {p.rate}/s, {p.hold} s each, RTT {p.rtt} ms")
     sipp_done, sipp_s = lp.sipp(lab, p.calls, p.rate, p.hold, p.rtp_ports[0])
     progress(f"sipp done after {sipp_s} s; waiting for the controllers to remove every SA")
     load1 = loadavg()
     settle_s, settled = settle(lab, p.settle_timeout)
     cpu1 = _cpu(pids)
+    drops = {r: {k: v - drops0[r][k] for k, v in udp_drops(lab, r).items()} for r in GATEWAYS}
     profiles = lp.stop_profile(profilers, p.profile_dir)
     after = {r: inventory(lab, r) for r in GATEWAYS}
     media = lp.stop_observers(cap, senders)
     return _report(lab, p, _Measured(before=before, after=after, pids=pids, cpu0=cpu0, cpu1=cpu1,
                                      sipp_done=sipp_done, sipp_s=sipp_s, load0=load0, load1=load1,
-                                     settle_s=settle_s, settled=settled, profiles=profiles, media=media))
+                                     settle_s=settle_s, settled=settled, profiles=profiles, media=media,
+                                     drops=drops))
 
 
 def _resources(p: Params, m: _Measured) -> dict:
@@ -204,7 +210,8 @@ def _report(lab: Lab, p: Params, m: _Measured) -> dict:
              for r in m.after}
     return {
         "params": {"rate": p.rate, "calls": p.calls, "hold": p.hold, "rtt_ms": p.rtt, "strategy": p.strategy,
-                   "ike_pool": p.ike_pool, "rtp_ports": list(p.rtp_ports), "ptime_ms": p.ptime},
+                   "ike_pool": p.ike_pool, "rtp_ports": list(p.rtp_ports), "ptime_ms": p.ptime,
+                   "charon": list(p.charon)},
         "calls": {"offered": p.calls, "seen": len(recs), "keyed": len(keyed), "not_keyed": p.calls - len(keyed),
                   "keyed_late": len(initiated) - len(keyed),
                   "sa_up_both": sum(1 for r in recs if len(r["sa_up"]) == 2),
@@ -223,7 +230,8 @@ def _report(lab: Lab, p: Params, m: _Measured) -> dict:
                  "clear_unattributed": wire.clear_unattributed, "esp": wire.esp, "ike": wire.ike, "sip": wire.sip,
                  "capture_dropped": lp.tcpdump_dropped(pcap + ".log"),
                  "kept_from_wan": lr.kept_from_wan(recs)},
-        "media": m.media, "resources": _resources(p, m), "settle_s": m.settle_s, "settled": m.settled,
+        "media": m.media, "udp_drops": m.drops, "resources": _resources(p, m), "settle_s": m.settle_s,
+        "settled": m.settled,
         "profiles": m.profiles, "before": m.before, "after": m.after, "leaks": leaks,
         "not_keyed_reasons": sorted({f for r in recs for f in r["failures"] if f})[:10],
     }

@@ -104,6 +104,25 @@ def inventory(lab: LabState, role: str) -> dict:
     return out
 
 
+def udp_drops(lab: LabState, role: str) -> dict[str, int]:
+    """Datagrams the kernel dropped because a receive buffer was full, counted since the socket (the
+    namespace) began: on charon's IKE sockets (500 and 4500/udp; with kernel-libipsec the 4500 one also
+    carries every call's ESP, so a burst of media can push an IKE message out) and in the whole
+    gateway namespace (RcvbufErrors). Read through charon's /proc entry: its namespace's view."""
+    pid = next(p["pid"] for p in lab.state["procs"] if p["role"] == role and p["kind"] == "charon")
+    out = {"ike_socket_drops": 0, "udp_rcvbuf_errors": 0}
+    with open(f"/proc/{pid}/net/udp") as f:
+        for ln in f.readlines()[1:]:
+            cols = ln.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) in (500, 4500):
+                out["ike_socket_drops"] += int(cols[-1])  # the last column: drops
+    with open(f"/proc/{pid}/net/snmp") as f:
+        udp = [ln.split() for ln in f if ln.startswith("Udp:")]
+    if len(udp) == 2:
+        out["udp_rcvbuf_errors"] = int(dict(zip(udp[0], udp[1], strict=False)).get("RcvbufErrors", 0))
+    return out
+
+
 def _child_sas(lab: LabState, role: str) -> int | None:
     c = Charon(lab.vici(role))
     try:

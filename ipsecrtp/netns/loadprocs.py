@@ -14,9 +14,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from . import loadreport as lr
 from . import proc
 from .labstate import LabState
+from .loadprofile import profile_summary
 from .siplab import sipp_scenario
 
 SIPP_PORT_STEP = 4  # sipp's [auto_media_port]: -mp + 4 (n - 1), modulo 10000
@@ -185,5 +185,5 @@ def stop_profile(profilers: list[tuple[int, int, str]], dest: str | None) -> dic
         if dest and os.path.exists(path):
             os.makedirs(dest, exist_ok=True)
             shutil.copy(path, dest)
-        out[os.path.basename(path).removeprefix("py-spy-").removesuffix(".txt")] = lr.profile_summary(path)
+        out[os.path.basename(path).removeprefix("py-spy-").removesuffix(".txt")] = profile_summary(path)
     return out
