@@ -34,6 +34,16 @@ class ControllerConfig:
     metrics: tuple[str, int] | None = None  # the Prometheus exporter's address and port; None: off
     state_dir: str = ""  # the journal of keyed calls a restarted controller adopts ("": /var/lib/ipsecrtp/NAME)
     limits: Limits = DEFAULT_LIMITS  # caps on what hostile input can make the controller hold (max_* keys)
+    control_socket: str = ""  # the live views' Unix socket ("": see control_path)
+
+    @property
+    def control_path(self) -> str:
+        """Where the control socket is: configured, else beside the journal, else under /run."""
+        if self.control_socket:
+            return self.control_socket
+        if self.state_dir:
+            return os.path.join(self.state_dir, "control.sock")
+        return os.path.join("/run/ipsecrtp", f"{self.name or 'controller'}.sock")
 
 
 def _ports(value: str, where: str) -> tuple[int, int]:
@@ -72,6 +82,13 @@ def _prefixes(values, where: str) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(f"{where}: {v!r} is not a network prefix") from None
     return tuple(out)
+
+
+def _socket_path(value, where: str) -> str:
+    """An absolute path a Unix socket can have (the kernel caps it at 107 bytes)."""
+    if not isinstance(value, str) or (value and (not value.startswith("/") or len(value.encode()) > 107)):
+        raise ConfigError(f"{where}: must be an absolute path of at most 107 bytes, not {value!r}")
+    return value
 
 
 STRATEGIES = {"a": "ike-per-call", "b": "child-per-call", "c": "speculative", "0": "pre-keyed"}
@@ -180,4 +197,6 @@ def load(path: str) -> ControllerConfig:
                             bool(c.get("nat_translate", True)), tuple(c.get("media_interfaces", ())),
                             metrics=_listen(c["metrics"], f"{path}: controller.metrics") if c.get("metrics") else None,
                             state_dir=str(c.get("state_dir", "")),
-                            limits=_limits(c, f"{path}: controller"))
+                            limits=_limits(c, f"{path}: controller"),
+                            control_socket=_socket_path(c.get("control_socket", ""),
+                                                        f"{path}: controller.control_socket"))

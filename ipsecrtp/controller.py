@@ -15,6 +15,7 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .capture import Capture
@@ -26,6 +27,7 @@ from .keying.dataplane import DataPlane, DataPlaneError
 from .keying.routing import PolicyRouting
 from .keying.strongswan import Charon, KeyingError
 from .log import DecisionLog
+from .shell.control import ControlServer, answer_request
 from .shell.events import RecordingExecutor
 from .shell.executor import Executor, Outcome
 from .shell.journal import Journal as CallJournal
@@ -57,6 +59,12 @@ class Controller:
         self.interfaces: dict[object, str] = {}  # capture socket -> interface name
         self._loaded: list = []  # peers this instance loaded into charon, and so unloads
         self.exporter: Exporter | None = None
+        # more file descriptors the loop selects on, each with what to run on this thread when it
+        # is readable (the control socket's wake-up pipe), and what to run on every turn
+        self.hooks: dict[int, Callable[[], None]] = {}
+        self.ticks: list[Callable[[float], None]] = []
+        self.control: ControlServer | None = None
+        self.draining = False  # no new call keyed; the service exits once no SA is left
 
     # -- start / stop ------------------------------------------------------------------------
 
@@ -71,6 +79,7 @@ class Controller:
             # check of what would be keyed before turning keying on); the actions are recorded
             self._open_capture()
             self._serve_metrics()
+            self._serve_control()
             self.backend = "none (dry run)"
             self.core = GatewayCore(self.cfg, self.backend)
             self.executor = RecordingExecutor(self.log)
@@ -80,11 +89,14 @@ class Controller:
         self._check_charon()
         self._open_capture()
         self._serve_metrics()
+        self._serve_control()  # a second controller of this gateway is refused here, having loaded nothing
         try:
             self._load_peers()
         except KeyingError as exc:
             assert self.capture is not None
             self.capture.close()
+            if self.control is not None:
+                self.control.close()
             raise ControllerError(str(exc)) from None
         if self.backend == "kernel-libipsec":
             self.routing = PolicyRouting()
@@ -151,6 +163,17 @@ class Controller:
             raise ControllerError(f"controller.metrics {self.exporter.url}: {exc.strerror or exc}") from None
         self.log("metrics-serving", url=self.exporter.url)
 
+    def _serve_control(self) -> None:
+        """The live views' socket, answered on this thread (shell/control.py)."""
+        self.control = ControlServer(self.cfg.control_path, None if self.cfg.dry_run else self.cfg.vici)
+        try:
+            self.control.start()
+        except OSError as exc:
+            raise ControllerError(f"controller.control_socket {self.cfg.control_path}: {exc.strerror or exc}") from None
+        control = self.control
+        self.hooks[control.wake_r] = lambda: control.answer_pending(lambda req: answer_request(self, req, time.time()))
+        self.log("control-socket", path=self.cfg.control_path)
+
     def _check_charon(self) -> None:
         try:
             self.charon = Charon(self.cfg.vici)
@@ -199,6 +222,8 @@ class Controller:
     def shutdown(self) -> None:
         self.stop.set()
         now = time.time()
+        if self.control is not None:
+            self.control.close()
         live = isinstance(self.executor, Executor)
         if live:
             self.executor.stop()  # nothing is in flight once its workers have stopped
@@ -248,6 +273,12 @@ class Controller:
             except KeyingError:
                 pass
 
+    def drain(self) -> None:
+        """Key no new call; the live ones keep their SAs (the service stops once they are gone)."""
+        self.draining = True
+        if self.core is not None:
+            self.dispatch(self.core.drain(time.time()))
+
     # -- the loop ----------------------------------------------------------------------------
 
     def dispatch(self, actions: list[Action], inline: bool = False) -> None:
@@ -287,6 +318,7 @@ class Controller:
         sink = self.dataplane.sink_fd if self.dataplane is not None else None
         if sink is not None:
             socks.append(sink)
+        socks.extend(self.hooks)
         while not self.stop.is_set():
             nt = self.core.next_timer()
             timeout = LOOP_TICK_S if nt is None else min(LOOP_TICK_S, max(0.0, nt - time.time()))
@@ -298,6 +330,9 @@ class Controller:
                     assert isinstance(self.executor, Executor)
                     self.feed(self.executor.drain())
                     continue
+                if s in self.hooks:
+                    self.hooks[s]()
+                    continue
                 if s == sink:
                     assert self.dataplane is not None
                     for data in self.dataplane.read_sink():
@@ -306,3 +341,5 @@ class Controller:
                 for t, data in self.capture.read(s):
                     self.on_packet(t, data, self.interfaces[s])
             self.handle_due(time.time())
+            for tick in self.ticks:
+                tick(time.time())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 
 import click
@@ -11,6 +10,7 @@ import click
 from .bench import bench
 from .doctor import doctor
 from .lab import lab
+from .live import calls, drain
 from .natcheck import nat_check
 from .overhead import overhead
 from .sas import sas
@@ -32,6 +32,7 @@ def run(config_path: str, flush: bool) -> None:
     from ..config import ConfigError, load
     from ..controller import Controller, ControllerError
     from ..log import DecisionLog
+    from ..service import Service
 
     try:
         cfg = load(config_path)
@@ -44,68 +45,10 @@ def run(config_path: str, flush: bool) -> None:
     except ControllerError as exc:
         ctl.shutdown()  # undoes only what start() did; a failure before loading changes nothing
         raise click.ClickException(str(exc)) from None
-    signal.signal(signal.SIGTERM, lambda *_: ctl.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: ctl.stop.set())
-    try:
-        ctl.run()
-    finally:
-        ctl.shutdown()
-
-
-@main.command()
-@click.option("--pcap", required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--sip-port", "sip_ports", multiple=True, type=int, default=(5060,), show_default=True)
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
-              help="a controller TOML: also show what that gateway would key, refuse, re-key and remove, and when")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def calls(pcap: str, sip_ports: tuple[int, ...], config_path: str | None, as_json: bool) -> None:
-    """Replay a capture through the SIP core and print each dialog and its media flows."""
-    from ..config import ConfigError, load
-    from ..offline import decisions, replay
-
-    try:
-        cfg = load(config_path) if config_path else None
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        report = replay(pcap, set(cfg.sip_ports) if cfg else set(sip_ports))
-        decided = decisions(pcap, cfg) if cfg else None
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"{pcap}: {exc}") from None
-    if decided is not None:
-        for c in report["calls"]:
-            c["decisions"] = decided.get(c["call_id"], [])
-    if as_json:
-        click.echo(json.dumps(report, indent=1))
-        return
-    click.echo(f"{report['messages']} SIP messages, {len(report['calls'])} calls, {len(report['rejected'])} rejected")
-    for c in report["calls"]:
-        click.echo(f"{c['call_id']}  {c['state']}  {c.get('end_reason') or ''}")
-        t0 = c["started"]
-        if t0 is not None:
-            marks = [(k, c[k]) for k in ("early", "confirmed", "ended") if c[k] is not None]
-            click.echo("    " + "  ".join(f"{k} +{(t - t0) * 1000:.1f} ms" for k, t in marks))
-        tl = c.get("timeline", {}).get("metrics")
-        if tl:
-            click.echo(f"    SRD {tl['srd_ms']} ms, SDD {tl['sdd_ms']} ms, IKE {tl['ike_exchanges'] or '-'}, first ESP "
-                       f"{tl['first_esp_after_answer_ms']} ms after the answer, "
-                       f"{c['timeline']['clear_after_answer']} RTP/RTCP in clear before it")
-        if c["retransmissions"] or c["relayed"]:
-            click.echo(f"    {c['retransmissions']} retransmissions, "
-                       f"{c['relayed']} messages seen again one proxy hop on")
-        for f in c["flows"]:
-            click.echo(f"    {f['kind']:<9} {f['offerer']} <-> {f['answerer']}")
-        for n in c["notes"]:
-            click.echo(f"    note: {n}")
-        for e in c["events"]:
-            click.echo(f"    {e['time']:.6f} {e['type']} {e.get('detail', '')}")
-        for d in c.get("decisions", []):
-            what = d.get("event") or d.get("action")
-            extra = {k: v for k, v in d.items() if k in ("role", "child", "reason", "strategy", "flows", "local_ts",
-                                                         "remote_ts", "trigger")}
-            click.echo(f"    decided {d['time']:.6f} {what} {json.dumps(extra, default=str)}")
-    for r in report["rejected"]:
-        click.echo(f"rejected {r['time']:.6f} {r['source']}: {r['reason']}")
+    # systemd's notify protocol (readiness now, the watchdog from the loop), SIGHUP, draining
+    service = Service(ctl, config_path)
+    service.install_signals()
+    service.run()
 
 
 @main.command()
@@ -160,6 +103,8 @@ main.add_command(lab)
 main.add_command(bench)
 main.add_command(nat_check)
 main.add_command(sas)
+main.add_command(calls)
+main.add_command(drain)
 main.add_command(doctor)
 main.add_command(overhead)
 

@@ -11,9 +11,21 @@ import click
 @click.option("--lab", "lab_name", default=None, help="both gateways of this lab")
 @click.option("--vici", default=None, help="this gateway's charon VICI socket (kernel: this namespace)")
 @click.option("--log", "log_path", default=None, type=click.Path(dir_okay=False), help="controller log (call ids)")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="ask the running controller of this TOML (its control socket) for the SAs it holds")
 @click.option("--json", "as_json", is_flag=True)
-def sas(lab_name, vici, log_path, as_json) -> None:
-    """Per call: charon's CHILD_SA (selectors, bytes) next to the kernel's xfrm SAs and policies."""
+def sas(lab_name, vici, log_path, config_path, as_json) -> None:
+    """Per call: charon's CHILD_SA (selectors, bytes) next to the kernel's xfrm SAs and policies; with
+    --config, the SAs the running controller holds, each with charon's state and bytes."""
+    if config_path:
+        from .live import ask, print_sas
+
+        answer = ask(config_path, {"cmd": "sas"})
+        if as_json:
+            click.echo(json.dumps(answer, indent=1))
+        else:
+            print_sas(answer)
+        return
     from ..netns.lab import Lab
     from ..netns.labstate import LabError
     from ..views import gateway_sas
@@ -28,7 +40,7 @@ def sas(lab_name, vici, log_path, as_json) -> None:
     elif vici:
         reports = [gateway_sas("this gateway", vici, log_path, None)]
     else:
-        raise click.UsageError("give --lab NAME or --vici SOCKET")
+        raise click.UsageError("give --config FILE (the running controller), --lab NAME or --vici SOCKET")
     if as_json:
         click.echo(json.dumps(reports, indent=1))
         return

@@ -86,6 +86,7 @@ class GatewayCore:
         self.routed: set[FlowRule] = set()
         self.dropped_unattributed = 0  # kept from the WAN, but no known call's (e.g. before any answer)
         self.ike_retry: dict[tuple[str, int], tuple[float, int]] = {}  # (peer, member) -> (when, attempt)
+        self.draining = False  # set by drain(): no new call is keyed
 
     def _flush(self) -> list[Action]:
         actions = list(self.out)
@@ -130,6 +131,13 @@ class GatewayCore:
         the next run to adopt, instead of being removed."""
         self.timelines.flush(now)
         self.keying.shutdown(now, keep_live)
+        return self._flush()
+
+    def drain(self, now: float) -> list[Action]:
+        """Key no new call from now on (the live ones keep their SAs until they end)."""
+        if not self.draining:
+            self.draining = True
+            self.out.log("draining", t=now, live=len(self.keying.calls))
         return self._flush()
 
     def release_routes(self) -> list[Action]:
@@ -227,6 +235,10 @@ class GatewayCore:
             self.out.log("dialog-early", call=ev.call_id, status=ev.status, t=ev.time)
         elif isinstance(ev, DialogConfirmed):
             self.out.log("dialog-confirmed", call=ev.call_id, t=ev.time)
+        elif isinstance(ev, (MediaOffered, MediaNegotiated)) and self.draining and ev.call_id not in k.calls:
+            # draining (the operator's graceful stop): calls keyed already go on, no new one is keyed
+            self.out.log("refused", call=ev.call_id, t=ev.time, reason="draining",
+                         flows=[f.to_json() for f in getattr(ev, "flows", ())])
         elif isinstance(ev, MediaOffered):
             k.offered(ev)
         elif isinstance(ev, MediaNegotiated):

@@ -1,0 +1,143 @@
+"""Running the controller as a system service: systemd's notify protocol, signals and draining.
+
+- Readiness: ``READY=1`` on ``$NOTIFY_SOCKET`` once :meth:`Controller.start` returned (peers loaded
+  in charon, capture open, control socket bound), ``STOPPING=1`` at the stop, ``STATUS=`` lines.
+- Watchdog: with ``$WATCHDOG_USEC`` set (``WatchdogSec=`` in the unit) a ``WATCHDOG=1`` from the
+  loop's own turns every half interval: a loop that stops turning is restarted by systemd.
+- SIGTERM/SIGINT stop cleanly (live calls keep their SAs for the next run to adopt); SIGHUP re-reads
+  the configuration file: an invalid one is refused with one line and the controller runs on; a
+  valid one is compared with the running one and what differs is named (see :func:`config_diff`).
+- Draining (``ipsecrtp drain`` over the control socket): no new call is keyed; once no SA of a
+  call is left, the controller stops.
+
+The notify protocol is a few lines over a Unix datagram socket (sd_notify(3)); no maintained PyPI
+package for it is available here (``sdnotify`` and ``systemd-python`` are not in the registry
+lists, ``cysystemd`` needs libsystemd's headers and a C build for these few lines).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from dataclasses import fields
+
+from .config import ConfigError, ControllerConfig, load
+from .controller import Controller
+
+DRAIN_CHECK_S = 0.5  # how often a draining controller looks whether its last call has ended
+
+
+class Notifier:
+    """sd_notify(3): one datagram per message to ``$NOTIFY_SOCKET`` (a path, or ``@`` for Linux's
+    abstract namespace); nothing at all when the variable is unset (not run by systemd)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ if env is None else env)
+        addr = env.get("NOTIFY_SOCKET", "")
+        self.address = "\0" + addr[1:] if addr.startswith("@") else addr
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        ours = not pid or pid == str(os.getpid())  # a watchdog meant for another process is not ours
+        self.watchdog_s = int(usec) / 1e6 if usec.isdigit() and int(usec) > 0 and ours else None
+        self.sock: socket.socket | None = None
+        if self.address:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def notify(self, *lines: str) -> bool:
+        if self.sock is None:
+            return False
+        try:
+            self.sock.sendto("\n".join(lines).encode(), self.address)
+        except OSError:
+            return False  # systemd gone or the socket full: the service goes on regardless
+        return True
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def config_diff(old: ControllerConfig, new: ControllerConfig) -> dict:
+    """What a re-read configuration changes: peers added, removed and changed (by name), and the
+    [controller] keys whose value differs."""
+    before = {p.name: p for p in old.peers}
+    after = {p.name: p for p in new.peers}
+    keys = [f.name for f in fields(ControllerConfig) if f.name != "peers"
+            and getattr(old, f.name) != getattr(new, f.name)]
+    return {"added": sorted(after.keys() - before.keys()), "removed": sorted(before.keys() - after.keys()),
+            "changed": sorted(n for n in before.keys() & after.keys() if before[n] != after[n]),
+            "controller_keys": keys}
+
+
+class Service:
+    """The controller's run, with systemd's protocol and the signals wired to it."""
+
+    def __init__(self, ctl: Controller, config_path: str, notifier: Notifier | None = None) -> None:
+        self.ctl, self.config_path = ctl, config_path
+        self.notifier = notifier or Notifier()
+        self.reload_asked = False
+        self.last_ping = 0.0
+        self.last_drain_check = 0.0
+
+    def install_signals(self) -> None:
+        """Handlers only set flags: the work happens on the loop's turn (the core's thread)."""
+        signal.signal(signal.SIGTERM, lambda *_: self.ctl.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.ctl.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_asked", True))
+
+    def run(self) -> None:
+        """After a successful start: tell systemd, turn the loop until a stop, then stop."""
+        self.ctl.ticks.append(self.tick)
+        self.notifier.notify("READY=1", f"STATUS=keying for {len(self.ctl.cfg.peers)} peers",
+                             f"MAINPID={os.getpid()}")
+        self.ctl.log("ready", notify=bool(self.notifier.address), watchdog_s=self.notifier.watchdog_s)
+        try:
+            self.ctl.run()
+        finally:
+            self.notifier.notify("STOPPING=1", "STATUS=stopping")
+            self.ctl.shutdown()
+            self.notifier.close()
+
+    def tick(self, now: float) -> None:
+        """On each turn of the loop (at least every 0.5 s)."""
+        wd = self.notifier.watchdog_s
+        if wd is not None and now - self.last_ping >= wd / 2:
+            self.notifier.notify("WATCHDOG=1")
+            self.last_ping = now
+        if self.reload_asked:
+            self.reload_asked = False
+            self.reload()
+        if self.ctl.draining and now - self.last_drain_check >= DRAIN_CHECK_S:
+            self.last_drain_check = now
+            self._drained()
+
+    def _drained(self) -> None:
+        core = self.ctl.core
+        assert core is not None
+        left = len(core.snapshot(self.last_drain_check)["sas"])
+        self.notifier.notify(f"STATUS=draining: {left} SAs of live calls left")
+        if left == 0:
+            self.ctl.log("drained")
+            self.ctl.stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: validate the file again; refuse an invalid one (one line), name what differs."""
+        self.notifier.notify("RELOADING=1")
+        try:
+            new = load(self.config_path)
+        except ConfigError as exc:
+            self.ctl.log("reload-refused", reason=str(exc), consequence="running on with the configuration it has")
+            self.notifier.notify("READY=1", f"STATUS=reload refused: {exc}")
+            return
+        diff = config_diff(self.ctl.cfg, new)
+        if not any(diff.values()):
+            self.ctl.log("reloaded", changes="none")
+        else:
+            # the core's peers and policies are fixed when it is built: applying a change live would
+            # re-key or drop calls, so it is named for an operator's restart (calls keep their SAs)
+            self.ctl.log("reload-needs-restart", **diff,
+                         consequence="running on with the configuration it has; a restart applies the file "
+                                     "(live calls keep their SAs and are adopted)")
+        self.notifier.notify("READY=1", "STATUS=configuration re-read")
