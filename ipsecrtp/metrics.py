@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
+from .keying.strongswan import OPERATIONS
+
 # from a LAN's few ms to a 300 ms RTT WAN with one lost IKE packet (charon's first retransmit: 4 s)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # calls remembered between their first decision and their timeline: a call whose timeline never
@@ -35,6 +37,7 @@ FAILURE_CLASSES = (
     ("pre-keyed install", "prekeyed-install"),
     ("pre-keyed removal", "prekeyed-removal"),
     ("no charon VICI socket", "vici-unreachable"),
+    ("charon-timeout", "charon-timeout"),  # charon hung: a command not answered in time
     ("not established after", "initiate-timeout"),
     ("timeout", "initiate-timeout"),
     ("timed out", "initiate-timeout"),
@@ -138,6 +141,8 @@ class Metrics:
                                     "class", ["reason"], registry=r)
         self.events_lost = Counter("ipsecrtp_vici_events_lost_total", "Times charon's event stream broke",
                                    registry=r)
+        self.charon_timeouts = Counter("ipsecrtp_charon_timeouts_total", "VICI commands charon did not answer "
+                                       "in time (hung), by operation", ["operation"], registry=r)
         self.reconnects = Counter("ipsecrtp_vici_reconnects_total", "Times a VICI session was opened again after it "
                                   "broke", registry=r)
         self.sas_lost = Counter("ipsecrtp_sas_lost_total", "Live calls' CHILD_SAs gone while the call went on "
@@ -156,7 +161,8 @@ class Metrics:
         for labels, values in ((self.calls, OUTCOMES), (self.sip_rejected, SIP_REJECTIONS),
                                (self.failures, [c for _, c in FAILURE_CLASSES] + ["other"]),
                                (self.refused, [c for _, c in REFUSAL_CLASSES] + ["other"]),
-                               (self.sas_lost, SA_LOST_REASONS), (self.sa_recovery, SA_LOST_REASONS)):
+                               (self.sas_lost, SA_LOST_REASONS), (self.sa_recovery, SA_LOST_REASONS),
+                               (self.charon_timeouts, (*OPERATIONS, "other"))):
             for v in values:
                 labels.labels(v)
         for cap in EVICTION_CAPS:
@@ -171,6 +177,8 @@ class Metrics:
             "dialog-ended": self._ended, "sa-up": self._sa_up, "sa-down": self._sa_down,
             "sa-initiated": self._initiated, "timeline": self._timeline, "sip-rejected": self._sip_rejected,
             "events-lost": lambda rec: self.events_lost.inc(),
+            "charon-timeout": lambda rec: self.charon_timeouts.labels(
+                rec["op"] if rec.get("op") in OPERATIONS else "other").inc(),
             "sa-lost": lambda rec: self.sas_lost.labels(_bounded(rec.get("reason"), SA_LOST_REASONS)).inc(),
             "sa-recovered": lambda rec: self.sa_recovery.labels(
                 _bounded(rec.get("reason"), SA_LOST_REASONS)).observe(float(rec["outage_s"])),
