@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ipsecrtp.keying.strongswan import OPERATIONS
 from ipsecrtp.log import DecisionLog
 from ipsecrtp.metrics import (
     CALL_MEMORY,
@@ -165,6 +166,8 @@ def test_refusals_count_flows_by_reason_class():
 @pytest.mark.parametrize("reason, cls", [
     ("call-ab-0 not installed after initiate", "not-installed"),
     ("initiate call-ab-0 failed: CHILD_SA 'call-ab-0' not established after 10000ms", "initiate-timeout"),
+    ("charon-timeout: initiate not answered within 6 s", "charon-timeout"),
+    ("charon-timeout: charon not answering for 1.2 s (load-conn timed out)", "charon-timeout"),
     ("initiate call-ab-0 failed: establishing CHILD_SA 'call-ab-0' failed", "initiate-failed"),
     ("terminate child 12 failed: no matching SAs", "terminate-failed"),
     ("load-conn refused by charon: duplicate", "charon-refused"),
@@ -194,6 +197,12 @@ def test_sip_rejections_and_charon_stream_events():
     assert value(m, "ipsecrtp_sip_messages_rejected_total", reason="bad-sdp") == 1
     assert value(m, "ipsecrtp_vici_events_lost_total") == 1
     assert value(m, "ipsecrtp_vici_reconnects_total") == 1
+    m({"event": "charon-timeout", "op": "initiate", "waited_s": 6.0})
+    m({"event": "charon-timeout", "op": "load-conn", "waited_s": 2.0})
+    m({"event": "charon-timeout", "op": "load-conn", "waited_s": 2.0})
+    assert value(m, "ipsecrtp_charon_timeouts_total", operation="initiate") == 1
+    assert value(m, "ipsecrtp_charon_timeouts_total", operation="load-conn") == 2
+    assert value(m, "ipsecrtp_charon_timeouts_total", operation="list-sas") == 0
 
 
 def test_labels_are_bounded_whatever_the_text():
@@ -205,9 +214,11 @@ def test_labels_are_bounded_whatever_the_text():
         m({"event": "keying-failed", "call": call, "child": f"call-{i}", "reason": f"oops {i} at 10.0.0.{i}"})
         m({"event": "refused", "call": call, "flows": [FLOW], "reason": f"free text {i}"})
         m({"event": "sip-rejected", "reason": f"garbage {i}"})
+        m({"event": "charon-timeout", "op": f"op {i} at 10.0.0.{i}"})
     allowed = {"event": None, "outcome": set(OUTCOMES), "strategy": {"child-per-call", NONE}, "peer": {"gwa", NONE},
                "reason": {c for _, c in FAILURE_CLASSES + REFUSAL_CLASSES} | {"other", "bad-sdp", "malformed"}
-               | set(SA_LOST_REASONS), "cap": set(EVICTION_CAPS), "state": set(EVICTED_STATES), "le": None}
+               | set(SA_LOST_REASONS), "cap": set(EVICTION_CAPS), "state": set(EVICTED_STATES), "le": None,
+               "operation": set(OPERATIONS) | {"other"}}
     for fam in m.registry.collect():
         for s in fam.samples:
             for k, v in s.labels.items():
@@ -215,7 +226,7 @@ def test_labels_are_bounded_whatever_the_text():
                 assert allowed[k] is None or v in allowed[k], (fam.name, k, v)
                 assert "@" not in v and "198.51" not in v and " " not in v
     events = {s.labels["event"] for f in m.registry.collect() for s in f.samples if "event" in s.labels}
-    assert events == {r["event"] for r in keyed_call()} | {"keying-failed", "refused", "sip-rejected"}
+    assert events == {r["event"] for r in keyed_call()} | {"keying-failed", "refused", "sip-rejected", "charon-timeout"}
 
 
 def test_a_record_of_an_unexpected_shape_is_counted_not_raised():
