@@ -114,6 +114,33 @@ def _protect(value, where: str) -> str:
 def _limits(c: dict, where: str) -> Limits:
     """The ``max_*`` keys of [controller], each a whole number of at least 1 (a cap of 0 would refuse all)."""
     values = {}
+def _choice(value, where: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{where}: must be {' or '.join(repr(c) for c in choices)}, not {value!r}")
+    return value
+
+
+def _flag(value, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false, not {value!r}")
+    return value
+
+
+def check_signalling(peer: PeerConfig, where: str) -> None:
+    """The per-peer rules that depend on how the peer's SIP crosses the WAN (README "Keys in SDP"):
+    ``pre-keyed`` derives every call's keys from the per-peer secret and the dialog, and over clear
+    SIP anyone on the path reads and can inject that dialog (a Call-ID used again after the
+    controller forgot it would give the same keys and SPIs: ESP replayable); ``srtp = "skip"`` leaves
+    SRTP calls unkeyed, which ``protect = "required"``'s data plane would drop as cleartext."""
+    if peer.strategy == "pre-keyed" and peer.signalling != "protected" and not peer.allow_keys_over_clear_signalling:
+        raise ConfigError(f"{where}: strategy \"pre-keyed\" refused: the peer's SIP is seen in clear (signalling = "
+                          f"\"clear\"); set signalling = \"protected\" (TLS or a trusted private link) or "
+                          f"allow_keys_over_clear_signalling = true")
+    if peer.srtp == "skip" and peer.protect == "required":
+        raise ConfigError(f"{where}: srtp = \"skip\" needs protect = \"opportunistic\" (\"required\" drops every "
+                          f"unkeyed RTP packet to the peer, the skipped SRTP calls' included)")
+
+
     for f in fields(Limits):
         v = c.get(f.name, getattr(DEFAULT_LIMITS, f.name))
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -163,6 +190,10 @@ def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
     )
 
 
+        srtp=_choice(p.get("srtp", "protect"), f"{where}.srtp", ("protect", "skip")),
+        signalling=_choice(p.get("signalling", "clear"), f"{where}.signalling", ("clear", "protected")),
+        allow_keys_over_clear_signalling=_flag(p.get("allow_keys_over_clear_signalling", False),
+                                               f"{where}.allow_keys_over_clear_signalling"),
 def load(path: str) -> ControllerConfig:
     try:
         with open(path, "rb") as f:
@@ -199,4 +230,6 @@ def load(path: str) -> ControllerConfig:
                             state_dir=str(c.get("state_dir", "")),
                             limits=_limits(c, f"{path}: controller"),
                             control_socket=_socket_path(c.get("control_socket", ""),
+    for i, p in enumerate(peers):
+        check_signalling(p, f"{path}: peer[{i}]")
                                                         f"{path}: controller.control_socket"))

@@ -34,6 +34,14 @@ class PeerConfig:
     # required: no RTP/RTCP to the peer's media leaves in clear (dropped until its SA is up, and
     # whenever it is not); opportunistic: keyed when possible, cleartext counted and reported
     protect: str = "required"
+    # calls whose both ends negotiate SRTP (sdp.end_to_end_srtp): "protect" keys them as any call
+    # (SRTP inside ESP); "skip" keys nothing and logs them end-to-end protected (gateway/policy.py)
+    srtp: str = "protect"
+    # how this peer's SIP crosses the WAN: "clear" (what the controller captures, anyone on the path
+    # can read and inject), "protected" (a trusted private link, or TLS the controller is told about)
+    signalling: str = "clear"
+    # pre-keyed over clear signalling: refused at start unless the operator sets this (config.py)
+    allow_keys_over_clear_signalling: bool = False
 
     @property
     def remote_id(self) -> str:

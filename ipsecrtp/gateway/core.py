@@ -242,9 +242,9 @@ class GatewayCore:
         elif isinstance(ev, MediaOffered):
             k.offered(ev)
         elif isinstance(ev, MediaNegotiated):
-            k.key(ev.call_id, ev.flows, ev.time, ev.trigger)
+            k.key(ev.call_id, ev.flows, ev.time, ev.trigger, ev.srtp)
         elif isinstance(ev, MediaChanged):
-            k.rekey(ev.call_id, ev.new, ev.time, ev.trigger)
+            k.rekey(ev.call_id, ev.new, ev.time, ev.trigger, srtp=ev.srtp)
         elif isinstance(ev, DialogTerminated):
             k.unkey(ev.call_id, ev.reason, ev.time)
             self.recovery.forget(ev.call_id)

@@ -25,7 +25,7 @@ from .actions import (
     Unjournal,
 )
 from .natfix import NatFix
-from .policy import authorise
+from .policy import authorise, srtp_skips
 from .state import Happening, KeyState, SaKeying
 from .strategies import PreKeyed, strategy_of
 from .timelines import Timelines
@@ -65,6 +65,7 @@ class Keying:
         # still hold while a removal runs, and pre-keyed keys (ESP must never reuse one) stay unique
         self.generations: dict[str, int] = {}
         self.ended_generations: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.srtp_end_to_end = 0  # calls left unkeyed because both ends run SRTP (srtp = "skip")
         nat.role_of = lambda call: self.calls[call].role if call in self.calls else None
 
     # -- decisions -------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class Keying:
                          local_ts=local_ts, remote_ts=remote_ts)
             return
 
-    def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str) -> None:
+    def key(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str, srtp: str = "") -> None:
         prev = self.calls.get(call_id)
         spec = prev if prev is not None and prev.speculative else None
         sdp_flows = flows
@@ -125,6 +126,11 @@ class Keying:
                 self.unkey(call_id, "answer-refused", t)
             return
         peer, pol = ok
+        if srtp_skips(peer, self.out, call_id, srtp, t, trigger):
+            self.srtp_end_to_end += 1
+            if spec is not None:  # keyed at the offer, before the answer said SRTP
+                self.unkey(call_id, "srtp-end-to-end", t)
+            return
         strategy = strategy_of(peer)
         # the exact SA fitted to a speculative one shares its generation (spec-X-n, call-X-n)
         generation = spec.generation if spec is not None else self._generation(call_id)
@@ -197,10 +203,10 @@ class Keying:
         return gen
 
     def rekey(self, call_id: str, flows: tuple[Flow, ...], t: float, trigger: str,
-              reason: str = "media-changed") -> None:
+              reason: str = "media-changed", srtp: str = "") -> None:
         if call_id in self.calls:
             self.unkey(call_id, reason, t, rekeying=True)
-        self.key(call_id, flows, t, trigger)
+        self.key(call_id, flows, t, trigger, srtp)
 
     def unkey(self, call_id: str, reason: str, t: float, rekeying: bool | None = None) -> None:
         """The call's SA goes (after the teardown delay); ``rekeying``: at once, and a new one

@@ -28,3 +28,19 @@ def authorise(policies: list[tuple[PeerConfig, MediaPolicy]], nat: NatFix, out: 
     out.log("refused", call=call_id, t=t, trigger=trigger, flows=[f.to_json() for f in flows],
             reason="; ".join(reasons))
     return None
+
+
+def srtp_skips(peer: PeerConfig, out: Outbox, call_id: str, srtp: str, t: float, trigger: str) -> bool:
+    """Whether a call both ends protect with SRTP (``srtp``: "sdes", "dtls", "" for none) is left
+    unkeyed under the peer's ``srtp = "skip"`` (logged ``srtp-end-to-end``). SDES keys travel in
+    the SDP, which this gateway reads off the wire: over ``signalling = "clear"`` anyone on the path
+    reads them too, so such a call is keyed all the same (``srtp-keys-in-clear``)."""
+    if not srtp or peer.srtp != "skip":
+        return False
+    if srtp == "sdes" and peer.signalling != "protected":
+        out.log("srtp-keys-in-clear", call=call_id, t=t, trigger=trigger, peer=peer.name, srtp=srtp,
+                consequence="keyed as with srtp = protect: the SRTP keys crossed the WAN in clear SIP")
+        return False
+    out.log("srtp-end-to-end", call=call_id, t=t, trigger=trigger, peer=peer.name, srtp=srtp,
+            consequence="no SA: both ends encrypt the media themselves (srtp = skip)")
+    return True

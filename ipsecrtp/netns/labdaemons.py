@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 
+from ..keying.charontimers import RECOMMENDED
 from ..log import read_log
 from . import proc
 from .labnat import nat_private, reach
@@ -27,11 +28,13 @@ START_TIMEOUT = 180.0
 # each controller's Prometheus exporter, on its own gateway's loopback (each namespace has its own)
 METRICS_ADDR = "127.0.0.1:9464"
 
+# the IKE timers the README recommends (issue 15 item 7): a lost IKE packet costs 0.5 s, not 4 s;
+# ``charon_extra`` comes after them, and in strongswan.conf a later value of a key wins
 STRONGSWAN_CONF = """\
 charon {{
   load = random nonce aes sha1 sha2 hmac gcm kdf curve25519 x509 pubkey pkcs1 pem openssl {backend} socket-default vici
   install_routes = yes
-  retransmit_timeout = 4.0
+{timers}
 {extra}
   filelog {{
     lab {{
@@ -103,6 +106,7 @@ def start_charon(lab: LabState, gw: Gateway, backend: str) -> None:
     with open(conf, "w") as f:
         f.write(STRONGSWAN_CONF.format(backend=backend if backend == "kernel-netlink"
                                        else "kernel-libipsec kernel-netlink", dir=d,
+                                       timers="\n".join("  " + t for t in RECOMMENDED.conf_lines()),
                                        extra=lab.state.get("charon_extra", "")))
     # a private /run per charon: its pid file and default paths must not collide
     pid, st = proc.spawn(lab.ns(gw.role), ["sh", "-c", f"mount -t tmpfs tmpfs /run && "
@@ -193,6 +197,13 @@ def write_controller_config(lab: LabState, gw: Gateway, peer: Gateway) -> str:
         esp = lab.state.get("esp_proposals")
         if esp:  # [[peer]] is the template's last table, so a key written after it belongs to it
             f.write(f"esp_proposals = {json.dumps(esp)}\n")  # a JSON list of strings is a TOML array
+        # per-peer keys a test sets (srtp, signalling, ...); pre-keyed over the lab's clear SIP needs the
+        # operator's explicit override, as on a real gateway (config.check_signalling)
+        extra = dict(lab.state.get("peer_extra") or {})
+        if lab.state.get("strategy") == "pre-keyed":
+            extra.setdefault("allow_keys_over_clear_signalling", True)
+        for key, value in extra.items():
+            f.write(f"{key} = {json.dumps(value)}\n")  # JSON strings and booleans are TOML ones
     return cfg
 
 

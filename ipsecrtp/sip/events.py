@@ -47,6 +47,7 @@ class MediaNegotiated(Event):
     offerer: str  # "caller" or "callee"
     to_tag: str | None = None
     notes: tuple[str, ...] = ()  # rejected/held streams, directions, ICE, SDP keys present
+    srtp: str = ""  # "sdes"/"dtls": both sides negotiated SRTP on every stream (sdp.end_to_end_srtp)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class MediaChanged(Event):
     answer_source: Address | None
     to_tag: str | None = None
     notes: tuple[str, ...] = ()
+    srtp: str = ""
 
 
 @dataclass(frozen=True)

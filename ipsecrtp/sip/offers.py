@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..media import DEFAULT_MAX_PORTS, Flow, TooManyPorts, flows, notes
 from .events import Event, MediaChanged, MediaNegotiated, MediaRefused, MediaRenegotiated
-from .sdp import SessionDescription
+from .sdp import SessionDescription, end_to_end_srtp
 
 # --- state ------------------------------------------------------------------------------------
 
@@ -30,6 +30,7 @@ class Leg:
     tentative: bool = False  # that answer came in an unreliable 18x: the 2xx may revise it
     answered: set = field(default_factory=set)  # CSeqs whose offer was answered
     notes: tuple[str, ...] = ()
+    srtp: str = ""  # the answer's end-to-end SRTP ("sdes", "dtls" or "")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Dialog:
     extra: set = field(default_factory=set)  # tags of further 2xx forks (to be torn down)
     flows: tuple[Flow, ...] = ()
     negotiated: bool = False
+    srtp: str = ""  # the call's end-to-end SRTP as last negotiated (offers.publish)
     cancelled: bool = False
     last_activity: float = 0.0
     ended: float | None = None
@@ -88,6 +90,7 @@ def apply_answer(d: Dialog, leg: Leg, offer: Offer, sdp: SessionDescription, now
     except TooManyPorts as exc:
         return refuse(d, leg, exc, now, trigger)
     leg.notes = notes(offer.sdp, sdp)
+    leg.srtp = end_to_end_srtp(offer.sdp, sdp)
     if d.state == "confirmed" and leg.to_tag != d.to_tag:
         return []
     d.to_tag = leg.to_tag
@@ -114,14 +117,15 @@ def publish(d: Dialog, leg: Leg, now: float, trigger: str, source, offerer: str)
     """The call's media is now this leg's: negotiated for the first time, changed, or not."""
     old, new = d.flows, leg.flows
     d.flows = new
+    srtp_changed, d.srtp = d.srtp != leg.srtp, leg.srtp  # SRTP dropped on the same ports: keyed again
     if not old:
         if new or not d.negotiated:  # a first answer that leaves nothing to key is still reported
             d.negotiated = True
-            return [MediaNegotiated(d.call_id, now, new, trigger, source, offerer, leg.to_tag, leg.notes)]
+            return [MediaNegotiated(d.call_id, now, new, trigger, source, offerer, leg.to_tag, leg.notes, leg.srtp)]
         return []
-    if same_flows(old, new):
+    if same_flows(old, new) and not srtp_changed:
         return [MediaRenegotiated(d.call_id, now, trigger, leg.notes)]
-    return [MediaChanged(d.call_id, now, old, new, trigger, source, leg.to_tag, leg.notes)]
+    return [MediaChanged(d.call_id, now, old, new, trigger, source, leg.to_tag, leg.notes, leg.srtp)]
 
 
 def adopted(call_id: str, from_tag: str | None, to_tag: str | None, flows: tuple[Flow, ...], now: float) -> Dialog:

@@ -14,6 +14,8 @@ from .errors import Capped
 from .limits import DEFAULT_LIMITS, Limits
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+SDES_PROTOS = ("RTP/SAVP", "RTP/SAVPF")
+DTLS_PROTOS = ("UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
 
 
 class SdpError(ValueError):
@@ -39,6 +41,18 @@ class MediaDescription:
     ice: bool
     crypto_count: int = 0
     crypto: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    fingerprint: bool = False  # a=fingerprint (RFC 8122) here or at session level: DTLS-SRTP's anchor
+
+    @property
+    def srtp(self) -> str:
+        """How this stream keys SRTP itself: "sdes" (an SAVP profile with an a=crypto line, RFC 4568),
+        "dtls" (UDP/TLS/RTP/SAVP[F] with a fingerprint, RFC 5764), else "" (plain RTP, or an SRTP
+        profile without anything to key it: not protected end to end)."""
+        if self.proto in SDES_PROTOS and any(not c.startswith("k=") for c in self.crypto):
+            return "sdes"
+        if self.proto in DTLS_PROTOS and self.fingerprint:
+            return "dtls"
+        return ""
 
     @property
     def rejected(self) -> bool:
@@ -114,7 +128,7 @@ def _media_line(value: str) -> dict:
     return {
         "media": parts[0], "port": _port(port_s, "m="), "count": count, "proto": parts[2],
         "formats": tuple(parts[3:]), "addr": None, "rtcp": None, "rtcp_addr": None,
-        "mux": False, "dir": None, "ice": False, "crypto": [],
+        "mux": False, "dir": None, "ice": False, "crypto": [], "fp": False,
     }
 
 
@@ -131,11 +145,14 @@ def _attribute(cur: dict, name: str, val: str) -> None:
         cur["mux"] = True
     elif name == "crypto":
         cur["crypto"].append(val)
+    elif name == "fingerprint":
+        cur["fp"] = True
     elif name in ("candidate", "ice-ufrag", "ice-pwd", "ice-lite", "ice-options"):
         cur["ice"] = True
 
 
-def _streams(media_raw: list[dict], session_addr: str | None, session_dir: str) -> tuple[MediaDescription, ...]:
+def _streams(media_raw: list[dict], session_addr: str | None, session_dir: str,
+             session_fp: bool = False) -> tuple[MediaDescription, ...]:
     media = []
     for m in media_raw:
         addr = m["addr"] or session_addr
@@ -145,7 +162,7 @@ def _streams(media_raw: list[dict], session_addr: str | None, session_dir: str) 
             media=m["media"], port=m["port"], port_count=m["count"], proto=m["proto"],
             formats=m["formats"], address=addr, rtcp_port=m["rtcp"], rtcp_address=m["rtcp_addr"],
             rtcp_mux=m["mux"], direction=m["dir"] or session_dir, ice=m["ice"],
-            crypto_count=len(m["crypto"]), crypto=tuple(m["crypto"]),
+            crypto_count=len(m["crypto"]), crypto=tuple(m["crypto"]), fingerprint=m["fp"] or session_fp,
         ))
     return tuple(media)
 
@@ -177,7 +194,7 @@ def _parse_sdp(body: bytes, limits: Limits) -> SessionDescription:
     origin: tuple[str, str, str] | None = None
     session_addr: str | None = None
     session_dir = "sendrecv"
-    key_present = False
+    key_present = session_fp = False
     media_raw: list[dict] = []
     cur: dict | None = None
     for ln in _lines(body, limits)[1:]:
@@ -194,6 +211,8 @@ def _parse_sdp(body: bytes, limits: Limits) -> SessionDescription:
             elif cur is not None:
                 _attribute(cur, name, val)
                 key_present = key_present or name == "crypto"
+            elif name == "fingerprint":  # session level: every stream's (RFC 8122 5)
+                session_fp = True
         elif kind == "m":
             cur = _media_line(value)
             media_raw.append(cur)
@@ -214,4 +233,22 @@ def _parse_sdp(body: bytes, limits: Limits) -> SessionDescription:
                 cur["crypto"].append("k=" + value)
     if origin is None:
         raise SdpError("SDP without o= line")
-    return SessionDescription(origin, session_addr, _streams(media_raw, session_addr, session_dir), key_present)
+    return SessionDescription(origin, session_addr, _streams(media_raw, session_addr, session_dir, session_fp),
+                              key_present)
+
+
+def end_to_end_srtp(offer: SessionDescription, answer: SessionDescription) -> str:
+    """How the call keys SRTP end to end, "sdes" or "dtls", when every stream that carries media
+    (answered with a port, not held at 0.0.0.0) is SRTP on both sides, each stream keyed the same
+    way on both; "" otherwise (one plain stream is enough: its media would cross in clear), and ""
+    when no stream carries media."""
+    kinds = set()
+    for o, a in zip(offer.media, answer.media, strict=False):
+        if o.rejected or a.rejected or o.on_hold_address or a.on_hold_address:
+            continue
+        if not o.srtp or o.srtp != a.srtp:
+            return ""
+        kinds.add(o.srtp)
+    if len(answer.media) > len(offer.media) or not kinds:
+        return ""
+    return "sdes" if "sdes" in kinds else "dtls"  # SDES's keys travel in the SDP: the weaker one names it
