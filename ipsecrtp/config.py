@@ -111,9 +111,6 @@ def _protect(value, where: str) -> str:
     return value
 
 
-def _limits(c: dict, where: str) -> Limits:
-    """The ``max_*`` keys of [controller], each a whole number of at least 1 (a cap of 0 would refuse all)."""
-    values = {}
 def _choice(value, where: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{where}: must be {' or '.join(repr(c) for c in choices)}, not {value!r}")
@@ -141,6 +138,9 @@ def check_signalling(peer: PeerConfig, where: str) -> None:
                           f"unkeyed RTP packet to the peer, the skipped SRTP calls' included)")
 
 
+def _limits(c: dict, where: str) -> Limits:
+    """The ``max_*`` keys of [controller], each a whole number of at least 1 (a cap of 0 would refuse all)."""
+    values = {}
     for f in fields(Limits):
         v = c.get(f.name, getattr(DEFAULT_LIMITS, f.name))
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -187,13 +187,13 @@ def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
         ike_remote_id=_addr(p["ike_remote_id"], f"{where}.ike_remote_id") if p.get("ike_remote_id") else "",
         ike_pool=_pool(p.get("ike_pool", DEFAULT_IKE_POOL), f"{where}.ike_pool"),
         protect=_protect(p.get("protect", "required"), f"{where}.protect"),
-    )
-
-
         srtp=_choice(p.get("srtp", "protect"), f"{where}.srtp", ("protect", "skip")),
         signalling=_choice(p.get("signalling", "clear"), f"{where}.signalling", ("clear", "protected")),
         allow_keys_over_clear_signalling=_flag(p.get("allow_keys_over_clear_signalling", False),
                                                f"{where}.allow_keys_over_clear_signalling"),
+    )
+
+
 def load(path: str) -> ControllerConfig:
     try:
         with open(path, "rb") as f:
@@ -214,6 +214,8 @@ def load(path: str) -> ControllerConfig:
     if backend not in ("auto", "kernel-netlink", "kernel-libipsec"):
         raise ConfigError(f"{path}: controller.backend must be auto, kernel-netlink or kernel-libipsec")
     peers = [_peer(p, f"{path}: peer[{i}]", rtp) for i, p in enumerate(raw.get("peer", []))]
+    for i, p in enumerate(peers):
+        check_signalling(p, f"{path}: peer[{i}]")
     if not peers:
         raise ConfigError(f"{path}: no [[peer]] configured")
     from .timing import BUDGETS
@@ -230,6 +232,4 @@ def load(path: str) -> ControllerConfig:
                             state_dir=str(c.get("state_dir", "")),
                             limits=_limits(c, f"{path}: controller"),
                             control_socket=_socket_path(c.get("control_socket", ""),
-    for i, p in enumerate(peers):
-        check_signalling(p, f"{path}: peer[{i}]")
                                                         f"{path}: controller.control_socket"))
