@@ -15,12 +15,14 @@ from .lab import Lab
 from .labstate import SIP_PORT
 
 
-def sdp(addr: str, port: int, count: int = 0) -> str:
+def sdp(addr: str, port: int, count: int = 0, proto: str = "RTP/AVP", extra: tuple[str, ...] = ()) -> str:
     """An audio offer/answer for ``addr:port``, PCMU, rtcp-mux (one flow pair); ``count`` > 0 writes
-    the RFC 4566 port count (``m=audio PORT/COUNT``)."""
+    the RFC 4566 port count (``m=audio PORT/COUNT``); ``proto`` the transport (``RTP/SAVP`` for
+    SRTP) and ``extra`` further media-level lines (``a=crypto:...``, ``a=fingerprint:...``)."""
     ports = f"{port}/{count}" if count else str(port)
     return (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
-            f"m=audio {ports} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n")
+            f"m=audio {ports} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp-mux\r\n"
+            + "".join(line + "\r\n" for line in extra))
 
 
 def sip(start: str, call_id: str, cseq: str, a: str, b: str, to_tag: str, body: str = "") -> bytes:
