@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from ..keying.charontimers import CHARON_DEFAULTS
 from ..keying.strongswan import Charon, KeyingError
 from ..selectors import PeerConfig
 from .lab import Lab
@@ -36,7 +37,9 @@ def _peer(lab: Lab, me: str, other: str) -> PeerConfig:
 def run(losses: list[float], rtt: float, children: int, tuned: list[str],
         progress: Callable[[str], None] = print) -> dict:
     rows = []
-    for timers, extra in (("default", ""), ("tuned", "\n".join("  " + t.strip() for t in tuned if t.strip()))):
+    # the lab runs the recommended timers: the default row says charon's defaults explicitly
+    for timers, lines in (("default", CHARON_DEFAULTS.conf_lines()), ("tuned", tuned)):
+        extra = "\n".join("  " + t.strip() for t in lines if t.strip())
         lab = Lab("i" + secrets.token_hex(3))
         try:
             lab.up(wan=LinkSettings(delay_ms=rtt / 2), charon_extra=extra, controllers=False)

@@ -8,44 +8,138 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..gateway.actions import Action, ChildUpDown, EventsLost, IkeUpDown, Input, Log
-from ..keying.strongswan import KeyingError, listen
+from ..gateway.actions import (
+    Action,
+    ChildUpDown,
+    EstablishIke,
+    EventsLost,
+    IkeResult,
+    IkeUpDown,
+    Input,
+    InstallChild,
+    InstallResult,
+    Log,
+    PermitChild,
+    PermitResult,
+    RemoveChild,
+    RemoveResult,
+)
+from ..keying.strongswan import COMMAND_TIMEOUT_S, Charon, CharonTimeout, KeyingError, listen
 
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 2.0  # back-off while charon does not answer
+# while charon is hung, how long a probe (a new session's `version`) waits: a healthy charon answers
+# in about a millisecond, and the listener polls every 0.5 s, so charon's return is seen within ~1 s
+PROBE_S = 0.5
+
+
+class CharonHealth:
+    """Whether charon answers. A worker whose command timed out marks it hung; until the listener's
+    probe sees it answer again, set-ups fail at once instead of each waiting out its own time-out
+    (a hung charon holds no later call beyond one time-out). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hung_since: float | None = None
+        self.op = ""
+
+    def timed_out(self, op: str, now: float) -> bool:
+        """Record a time-out; True when it starts a hang (the first one seen)."""
+        with self._lock:
+            if self.hung_since is not None:
+                return False
+            self.hung_since, self.op = now, op
+            return True
+
+    def hung(self) -> float | None:
+        with self._lock:
+            return self.hung_since
+
+    def resumed(self, now: float) -> float | None:
+        """charon answered: how long it was hung, or None if it was not."""
+        with self._lock:
+            since, self.hung_since = self.hung_since, None
+        return None if since is None else now - since
+
+
+def probe(vici: str, wait: float = PROBE_S) -> bool:
+    """Does charon answer a command (on a session of its own) within ``wait``?"""
+    try:
+        c = Charon(vici, timeout=wait)
+    except KeyingError:
+        return False
+    try:
+        c.version()
+        return True
+    except KeyingError:
+        return False
+    finally:
+        c.close()
 
 
 class CharonEvents:
     def __init__(self, vici: str, post: Callable[[Input], None], stopping: threading.Event,
-                 reconnected: Callable[[float], Input]) -> None:
+                 reconnected: Callable[[float], Input], health: CharonHealth | None = None,
+                 timeout: float = COMMAND_TIMEOUT_S) -> None:
         self.vici, self._post, self.stopping, self._reconnected = vici, post, stopping, reconnected
+        self.health = health if health is not None else CharonHealth()
+        self.timeout = timeout
 
     def run(self, ready: threading.Event) -> None:
         """charon's events; when the session breaks (charon stopped, crashed or restarted) it is
         opened again with a short back-off, the peers are loaded again and the core is told which
         CHILD_SAs charon still holds, so that it keys the calls that lost theirs."""
         lost_at: float | None = None
-        backoff = RECONNECT_MIN_S
+        backoff, next_probe = RECONNECT_MIN_S, 0.0
         while not self.stopping.is_set():
             try:
-                for name, payload, _t in listen(self.vici):
+                for name, payload, _t in listen(self.vici, timeout=self.timeout):
                     ready.set()
                     if lost_at is not None:
+                        self.health.resumed(time.time())
                         self._post(self._reconnected(time.time() - lost_at))
                         lost_at, backoff = None, RECONNECT_MIN_S
                     if self.stopping.is_set():
                         return
+                    if self.health.hung() is not None and time.monotonic() >= next_probe:
+                        next_probe = time.monotonic() + PROBE_S
+                        self._check_resumed()
                     if name in ("child-updown", "ike-updown"):
                         for inp in events_to_inputs(name, payload):
                             self._post(inp)
             except (KeyingError, OSError) as exc:
                 if self.stopping.is_set():
                     return
+                if isinstance(exc, CharonTimeout):
+                    self.health.timed_out(exc.op, time.time())
                 if lost_at is None:
                     lost_at = time.time()
                     self._post(EventsLost(str(exc)))
                 ready.set()
                 self.stopping.wait(backoff)
                 backoff = min(RECONNECT_MAX_S, backoff * 2)
+
+
+    def _check_resumed(self) -> None:
+        """charon was hung (a worker's command timed out) and this session saw nothing since: once
+        it answers again, the same recovery as after a restart (peers loaded again, the calls
+        whose set-up failed meanwhile keyed again)."""
+        if probe(self.vici):
+            outage = self.health.resumed(time.time())
+            if outage is not None:
+                self._post(self._reconnected(outage))
+
+
+def failed_result(a: Action, reason: str) -> Input:
+    """The outcome of one of charon's actions that failed (or never ran) for ``reason``."""
+    now = time.time()
+    if isinstance(a, RemoveChild):
+        return RemoveResult(a.call_id, a.child, False, reason)
+    if isinstance(a, PermitChild):
+        return PermitResult(a.call_id, a.child, False, reason)
+    if isinstance(a, EstablishIke):
+        return IkeResult(a.peer, a.attempt, False, a.member, reason=reason)
+    assert isinstance(a, InstallChild)
+    return InstallResult(a.call_id, a.child, False, now, now, reason)
 
 
 def events_to_inputs(name: str, payload: dict) -> list[Input]:

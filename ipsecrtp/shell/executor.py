@@ -16,6 +16,7 @@ chose; a ``load-conn`` of the peer carries all of them), is guarded by a lock.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import queue
 import threading
@@ -51,11 +52,12 @@ from ..gateway.actions import (
 )
 from ..kernel.xfrm import XfrmSocket
 from ..keying import dnat, prekeyed
+from ..keying.charontimers import limits_for
 from ..keying.dataplane import DataPlane, DataPlaneError
 from ..keying.routing import PolicyRouting
-from ..keying.strongswan import Charon, KeyingError
+from ..keying.strongswan import Charon, CharonTimeout, KeyingError
 from ..log import DecisionLog
-from .events import RECONNECT_MAX_S, RECONNECT_MIN_S, CharonEvents
+from .events import RECONNECT_MAX_S, RECONNECT_MIN_S, CharonEvents, CharonHealth, failed_result
 from .journal import Journal as CallJournal
 
 Outcome = tuple[float, Input]
@@ -95,12 +97,17 @@ class Executor:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.dnat_used = False
+        self.limits = limits_for(cfg.budget)  # from the post-dial budget: charontimers says why
+        self.health = CharonHealth()
+        # removals charon did not answer (hung): run again once it answers, so that nothing is left
+        self.parked: list[RemoveChild] = []
 
     # -- life ------------------------------------------------------------------------------------
 
     def start(self) -> None:
         ready = threading.Event()
-        events = CharonEvents(self.cfg.vici, self._post, self.stopping, self._reconnected)
+        events = CharonEvents(self.cfg.vici, self._post, self.stopping, self._reconnected, self.health,
+                              self.limits.command_s)
         self.threads = [threading.Thread(target=events.run, args=(ready,), name="events", daemon=True)]
         for i in range(self.workers):
             self.threads += [threading.Thread(target=self._worker, args=(self.setup_jobs[i],), name=f"keying-{i}",
@@ -223,23 +230,33 @@ class Executor:
     # -- charon ----------------------------------------------------------------------------------
 
     def _worker(self, jobs: queue.SimpleQueue) -> None:
-        """One VICI session; a broken one (charon restarted, crashed, hung past the socket's
-        time-out) is replaced for the next job, so that keying resumes as soon as charon answers."""
+        """One VICI session; a broken one (charon restarted, crashed, hung past a command's
+        time-out) is replaced for the next job, so that keying resumes as soon as charon answers.
+        While charon is hung, set-ups fail at once and removals wait for it (parked)."""
         charon: Charon | None = None
         while (job := jobs.get()) is not None:
+            if self.health.hung() is not None:
+                self._while_hung(job)
+                continue
             if charon is None:
                 charon = self._connect()
             if charon is None:
-                self._post(self._failed(job, "charon is not answering on VICI"))
+                self._post(failed_result(job, "charon is not answering on VICI"))
                 continue
             result = self._charon(charon, job)
-            if _session_broken(result):
+            if charon.broken:  # timed out: a late answer may still come on it
+                charon.close()
+                charon = None
+                if isinstance(job, RemoveChild):
+                    self._park(job)
+                    continue
+            elif _session_broken(result):
                 # the session died under the job (charon restarted since the last one): once more
                 # on a new session, so that the job is judged by charon, not by a dead socket
                 charon.close()
                 charon = None
                 try:
-                    charon = Charon(self.cfg.vici)
+                    charon = Charon(self.cfg.vici, self.limits.command_s)
                     result = self._charon(charon, job)
                 except KeyingError:
                     pass
@@ -253,22 +270,28 @@ class Executor:
         deadline, wait = time.monotonic() + patience, RECONNECT_MIN_S
         while True:
             try:
-                return Charon(self.cfg.vici)
+                return Charon(self.cfg.vici, self.limits.command_s)
             except KeyingError:
                 if time.monotonic() + wait > deadline or self.stopping.wait(wait):
                     return None
                 wait = min(RECONNECT_MAX_S, wait * 2)
 
-    def _failed(self, a: Action, reason: str) -> Input:
-        now = time.time()
-        if isinstance(a, RemoveChild):
-            return RemoveResult(a.call_id, a.child, False, reason)
-        if isinstance(a, PermitChild):
-            return PermitResult(a.call_id, a.child, False, reason)
-        if isinstance(a, EstablishIke):
-            return IkeResult(a.peer, a.attempt, False, a.member, reason=reason)
-        assert isinstance(a, InstallChild)
-        return InstallResult(a.call_id, a.child, False, now, now, reason)
+    def _while_hung(self, job: Action) -> None:
+        if isinstance(job, RemoveChild):
+            self._park(job)
+        else:
+            since = self.health.hung() or time.time()
+            self._post(failed_result(job, f"charon-timeout: charon not answering for {time.time() - since:.1f} s "
+                                         f"({self.health.op} timed out)"))
+
+    def _park(self, job: RemoveChild) -> None:
+        with self.cancel_lock:
+            self.parked.append(job)
+
+    def _timed_out(self, a: Action, exc: CharonTimeout) -> None:
+        self.health.timed_out(exc.op, time.time())
+        self.log("charon-timeout", op=exc.op, waited_s=exc.waited_s, action=type(a).__name__,
+                 call=getattr(a, "call_id", None) or None, child=getattr(a, "child", None))
 
     def _charon(self, charon: Charon, a: Action) -> Input:
         try:
@@ -282,10 +305,12 @@ class Executor:
             assert isinstance(a, EstablishIke)
             return self._establish(charon, a)
         except Exception as exc:  # noqa: BLE001 - KeyingError, a broken session: the core decides
+            if isinstance(exc, CharonTimeout):
+                self._timed_out(a, exc)
             if isinstance(exc, KeyingError):
-                return self._failed(a, str(exc))
+                return failed_result(a, str(exc))
             # not charon's refusal but the session itself (reset, closed, timed out): say so
-            return self._failed(a, f"{BROKEN}{type(exc).__name__}: {exc}")
+            return failed_result(a, f"{BROKEN}{type(exc).__name__}: {exc}")
 
     def _set_child(self, charon: Charon, peer: str, child: str, sel: tuple[list[str], list[str]] | None) -> None:
         """Add (sel) or remove (None) one child config of the peer's connection, under the lock."""
@@ -308,7 +333,9 @@ class Executor:
                               None if a.own_conn else a.member)
         t0 = time.time()
         try:
-            charon.initiate_conn(a.child)
+            charon.initiate_conn(a.child, self.limits.initiate_s)
+        except CharonTimeout:
+            raise
         except KeyingError as exc:
             return InstallResult(a.call_id, a.child, False, t0, time.time(), str(exc))
         return InstallResult(a.call_id, a.child, True, t0, time.time())
@@ -333,12 +360,18 @@ class Executor:
         if charon.ike_established(conn):
             return IkeResult(a.peer, a.attempt, True, a.member, already=True)
         t0 = time.time()
-        charon.initiate_ike(conn)
+        charon.initiate_ike(conn, self.limits.initiate_s)
         return IkeResult(a.peer, a.attempt, True, a.member, ms=round((time.time() - t0) * 1000, 3))
 
     def _reconnected(self, outage_s: float) -> Input:
-        """Load the peers again (a restarted charon knows none of them) and list what it holds."""
-        charon = Charon(self.cfg.vici)
+        """Load the peers again (a restarted charon knows none of them) and list what it holds;
+        removals parked while charon was hung run again (found by name: charon may have run them
+        when it resumed)."""
+        charon = Charon(self.cfg.vici, self.limits.command_s)
+        with self.cancel_lock:
+            parked, self.parked = self.parked, []
+        for job in parked:
+            self.removal_jobs[job.member % self.workers].put(dataclasses.replace(job, uniqueid=None))
         try:
             for peer in self.cfg.peers:
                 charon.load_secret(peer)
