@@ -258,9 +258,32 @@ def config_checks(path: str, esp: bool | None) -> list[Check]:
                          "" if ok else "controller.interfaces must name this machine's interfaces"))
     for peer in raw.get("peer", []):
         out.append(_psk_check(str(peer.get("name", "?")), str(peer.get("psk_file", ""))))
+        out.append(keys_check(peer))
     if not c.get("dry_run", False) and "vici" in c:
-        out.extend(_vici_checks(str(c["vici"]), esp))
+        out.extend(_vici_checks(str(c["vici"]), esp, str(c.get("budget", "e721-toll"))))
     return out
+
+
+def keys_check(peer: dict) -> Check:
+    """When this peer's keys are safe given how its SIP crosses the WAN (README "Keys in SDP")."""
+    from .config import STRATEGIES
+
+    name = str(peer.get("name", "?"))
+    strategy = STRATEGIES.get(str(peer.get("strategy", "child-per-call")), str(peer.get("strategy", "")))
+    signalling, override = peer.get("signalling", "clear"), peer.get("allow_keys_over_clear_signalling") is True
+    srtp = f"; SRTP calls: {peer.get('srtp', 'protect')}"
+    what = f"keys of peer {name} against its signalling"
+    if strategy != "pre-keyed":
+        return Check(f"keys:{name}", True, True, what, f"{strategy}: fresh keys from IKEv2 (Diffie-Hellman), safe "
+                     f"whatever the SIP ({signalling}){srtp}")
+    if signalling == "protected":
+        return Check(f"keys:{name}", True, True, what, f"pre-keyed with signalling = \"protected\" (TLS or a trusted "
+                     f"private link): safe while the per-peer secret is{srtp}")
+    detail = (f"pre-keyed over SIP seen in clear: every call's keys come from the per-peer secret and a dialog "
+              f"anyone on the path reads and can inject{srtp}")
+    return Check(f"keys:{name}", False, not override, what, detail + (" (allowed by override)" if override else ""),
+                 "protect the signalling (TLS, a private link) and set signalling = \"protected\", or use "
+                 "child-per-call")
 
 
 def _psk_check(peer: str, psk: str) -> Check:
@@ -278,8 +301,10 @@ def _psk_check(peer: str, psk: str) -> Check:
     return Check(f"psk:{peer}", True, True, what, f"{psk} mode {st.st_mode & 0o777:04o}, {size} bytes")
 
 
-def _vici_checks(url: str, esp: bool | None) -> list[Check]:
+def _vici_checks(url: str, esp: bool | None, budget: str = "e721-toll") -> list[Check]:
+    from .keying.charonconf import timers_verdict
     from .keying.strongswan import Charon, KeyingError
+    from .timing import BUDGETS
 
     try:
         charon = Charon(url)
@@ -288,8 +313,17 @@ def _vici_checks(url: str, esp: bool | None) -> list[Check]:
                       "start charon with the vici plugin, socket as controller.vici says")]
     try:
         version, plugins = charon.version(), charon.plugins()
+        # a warning, never a failure: charon works with any timers, a lost IKE packet just costs more
+        fits, detail = (timers_verdict(charon.sock.sock, str(version.get("daemon") or "charon"), budget)
+                        if budget in BUDGETS else (None, f"unknown budget {budget}"))
+    except KeyingError as exc:  # a hung charon: CharonTimeout, one line
+        return [Check("vici", False, True, f"charon's VICI socket {url}", str(exc), "charon does not answer: "
+                      "is it stopped (SIGSTOP) or deadlocked?")]
     finally:
         charon.close()
+    timers = Check("charon:timers", fits is True, False, f"charon's IKE retransmission timers fit budget {budget}",
+                   detail, "" if fits else "set retransmit_* in strongswan.conf's charon section (README: IKE loss), "
+                   "then restart charon")
     out = [Check("vici", True, True, f"charon's VICI socket {url}",
                  f"{version.get('daemon', 'charon')} {version.get('version', '?')}")]
     backend = "kernel-libipsec" if "kernel-libipsec" in plugins else (
@@ -299,6 +333,7 @@ def _vici_checks(url: str, esp: bool | None) -> list[Check]:
     fix = ("" if ok else "load kernel-libipsec (this kernel has no ESP)" if backend else
            "load kernel-netlink or kernel-libipsec in strongswan.conf")
     out.append(Check("charon:plugins", ok, True, "charon's loaded plugins fit this kernel", detail, fix))
+    out.append(timers)
     return out
 
 
