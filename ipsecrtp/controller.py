@@ -31,6 +31,7 @@ from .shell.control import ControlServer, answer_request
 from .shell.events import RecordingExecutor
 from .shell.executor import Executor, Outcome
 from .shell.journal import Journal as CallJournal
+from .shell.ng import NgServer
 
 if TYPE_CHECKING:
     from .metrics import Exporter
@@ -59,6 +60,7 @@ class Controller:
         self.interfaces: dict[object, str] = {}  # capture socket -> interface name
         self._loaded: list = []  # peers this instance loaded into charon, and so unloads
         self.exporter: Exporter | None = None
+        self.ng: NgServer | None = None  # rtpengine's ng control endpoint for a SIP proxy (off by default)
         # more file descriptors the loop selects on, each with what to run on this thread when it
         # is readable (the control socket's wake-up pipe), and what to run on every turn
         self.hooks: dict[int, Callable[[], None]] = {}
@@ -79,6 +81,7 @@ class Controller:
             # check of what would be keyed before turning keying on); the actions are recorded
             self._open_capture()
             self._serve_metrics()
+            self._serve_ng()
             self._serve_control()
             self.backend = "none (dry run)"
             self.core = GatewayCore(self.cfg, self.backend)
@@ -89,6 +92,7 @@ class Controller:
         self._check_charon()
         self._open_capture()
         self._serve_metrics()
+        self._serve_ng()
         self._serve_control()  # a second controller of this gateway is refused here, having loaded nothing
         try:
             self._load_peers()
@@ -174,6 +178,22 @@ class Controller:
         self.hooks[control.wake_r] = lambda: control.answer_pending(lambda req: answer_request(self, req, time.time()))
         self.log("control-socket", path=self.cfg.control_path)
 
+    def _serve_ng(self) -> None:
+        """Bind the ng endpoint (if configured) before charon is changed: a busy address stops the start."""
+        if self.cfg.ng_listen is None:
+            return
+        try:
+            self.ng = NgServer(self.cfg.ng_listen, self.cfg.ng_allow, self.log)
+        except OSError as exc:
+            where = f"{self.cfg.ng_listen[0]}:{self.cfg.ng_listen[1]}"
+            raise ControllerError(f"controller.ng_listen {where}: {exc.strerror or exc}") from None
+        self.log("ng-serving", listen=f"{self.cfg.ng_listen[0]}:{self.cfg.ng_listen[1]}", allow=self.cfg.ng_allow)
+
+    def _ng_command(self, req):
+        """One proxy command into the core (on this thread, like a packet); its reply and actions."""
+        assert self.core is not None
+        return self.core.control(time.time(), req)
+
     def _check_charon(self) -> None:
         try:
             self.charon = Charon(self.cfg.vici)
@@ -249,6 +269,8 @@ class Controller:
             self.charon.close()
         if self.capture is not None:
             self.capture.close()
+        if self.ng is not None:
+            self.ng.close()
         self.log("stopped")
         if self.exporter is not None:
             self.exporter.stop()
@@ -318,6 +340,8 @@ class Controller:
         sink = self.dataplane.sink_fd if self.dataplane is not None else None
         if sink is not None:
             socks.append(sink)
+        if self.ng is not None:
+            socks.append(self.ng)
         socks.extend(self.hooks)
         while not self.stop.is_set():
             nt = self.core.next_timer()
@@ -332,6 +356,9 @@ class Controller:
                     continue
                 if s in self.hooks:
                     self.hooks[s]()
+                    continue
+                if s is self.ng:
+                    self.dispatch(self.ng.serve(self._ng_command))
                     continue
                 if s == sink:
                     assert self.dataplane is not None

@@ -50,6 +50,7 @@ from .actions import (
     RemoveResult,
 )
 from .caps import CAP_EVENTS, log_cap_event
+from .control import ControlRequest, handle
 from .keying import Keying
 from .natfix import NatFix
 from .outcomes import Outcomes
@@ -252,6 +253,11 @@ class GatewayCore:
             log_cap_event(ev, self.out, k)
         if ev.call_id:
             self.timelines.settle(ev.call_id, ev.time)
+
+    def control(self, now: float, req: ControlRequest) -> tuple[dict, list[Action]]:
+        """A SIP proxy's command over the ng control channel (gateway/control.py): its reply, and the
+        actions its offer, answer or delete led to (the same as for that SIP seen on the wire)."""
+        return handle(self, now, req), self._flush()
 
     # -- outcomes and charon's events -------------------------------------------------------------
 

@@ -12,6 +12,7 @@ of flows a gateway keys, and every change to it is a :class:`MediaChanged`.
 
 from __future__ import annotations
 
+from .control import DialogControl
 from .errors import CapExceeded, Capped, SipParseError
 from .events import (
     Address,
@@ -38,7 +39,7 @@ from .timerheap import TimerHeap
 from .timers import DialogTimers
 
 
-class DialogTracker(DialogTimers):
+class DialogTracker(DialogTimers, DialogControl):
     """Tracks every INVITE-initiated call seen; one instance per capture point."""
 
     def __init__(self, *, media_timeout: float | None = 30.0, invite_timeout: float = 180.0,
