@@ -23,9 +23,11 @@ from .config import ControllerConfig
 from .gateway.actions import Action
 from .gateway.core import SINK, GatewayCore
 from .kernel.xfrm import probe_esp
+from .keying.charonconf import timers_verdict
+from .keying.charontimers import limits_for
 from .keying.dataplane import DataPlane, DataPlaneError
 from .keying.routing import PolicyRouting
-from .keying.strongswan import Charon, KeyingError
+from .keying.strongswan import Charon, CharonTimeout, KeyingError
 from .log import DecisionLog
 from .shell.control import ControlServer, answer_request
 from .shell.events import RecordingExecutor
@@ -195,12 +197,15 @@ class Controller:
         return self.core.control(time.time(), req)
 
     def _check_charon(self) -> None:
-        try:
-            self.charon = Charon(self.cfg.vici)
+        try:  # a hung charon fails the start in one line, after the budget's command limit
+            self.charon = Charon(self.cfg.vici, limits_for(self.cfg.budget).command_s)
             version = self.charon.version()
             self.backend = self.charon.backend()
         except KeyingError as exc:
+            if isinstance(exc, CharonTimeout):
+                self.log("charon-timeout", op=exc.op, waited_s=exc.waited_s, action="start")
             raise ControllerError(str(exc)) from None
+        self._check_timers(str(version.get("daemon") or "charon"))
         probe = probe_esp()
         self.log("backend", kernel_esp=probe.supported, probe=probe.detail, charon_backend=self.backend,
                  charon=f"{version.get('daemon')} {version.get('version')}")
@@ -219,6 +224,13 @@ class Controller:
         if not probe.supported and any(p.strategy == "pre-keyed" for p in self.cfg.peers):
             raise ControllerError("strategy pre-keyed installs ESP SAs in the kernel, which has no ESP here: "
                                   "use an IKE strategy (a, b, c) or a kernel with ESP")
+
+    def _check_timers(self, daemon: str) -> None:
+        """One line, never a failure: do charon's IKE retransmission timers fit the budget?"""
+        assert self.charon is not None
+        fits, detail = timers_verdict(self.charon.sock.sock, daemon, self.cfg.budget)
+        event = {True: "charon-timers", False: "charon-timers-warning", None: "charon-timers-unknown"}[fits]
+        self.log(event, budget=self.cfg.budget, detail=detail)
 
     def _load_peers(self) -> None:
         assert self.charon is not None
