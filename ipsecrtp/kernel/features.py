@@ -27,7 +27,7 @@ NETNS, ESP = "netns", "esp"
 
 
 def _veth() -> str:
-    from pyroute2 import IPRoute
+    from pyroute2.iproute import IPRoute
 
     with IPRoute() as ipr:
         ipr.link("add", ifname="irtpdoc0", kind="veth", peer="irtpdoc1")

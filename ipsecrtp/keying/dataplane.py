@@ -29,9 +29,8 @@ import socket
 import struct
 
 import nftables
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
+from ..kernel import NetlinkError, ip_route
 from ..selectors import FlowRule
 
 TABLE = "ipsecrtp_dp"
@@ -91,7 +90,7 @@ def ruleset(guard_v4: list[str], guard_v6: list[str], rtp: tuple[int, int], requ
 class DataPlane:
     def __init__(self) -> None:
         self.nft = nftables.Nftables()
-        self.ipr = IPRoute()
+        self.ipr = ip_route()
         self.sink_fd: int | None = None
         self.tunnel_index: int | None = None  # ipsec0 as our route knows it (charon makes it anew at restart)
         self.reach: list[str] = []

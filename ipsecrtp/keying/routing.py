@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import socket
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
+from ..kernel import NetlinkError, ip_route
 from ..selectors import FlowRule
 from .dataplane import KEYED
 
@@ -25,7 +23,7 @@ FIB_RULE_INVERT = 0x2
 class PolicyRouting:
     def __init__(self, table: int = 220, priority: int = 220) -> None:
         self.table, self.priority = table, priority
-        self.ipr = IPRoute()
+        self.ipr = ip_route()
 
     def close(self) -> None:
         self.ipr.close()
