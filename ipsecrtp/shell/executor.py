@@ -97,6 +97,9 @@ class Executor:
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
         self.dnat_used = False
+        # charon adds its catch-all rule into table 220 when it starts, never with a CHILD_SA's route
+        # (checked in the lab): the rule dump that finds it runs once after each start, not per call
+        self.blanket_due = True
         self.limits = limits_for(cfg.budget)  # from the post-dial budget: charontimers says why
         self.health = CharonHealth()
         # removals charon did not answer (hung): run again once it answers, so that nothing is left
@@ -107,7 +110,7 @@ class Executor:
     def start(self) -> None:
         ready = threading.Event()
         events = CharonEvents(self.cfg.vici, self._post, self.stopping, self._reconnected, self.health,
-                              self.limits.command_s)
+                              self.limits.command_s, self.log)
         self.threads = [threading.Thread(target=events.run, args=(ready,), name="events", daemon=True)]
         for i in range(self.workers):
             self.threads += [threading.Thread(target=self._worker, args=(self.setup_jobs[i],), name=f"keying-{i}",
@@ -182,8 +185,9 @@ class Executor:
                         self.dataplane.add_flow(a.rule)  # one set element: O(1) per packet in the kernel
                     elif isinstance(a, DelRoute):
                         self.dataplane.del_flow(a.rule)
-                    else:
+                    elif self.blanket_due:
                         self.routing.remove_blanket()
+                        self.blanket_due = False
                 except (DataPlaneError, Exception) as exc:  # noqa: BLE001 - NetlinkError: one line, go on
                     self.log("routing-failed", reason=f"{type(exc).__name__}: {exc}")
             return None
@@ -367,6 +371,7 @@ class Executor:
         """Load the peers again (a restarted charon knows none of them) and list what it holds;
         removals parked while charon was hung run again (found by name: charon may have run them
         when it resumed)."""
+        self.blanket_due = True  # a new charon put its catch-all rule back
         charon = Charon(self.cfg.vici, self.limits.command_s)
         with self.cancel_lock:
             parked, self.parked = self.parked, []
