@@ -57,6 +57,8 @@ PROGRAMS: tuple[Program, ...] = (
     _p("tcpdump", "tcpdump", "captures the WAN: the independent view the lab tests check", LAB),
     _p("dumpcap", "wireshark-common", "captures the SIP lab as pcapng", LAB),
     _p("tshark", "tshark", "dissects the captures (SDP, IKE, ESP) in the lab tests", LAB),
+    _p("systemd-analyze", "systemd", "checks the packaged unit file (ipsecrtp@.service) offline", LAB,
+       optional=True),
     _p("kamailio", "kamailio", "SIP proxy and registrar of the SIP lab", LAB),
     _p("py-spy", "pip:py-spy", "profiles the controllers during `bench load --profile` (when installed)", LAB,
        optional=True),

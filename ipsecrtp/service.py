@@ -26,6 +26,9 @@ from .config import ConfigError, ControllerConfig, load
 from .controller import Controller
 
 DRAIN_CHECK_S = 0.5  # how often a draining controller looks whether its last call has ended
+# once no SA is held: how long it still runs, for charon's child-updown of the last removal (its
+# sa-down line, the call's timeline) to come in before the stop
+DRAIN_GRACE_S = 1.0
 
 
 class Notifier:
@@ -80,6 +83,7 @@ class Service:
         self.reload_asked = False
         self.last_ping = 0.0
         self.last_drain_check = 0.0
+        self.empty_since: float | None = None  # draining: since when no SA is held
 
     def install_signals(self) -> None:
         """Handlers only set flags: the work happens on the loop's turn (the core's thread)."""
@@ -116,9 +120,15 @@ class Service:
     def _drained(self) -> None:
         core = self.ctl.core
         assert core is not None
-        left = len(core.snapshot(self.last_drain_check)["sas"])
+        now = self.last_drain_check
+        left = len(core.snapshot(now)["sas"])
         self.notifier.notify(f"STATUS=draining: {left} SAs of live calls left")
-        if left == 0:
+        if left:
+            self.empty_since = None
+            return
+        if self.empty_since is None:
+            self.empty_since = now
+        elif now - self.empty_since >= DRAIN_GRACE_S:
             self.ctl.log("drained")
             self.ctl.stop.set()
 

@@ -238,8 +238,9 @@ class GatewayCore:
             self.out.log("dialog-confirmed", call=ev.call_id, t=ev.time)
         elif isinstance(ev, (MediaOffered, MediaNegotiated)) and self.draining and ev.call_id not in k.calls:
             # draining (the operator's graceful stop): calls keyed already go on, no new one is keyed
-            self.out.log("refused", call=ev.call_id, t=ev.time, reason="draining",
-                         flows=[f.to_json() for f in getattr(ev, "flows", ())])
+            if isinstance(ev, MediaNegotiated):  # once per call: at its answer
+                self.out.log("refused", call=ev.call_id, t=ev.time, reason="draining",
+                             flows=[f.to_json() for f in ev.flows])
         elif isinstance(ev, MediaOffered):
             k.offered(ev)
         elif isinstance(ev, MediaNegotiated):

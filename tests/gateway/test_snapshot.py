@@ -69,3 +69,24 @@ def test_snapshot_shows_the_live_call_and_its_sa(strategy):
     p.yes(5.0)
     after = initiator.core.snapshot(6.0)
     assert not [s for s in after["sas"] if s["call"] == "c1"]
+
+
+def test_draining_keys_no_new_call_and_lets_the_live_one_end():
+    p = Pair("child-per-call")
+    p.call(Call("c1"))
+    gw = p.b  # the initiator
+    [said] = gw.core.drain(1.3)
+    assert isinstance(said, Log) and said.event == "draining" and said.fields["live"] == 1
+    assert gw.core.drain(1.35) == []  # once
+    p.sip(1.4, Call("c2", a_port=10020, b_port=10120, from_tag="a2").invite())
+    p.yes(1.4)
+    p.sip(1.5, *Call("c2", a_port=10020, b_port=10120, from_tag="a2").answered()[1:])
+    p.yes(1.5)
+    refused = [e for e in gw.logs("refused") if e["call"] == "c2"]
+    assert [e["reason"] for e in refused] == ["draining"]
+    assert {s["call"] for s in gw.core.snapshot(2.0)["sas"]} == {"c1"}
+    p.sip(3.0, Call("c1").bye())
+    p.yes(3.0)
+    p.run_until(3.0 + TEARDOWN + 0.5)
+    p.yes(5.0)
+    assert gw.core.snapshot(6.0)["sas"] == []
