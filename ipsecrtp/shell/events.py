@@ -79,10 +79,10 @@ def probe(vici: str, wait: float = PROBE_S) -> bool:
 class CharonEvents:
     def __init__(self, vici: str, post: Callable[[Input], None], stopping: threading.Event,
                  reconnected: Callable[[float], Input], health: CharonHealth | None = None,
-                 timeout: float = COMMAND_TIMEOUT_S) -> None:
+                 timeout: float = COMMAND_TIMEOUT_S, log: Callable[..., None] | None = None) -> None:
         self.vici, self._post, self.stopping, self._reconnected = vici, post, stopping, reconnected
         self.health = health if health is not None else CharonHealth()
-        self.timeout = timeout
+        self.timeout, self.log = timeout, log
 
     def run(self, ready: threading.Event) -> None:
         """charon's events; when the session breaks (charon stopped, crashed or restarted) it is
@@ -109,8 +109,8 @@ class CharonEvents:
             except (KeyingError, OSError) as exc:
                 if self.stopping.is_set():
                     return
-                if isinstance(exc, CharonTimeout):
-                    self.health.timed_out(exc.op, time.time())
+                if isinstance(exc, CharonTimeout) and self.health.timed_out(exc.op, time.time()) and self.log:
+                    self.log("charon-timeout", op=exc.op, waited_s=exc.waited_s, action="events")
                 if lost_at is None:
                     lost_at = time.time()
                     self._post(EventsLost(str(exc)))
