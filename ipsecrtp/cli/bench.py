@@ -212,3 +212,6 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
 from .hostile import hostile  # noqa: E402 - a module of its own (pure, in-process: no lab)
 
 bench.add_command(hostile)
+from .conference import conference  # noqa: E402 - a module of its own (issue 17's conference lab)
+
+bench.add_command(conference)

@@ -1,0 +1,33 @@
+"""``ipsecrtp bench conference``: a conference's legs through the lab, keyed per leg (issue 17 item 3)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import click
+
+
+@click.command()
+@click.option("--n", "ns", default="2,5,10", show_default=True, help="legs per conference, comma-separated")
+@click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1), help="rounds over the Ns")
+@click.option("--json", "as_json", is_flag=True)
+def conference(ns: str, repeat: int, as_json: bool) -> None:
+    """N participants dial a bridge across the gateways: CHILD_SAs, IKE exchanges, time from the last
+    answer to all legs keyed, and what the other legs see when one leaves."""
+    if os.geteuid() != 0:
+        raise click.ClickException("the lab benchmarks need root (network namespaces)")
+    try:
+        legs = [int(v) for v in ns.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"a comma-separated list of whole numbers, not {ns!r}") from None
+    if not legs or min(legs) < 2 or max(legs) > 50:
+        raise click.BadParameter("each N from 2 to 50 (the lab's RTP range holds 50 legs a side)")
+    from ..netns.conference import measure, report, summary
+
+    runs = measure(legs, repeat)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in runs], indent=1))
+        return
+    click.echo("\n".join(report(runs) + [""] + summary(runs)))
