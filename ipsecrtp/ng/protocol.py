@@ -2,7 +2,8 @@
 
 A datagram is ``<cookie> <bencoded dictionary>``; the reply is the same cookie, a space and a
 bencoded dictionary (``result``: ``ok``, ``pong`` or ``error`` with ``error-reason``). The codec is
-``fastbencode`` (a maintained library), never hand-written; this module checks what it decodes and
+``fastbencode`` (a maintained library), never hand-written (``order.py`` only sorts the keys a proxy
+may send unsorted, which fastbencode refuses); this module checks what it decodes and
 makes a :class:`~ipsecrtp.gateway.control.ControlRequest` of it. Pure: bytes in, bytes out.
 
 Keys the proxy sends that concern media anchoring (``flags``, ``replace``, ``direction``,
@@ -15,6 +16,7 @@ from __future__ import annotations
 import fastbencode
 
 from ..gateway.control import COMMANDS, LIST_LIMIT, ControlRequest
+from .order import canonical
 
 MAX_COOKIE = 64  # rtpengine's cookies are short random tokens; anything longer is not a proxy's
 MAX_TAG = 1024  # Call-ID and tags: far beyond any real one, and bounded
@@ -65,7 +67,7 @@ def parse(data: bytes, source: tuple[str, int] | None = None) -> tuple[bytes, Co
     """The cookie and the command of one datagram; NgError (with the cookie, if one was read) if invalid."""
     cookie, body = split(data)
     try:
-        d = fastbencode.bdecode(body)
+        d = fastbencode.bdecode(canonical(body))  # Kamailio does not sort its keys (order.py)
     except Exception as exc:  # the codec raises ValueError, TypeError, ... on malformed input
         raise NgError(f"not bencode: {exc}", cookie) from None
     if not isinstance(d, dict):

@@ -1,0 +1,190 @@
+"""A SIP proxy in front of a gateway's phone that drives ipsecrtp over rtpengine's ng protocol (issue 20).
+
+On top of the default host-mode lab: a real Kamailio (Debian's package, its ``rtpengine`` module
+unmodified) in the proxied gateway's namespace, on that gateway's WAN address and port 5070, in
+front of the gateway's baresip. Its routing script calls ``rtpengine_offer()`` on an INVITE,
+``rtpengine_answer()`` on a reply with SDP and ``rtpengine_delete()`` on BYE, CANCEL and failure,
+pointed at the controller's ng endpoint on the namespace's loopback. That controller watches no
+SIP port on the wire (``sip_ports`` is a port nothing uses): everything it keys it learns from the
+proxy, as when the signalling crosses the WAN in TLS. The other gateway watches SIP as usual.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import socket
+import sys
+import time
+
+import fastbencode
+
+from ..log import read_log
+from . import labdaemons, proc
+from .lab import Lab
+from .labstate import LabError
+
+NG_PORT = 22222
+PROXY_PORT = 5070
+UNWATCHED_SIP_PORT = 5999  # the proxied gateway's sip_ports: it sees no SIP on the wire
+
+KAMAILIO_CFG = """\
+#!KAMAILIO
+debug=2
+log_stderror=yes
+children=2
+auto_aliases=no
+listen=udp:{addr}:{port}
+mpath="{mpath}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "rtpengine.so"
+modparam("rtpengine", "rtpengine_sock", "udp:127.0.0.1:{ng}")
+
+# ipsecrtp keys the call's media from what rtpengine_offer/answer tell it, and removes the SA on
+# rtpengine_delete; the SDP comes back unchanged (media is not relayed)
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{ rtpengine_delete(); t_relay(); }}
+        exit;
+    }}
+    if (has_totag()) {{
+        if (loose_route()) {{
+            if (is_method("BYE")) {{ rtpengine_delete(); }}
+            else if (is_method("INVITE|UPDATE") && has_body("application/sdp")) {{
+                rtpengine_offer();
+                t_on_reply("MEDIA");
+            }}
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+        sl_send_reply("404", "Not here");
+        exit;
+    }}
+    t_check_trans();
+    if (is_method("INVITE")) {{
+        record_route();
+        if (has_body("application/sdp")) {{ rtpengine_offer(); }}
+        t_on_reply("MEDIA");
+        t_on_failure("FAILED");
+        rewritehostport("{phone}:5060");  # the phone behind this proxy
+    }}
+    t_relay();
+}}
+
+onreply_route[MEDIA] {{
+    if (has_body("application/sdp")) {{ rtpengine_answer(); }}
+}}
+
+failure_route[FAILED] {{
+    rtpengine_delete();
+}}
+"""
+
+
+def up(lab: Lab, proxied: str = "gwa", media_timeout: float = 30.0) -> None:
+    """The default lab, the proxied gateway's controller on ng only, both phones, then Kamailio."""
+    lab.up(media_timeout=media_timeout, controllers=False)
+    lab.state["proxy"] = {"role": proxied, "port": PROXY_PORT, "ng": f"127.0.0.1:{NG_PORT}"}
+    lab.save()
+    a, b = lab.topology[0], lab.topology[1]
+    started = [spawn_controller(lab, gw, b if gw is a else a, gw.role == proxied) for gw in lab.topology]
+    for gw, (pid, st, before) in zip(lab.topology, started, strict=True):
+        labdaemons.wait_started(lab, gw, pid, st, before)
+    lab.start_uas()
+    start_kamailio(lab, proxied)
+
+
+def spawn_controller(lab: Lab, gw, peer, proxied: bool) -> tuple[int, int, int]:
+    """As ``labdaemons.spawn_controller``; the proxied gateway's configuration gets the ng endpoint
+    (on its loopback, only 127.0.0.1 may use it) and watches no SIP port."""
+    cfg = labdaemons.write_controller_config(lab, gw, peer)
+    if proxied:
+        text = open(cfg).read()
+        text = text.replace("sip_ports = [5060]", f"sip_ports = [{UNWATCHED_SIP_PORT}]", 1)
+        text = text.replace("\n[[peer]]", f'\nng_listen = "127.0.0.1:{NG_PORT}"\nng_allow = ["127.0.0.1"]\n'
+                            "\n[[peer]]", 1)
+        with open(cfg, "w") as f:
+            f.write(text)
+    log = lab.controller_log(gw.role)
+    before = sum(e.get("event") == "started" for e in read_log(log))
+    pid, st = proc.spawn(lab.ns(gw.role), [sys.executable, "-m", "ipsecrtp", "run", "--config", cfg], log)
+    lab.track(gw.role, "controller", pid, st, lab.ns(gw.role))
+    return pid, st, before
+
+
+def kamailio_dir(lab: Lab, role: str) -> str:
+    return os.path.join(lab.gw_dir(role), "kamailio")
+
+
+def start_kamailio(lab: Lab, role: str) -> None:
+    mpath = next(iter(glob.glob("/usr/lib/*/kamailio/modules/")), "/usr/lib/kamailio/modules/")
+    if not os.path.exists(os.path.join(mpath, "rtpengine.so")):
+        raise LabError(f"kamailio's rtpengine module not found in {mpath}: install kamailio")
+    d = kamailio_dir(lab, role)
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "kamailio.cfg")
+    addr = lab.ua_addr(role)
+    with open(cfg, "w") as f:
+        f.write(KAMAILIO_CFG.format(addr=addr, port=PROXY_PORT, mpath=mpath, ng=NG_PORT, phone=addr))
+    ns = lab.ns(role)
+    pid, st = proc.spawn(ns, ["kamailio", "-DD", "-E", "-f", cfg, "-Y", d, "-P", os.path.join(d, "kamailio.pid"),
+                              "-m", "32", "-M", "8"], os.path.join(d, "kamailio.out"))
+    lab.track(role, "kamailio", pid, st, ns)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if f"{addr}:{PROXY_PORT} " in proc.run(ns, "ss", "-lnu", check=False).stdout:
+            return
+        if not proc.alive(pid, st):
+            break
+        time.sleep(0.1)
+    raise LabError(f"kamailio did not listen on {addr}:{PROXY_PORT}: see {d}/kamailio.out")
+
+
+def proxy_uri(lab: Lab, user: str) -> str:
+    """Where the other gateway's phone sends its INVITE: the user at the proxied gateway's Kamailio."""
+    role = lab.state["proxy"]["role"]
+    return f"sip:{user}@{lab.ua_addr(role)}:{PROXY_PORT}"
+
+
+def ng_command(lab: Lab, role: str, command: dict, source: str = "127.0.0.1", timeout: float = 3.0) -> dict | None:
+    """One ng command to the gateway's controller from ``source`` inside its namespace, as a proxy
+    sends it; the decoded reply (byte strings as text), or None when none came."""
+    def sock() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((source, 0))
+        return s
+
+    s = proc.in_netns(lab.ns(role), sock)
+    try:
+        cookie = f"t{time.monotonic_ns()}".encode()
+        body = fastbencode.bencode({k.encode(): v.encode() if isinstance(v, str) else v for k, v in command.items()})
+        s.settimeout(timeout)
+        s.sendto(cookie + b" " + body, ("127.0.0.1", NG_PORT))
+        try:
+            data = s.recv(65535)
+        except TimeoutError:
+            return None
+    finally:
+        s.close()
+    got, _, reply = data.partition(b" ")
+    if got != cookie:
+        raise LabError(f"ng reply with cookie {got!r}, sent {cookie!r}")
+    return _text(fastbencode.bdecode(reply))
+
+
+def _text(v):
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, dict):
+        return {_text(k): _text(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_text(x) for x in v]
+    return v
