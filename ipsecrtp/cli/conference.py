@@ -25,9 +25,13 @@ def conference(ns: str, repeat: int, as_json: bool) -> None:
     if not legs or min(legs) < 2 or max(legs) > 50:
         raise click.BadParameter("each N from 2 to 50 (the lab's RTP range holds 50 legs a side)")
     from ..netns.conference import measure, report, summary
+    from ..netns.sharedsa import shared_report
 
-    runs = measure(legs, repeat)
+    runs, shared = measure(legs, repeat)
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(r) for r in runs], indent=1))
+        click.echo(json.dumps({"per_leg": [dataclasses.asdict(r) for r in runs],
+                               "shared_charon": [dataclasses.asdict(r) for r in shared]}, indent=1))
         return
-    click.echo("\n".join(report(runs) + [""] + summary(runs)))
+    click.echo("\n".join(["Per leg (the controller, as built):", *report(runs), "", *summary(runs), "",
+                           "A shared CHILD_SA, charon alone (not built in the controller), medians:",
+                           *shared_report(shared)]))

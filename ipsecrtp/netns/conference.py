@@ -36,6 +36,7 @@ from .craft import sdp, sip, udp_socket
 from .lab import Lab
 from .labstate import SIP_PORT
 from .overlap import CharonSas
+from .sharedsa import SharedSaRun, measure_shared
 
 ROLES = ("gwa", "gwb")
 PORT_A, PORT_B = 10000, 10100  # leg i: gwa's PORT_A + 2i to gwb's PORT_B + 2i (rtcp-mux: one flow)
@@ -53,6 +54,7 @@ class ConferenceRun:
     others_unchanged: bool = False  # the other legs' CHILD_SAs the same (unique ids) before and after
     others_sent: int = 0  # RTP the other legs sent after the leave
     others_received: int = 0
+    others_lost_at_ms: list[int] = field(default_factory=list)  # when the lost ones were sent, ms after the BYE
     seconds: float = 0.0
 
 
@@ -156,6 +158,9 @@ def run_conference(lab: Lab, n: int, timeout: float = 30.0) -> ConferenceRun:
     r, t0 = ConferenceRun(n), time.monotonic()
     pcap = os.path.join(lab.dir, f"conference-{n}.pcap")
     cap = Capture(lab, "gwa", pcap)
+    if not _wait(lambda: "listening" in open(pcap + ".log").read(), 20.0):  # a loaded machine starts it late
+        cap.stop()
+        raise TimeoutError("tcpdump on gwa's WAN did not start listening within 20 s")
     legs = Legs(lab, n, secrets.token_hex(3))
     try:
         w0 = time.time()
@@ -180,6 +185,8 @@ def run_conference(lab: Lab, n: int, timeout: float = 30.0) -> ConferenceRun:
         got = legs.received()
         r.others_sent = (seq - cut) * (n - 1)
         r.others_received = sum(len({s for s in got[i] if s >= cut}) for i in range(1, n))
+        lost = sorted({s for i in range(1, n) for s in range(cut, seq) if s & 0xFFFF not in got[i]})
+        r.others_lost_at_ms = [round((s - cut) * PTIME * 1000) for s in lost][:50]
         gone = lambda: all(log_events(lab, role, legs.cids[0], "sa-down") for role in ROLES)  # noqa: E731
         r.departed_sa_gone = _wait(gone, 5.0)
         after = {role: _leg_sas(lab, role, ports) for role in ROLES}
@@ -226,16 +233,21 @@ def summary(runs: list[ConferenceRun]) -> list[str]:
                    f"(range {ms[0] if ms else '-'}-{ms[-1] if ms else '-'}); at a leave: others' SAs unchanged "
                    f"{sum(r.others_unchanged for r in rs)}/{len(rs)}, others' RTP lost {lost} of "
                    f"{sum(r.others_sent for r in rs)}, departed leg's SA gone "
-                   f"{sum(r.departed_sa_gone for r in rs)}/{len(rs)}")
+                   f"{sum(r.departed_sa_gone for r in rs)}/{len(rs)}"
+                   + (f"; the lost ones sent about {sorted({t for r in rs for t in r.others_lost_at_ms})} ms "
+                      "after the BYE" if lost else ""))
     return out
 
 
-def measure(ns: list[int], repeat: int = 1, name: str | None = None) -> list[ConferenceRun]:
-    """One lab (default strategy, child-per-call), a conference per N in turn, ``repeat`` rounds;
-    the lab is removed after."""
+def measure(ns: list[int], repeat: int = 1, name: str | None = None) -> tuple[list[ConferenceRun], list[SharedSaRun]]:
+    """One lab (default strategy, child-per-call): first what a shared CHILD_SA would cost charon
+    (``sharedsa.py``, before the controllers start), then a conference per N in turn, ``repeat``
+    rounds of each; the lab is removed after."""
     lab = Lab(name or "c" + secrets.token_hex(4))
     try:
-        lab.up()
-        return [run_conference(lab, n) for _ in range(repeat) for n in ns]
+        lab.up(controllers=False)
+        shared = measure_shared(lab, ns, repeat)
+        lab.start_controllers()
+        return [run_conference(lab, n) for _ in range(repeat) for n in ns], shared
     finally:
         lab.down()
