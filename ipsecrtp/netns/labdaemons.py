@@ -79,6 +79,7 @@ vici = "unix://{dir}/charon.vici"
 media_timeout = {media_timeout}
 metrics = "{metrics}"
 state_dir = "{dir}/state"
+{controller_extra}
 
 [[peer]]
 name = "{peer}"
@@ -193,7 +194,9 @@ def write_controller_config(lab: LabState, gw: Gateway, peer: Gateway) -> str:
                                        media_ifs='"lan0"' if lab.state.get("mode") == "router" else "",
                                        media_timeout=lab.state.get("media_timeout", 30.0),
                                        strategy=lab.state.get("strategy", "child-per-call"),
-                                       metrics=METRICS_ADDR))
+                                       metrics=METRICS_ADDR,
+                                       # more [controller] keys (e.g. caps: max_dialogs_per_source = 100)
+                                       controller_extra="\n".join(lab.state.get("controller_extra") or ())))
         protect = lab.state.get("protect") or \
             ("opportunistic" if lab.state.get("backend") == "kernel-netlink" else "required")
         f.write(f'protect = "{protect}"\nike_pool = {int(lab.state.get("ike_pool") or 1)}\n')
