@@ -25,6 +25,7 @@ import os
 import platform
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -120,9 +121,11 @@ def run(name: str | None = None, progress: Callable[[str], None] = lambda m: Non
     except (LabError, KeyingError, OSError) as exc:
         raise LoadError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     finally:
-        if p.logs_dir and lab.owned:
-            keep_logs(lab, p.logs_dir)
-        lab.down()
+        try:
+            if p.logs_dir and lab.owned:
+                keep_logs(lab, p.logs_dir)
+        finally:
+            lab.down()  # whatever copying the logs did
 
 
 def pool_members(lab: Lab) -> set:
@@ -133,8 +136,10 @@ def pool_members(lab: Lab) -> set:
 
 def keep_logs(lab: Lab, dest: str) -> None:
     """Copy what the lab wrote (logs, sipp's files, the capture; not the PSK, not sockets) to dest."""
-    def ignore(_d: str, names: list[str]) -> list[str]:
-        return [n for n in names if n in ("psk", "strongswan.conf") or n.endswith(".vici")]
+    def ignore(d: str, names: list[str]) -> list[str]:
+        # sockets (charon's VICI, the controller's control socket) cannot be copied
+        return [n for n in names if n in ("psk", "strongswan.conf") or n.endswith((".vici", ".sock"))
+                or stat.S_ISSOCK(os.lstat(os.path.join(d, n)).st_mode)]
 
     shutil.copytree(lab.dir, dest, ignore=ignore, dirs_exist_ok=True)
 
