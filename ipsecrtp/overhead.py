@@ -101,6 +101,9 @@ RTP_LEVEL = {
 }
 
 
+STACKED_SRTP = "srtp-aescm-sha1-80"  # the SRTP profile shown inside ESP (RFC 4568's most common suite)
+
+
 @dataclass(frozen=True)
 class Profile:
     """One way of carrying RTP: an ESP cipher with mode and encapsulation, or an RTP-level scheme."""
@@ -110,18 +113,23 @@ class Profile:
     cipher: EspCipher | None = None
     mode: str = ""  # ESP: "tunnel" or "transport"
     udp_encap: bool = False  # ESP: in UDP (NAT-T)
+    # ESP: an RTP-level scheme of the packet it carries (srtp = "protect" on a call that is already
+    # SRTP: both layers); "" for plain RTP inside
+    inner: str = ""
 
     @property
     def name(self) -> str:
         if self.cipher is None:
             return f"{self.kind}-ipv{self.ip}"
-        return f"esp-{self.cipher.name}-{self.mode}{'-udp' if self.udp_encap else ''}-ipv{self.ip}"
+        inner = f"-{self.inner}" if self.inner else ""
+        return f"esp-{self.cipher.name}-{self.mode}{'-udp' if self.udp_encap else ''}{inner}-ipv{self.ip}"
 
     @property
     def label(self) -> str:
         if self.cipher is None:
             return f"{RTP_LEVEL[self.kind][1]}, IPv{self.ip}"
-        return (f"ESP {self.cipher.label}, {self.mode}{' in UDP' if self.udp_encap else ''}, IPv{self.ip}")
+        inner = f"{RTP_LEVEL[self.inner][1]} inside " if self.inner else ""
+        return f"{inner}ESP {self.cipher.label}, {self.mode}{' in UDP' if self.udp_encap else ''}, IPv{self.ip}"
 
     @property
     def integrity(self) -> bool:
@@ -140,6 +148,9 @@ def profiles(ips: Iterable[int] = (4, 6)) -> list[Profile]:
         out += [Profile("esp", ip, c, mode, encap) for c in ESP_CIPHERS.values()
                 for mode in ("tunnel", "transport") for encap in (True, False)]
         out += [Profile(k, ip) for k in RTP_LEVEL]
+        # both layers (a call already SRTP, keyed with srtp = "protect"): the default proposal's four ways
+        out += [Profile("esp", ip, ESP_CIPHERS["aes128gcm16"], mode, encap, inner=STACKED_SRTP)
+                for mode in ("tunnel", "transport") for encap in (True, False)]
     return out
 
 
@@ -158,7 +169,8 @@ def esp_pad(data: int, block: int) -> int:
 def layout(p: Profile, payload: int) -> list[tuple[str, int]]:
     """The packet's fields in wire order with their sizes; their sum is the IP packet's length."""
     ip = IP_HEADER[p.ip]
-    rtp = UDP_HEADER + RTP_HEADER + payload  # what follows the IP header of plain RTP
+    # what follows the IP header of plain RTP (of SRTP, with its tag, when ESP carries SRTP)
+    rtp = UDP_HEADER + RTP_HEADER + payload + (RTP_LEVEL[p.inner][0] if p.inner else 0)
     if p.cipher is None:
         fields = [("IP", ip), ("UDP", UDP_HEADER), ("RTP", RTP_HEADER), ("payload", payload)]
         tag = RTP_LEVEL[p.kind][0]

@@ -56,7 +56,7 @@ RTP_LEVEL_BY_HAND = {"srtp-aescm-sha1-80": 10, "srtp-aescm-sha1-32": 4, "srtp-ae
 
 def esp_cases():
     for p in profiles():
-        if p.cipher is not None:
+        if p.cipher is not None and not p.inner:  # SRTP inside ESP: test_srtp_inside_esp_by_hand
             udp, bare = BY_HAND[(FAMILY[p.cipher.name], p.mode, p.ip)]
             yield pytest.param(p, udp if p.udp_encap else bare, id=p.name)
 
@@ -74,7 +74,21 @@ def test_rtp_level_alternatives_by_hand(kind, tag, ip, plain):
 
 def test_every_profile_is_covered_once():
     names = [p.name for p in profiles()]
-    assert len(names) == len(set(names)) == 2 * (5 * 2 * 2 + 5)  # 2 IP versions x (ESP 5x2x2 + 5 others)
+    # 2 IP versions x (ESP 5x2x2 + 5 others + SRTP inside AES-GCM-128 in 4 ways)
+    assert len(names) == len(set(names)) == 2 * (5 * 2 * 2 + 5 + 4)
+
+
+@pytest.mark.parametrize(("mode", "encap", "want"), [
+    # IP 20 + UDP 8 + ESP 8 + IV 8 + inner (IP 20 + UDP 8 + RTP 12 + 160 + SRTP tag 10 = 210) + trailer 2 + ICV 16
+    ("tunnel", True, 272),
+    # IP 20 + ESP 8 + IV 8 + (UDP 8 + RTP 12 + 160 + tag 10 = 190) + trailer 2 + ICV 16
+    ("transport", False, 244),
+])
+def test_srtp_inside_esp_by_hand(mode, encap, want):
+    """srtp = "protect" on a call already SRTP: both layers, G.711 at 20 ms, IPv4."""
+    p = Profile("esp", 4, ESP_CIPHERS["aes128gcm16"], mode, encap, inner="srtp-aescm-sha1-80")
+    assert ip_bytes(p, G711_20) == want
+    assert p.label.startswith("SRTP AES-CM + HMAC-SHA1-80 inside ESP AES-GCM-128")
 
 
 def test_the_issue_example_g711_gcm128_tunnel_udp():
