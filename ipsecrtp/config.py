@@ -7,6 +7,7 @@ import os
 import tomllib
 from dataclasses import dataclass, fields
 
+from .configschema import SchemaError, validate
 from .selectors import PeerConfig
 from .sip.limits import DEFAULT_LIMITS, Limits
 
@@ -202,6 +203,10 @@ def load(path: str) -> ControllerConfig:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:  # the whole file's shape and types first (configschema.py), then what each value means
+        validate(raw)
+    except SchemaError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     c = raw.get("controller", {})
     try:
         interfaces = tuple(c["interfaces"])

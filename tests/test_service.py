@@ -94,15 +94,15 @@ class Systemd:
         self.got.extend((time.monotonic(), m) for m in out)
         return out
 
-    def wait(self, field: str, timeout: float) -> float:
-        """Until a message holding ``field``; when it came."""
+    def wait(self, field: str, timeout: float, alive=lambda: True) -> float:
+        """Until a message holding ``field`` (while ``alive()``); when it came."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        while time.monotonic() < deadline and alive():
+            self.sock.settimeout(min(0.5, max(0.01, deadline - time.monotonic())))
             try:
                 msg = self.sock.recv(4096).decode()
             except TimeoutError:
-                break
+                continue
             self.got.append((time.monotonic(), msg))
             if field in msg.split("\n"):
                 return self.got[-1][0]
@@ -125,7 +125,9 @@ def test_a_real_controller_under_the_notify_protocol(tmp_path):
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         pid, st = proc.spawn(ns, [sys.executable, "-m", "ipsecrtp", "run", "--config", str(cfg)], log, env=env)
-        systemd.wait("READY=1", 120)  # a cold start's imports may be slow on a loaded machine
+        # a cold start's imports may be slow on a loaded machine; a controller that died is told at once
+        systemd.wait("READY=1", 120, alive=lambda: proc.reap(pid) or proc.alive(pid, st))
+        assert proc.alive(pid, st), open(log).read()[-2000:]
         # ready means started: the capture open and the control socket answering
         assert [e["event"] for e in read_log(log)].count("started") == 1
         sock = load(str(cfg)).control_path

@@ -8,6 +8,7 @@ import sys
 import click
 
 from .bench import bench
+from .checkconfig import check_config
 from .doctor import doctor
 from .lab import lab
 from .live import calls, drain
@@ -105,6 +106,7 @@ main.add_command(nat_check)
 main.add_command(sas)
 main.add_command(calls)
 main.add_command(drain)
+main.add_command(check_config)
 main.add_command(doctor)
 main.add_command(overhead)
 
