@@ -60,7 +60,9 @@ SA_LOST_REASONS = ("charon-restarted", "child-down")
 EVICTION_CAPS = ("dialogs", "dialogs-per-source")
 EVICTED_STATES = ("trying", "early", "terminated")
 
-OUTCOMES = ("keyed", "refused", "keying-failed", "no-media", "unprotected", "cancelled", "rejected", "unanswered")
+# srtp-end-to-end: answered, both ends SRTP, left unkeyed by the peer's srtp = "skip" (README)
+OUTCOMES = ("keyed", "refused", "keying-failed", "no-media", "srtp-end-to-end", "unprotected", "cancelled", "rejected",
+            "unanswered")
 SIP_REJECTIONS = ("malformed", "bad-sdp")
 
 
@@ -83,6 +85,7 @@ class _Call:
     refused: bool = False
     failed: bool = False
     no_flows: bool = False
+    srtp: bool = False  # left unkeyed: both ends run SRTP (srtp = "skip")
 
 
 def call_outcome(timeline: dict[str, Any], call: _Call) -> str:
@@ -103,6 +106,8 @@ def call_outcome(timeline: dict[str, Any], call: _Call) -> str:
         return "keying-failed"
     if call.no_flows:
         return "no-media"
+    if call.srtp:
+        return "srtp-end-to-end"
     # answered and keying decided, yet no SA came up and nothing failed: a dry run, or a call that
     # ended before its SA did
     return "unprotected"
@@ -174,6 +179,7 @@ class Metrics:
         self._handlers = {
             "keying": self._keying, "keying-speculative": self._keying, "refused": self._refused,
             "no-flows": self._no_flows, "keying-failed": self._failed, "unkeying": self._unkeying,
+            "srtp-end-to-end": self._srtp,
             "dialog-ended": self._ended, "sa-up": self._sa_up, "sa-down": self._sa_down,
             "sa-initiated": self._initiated, "timeline": self._timeline, "sip-rejected": self._sip_rejected,
             "events-lost": lambda rec: self.events_lost.inc(),
@@ -239,6 +245,11 @@ class Metrics:
         c = self._call(rec)
         if c is not None:
             c.no_flows = True
+
+    def _srtp(self, rec: dict[str, Any]) -> None:
+        c = self._call(rec)
+        if c is not None:
+            c.srtp = True
 
     def _failed(self, rec: dict[str, Any]) -> None:
         self.failures.labels(classify(rec.get("reason"), FAILURE_CLASSES)).inc()
