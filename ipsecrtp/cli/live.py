@@ -36,7 +36,7 @@ def _sa_line(sa: dict) -> str:
 
 def print_calls(answer: dict) -> None:
     head = f"{answer.get('gateway') or 'gateway'} ({answer.get('backend')})"
-    click.echo(f"{head}: {len(answer['calls'])} calls{', draining' if answer.get('draining') else ''}")
+    click.echo(f"{head}: live calls {len(answer['calls'])}{', draining' if answer.get('draining') else ''}")
     for c in answer["calls"]:
         d = c.get("dialog") or {}
         click.echo(f"{c['call']}  {d.get('state', 'adopted')}  role {c.get('role') or '-'}  "
@@ -56,8 +56,8 @@ def print_calls(answer: dict) -> None:
 
 
 def print_sas(answer: dict) -> None:
-    click.echo(f"{answer.get('gateway') or 'gateway'} ({answer.get('backend')}): {len(answer['sas'])} SAs held "
-               f"by the controller, {answer.get('charon_sas', '?')} CHILD_SAs in charon")
+    click.echo(f"{answer.get('gateway') or 'gateway'} ({answer.get('backend')}): SAs held by the controller "
+               f"{len(answer['sas'])}, CHILD_SAs in charon {answer.get('charon_sas', '?')}")
     for sa in answer["sas"]:
         click.echo(f"  call {sa['call']}: " + _sa_line(sa))
 
