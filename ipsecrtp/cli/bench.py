@@ -141,11 +141,11 @@ def ike_loss(losses: str, rtt: float, children: int, tuned: str, as_json: bool) 
     click.echo(f"tuned timers: {report['tuned']}")
 
 
-def _default_results(day: str) -> str | None:
-    """bench/results/load-DAY.txt of the checkout this package runs from (None when installed elsewhere)."""
+def _default_results(day: str, name: str = "load") -> str | None:
+    """bench/results/NAME-DAY.txt of the checkout this package runs from (None when installed elsewhere)."""
     results = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                            "bench", "results")
-    return os.path.join(results, f"load-{day}.txt") if os.path.isdir(results) else None
+    return os.path.join(results, f"{name}-{day}.txt") if os.path.isdir(results) else None
 
 
 @bench.command()
@@ -164,6 +164,8 @@ def _default_results(day: str) -> str | None:
 @click.option("--charon", "charon_lines", multiple=True,
               help="a line for both charons' strongswan.conf section charon { } (repeatable), e.g. "
                    "'retransmit_timeout = 0.5': tuning measured in the same bench")
+@click.option("--charon-rcvbuf", default=0, show_default=True,
+              help="bytes: receive buffer forced on both charons' IKE/NAT-T sockets (0: the system's)")
 @click.option("--profile", "profile_dir", default=None,
               help="DIR: py-spy samples of both controllers during the calls (raw, flamegraph.pl input)")
 @click.option("--logs", "logs_dir", default=None, help="DIR: keep the lab's logs, sipp's files and the capture")
@@ -171,7 +173,7 @@ def _default_results(day: str) -> str | None:
                                           "the checkout, if there is one]")
 @click.option("--json", "as_json", is_flag=True)
 def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_pool: int, rtp_ports: str,
-         ptime: float, raw_seconds: float, charon_lines: tuple[str, ...], profile_dir: str | None,
+         ptime: float, raw_seconds: float, charon_lines: tuple[str, ...], charon_rcvbuf: int, profile_dir: str | None,
          logs_dir: str | None, out: str | None, as_json: bool) -> None:
     """A busy hour: sipp calls at a rate through a lab of their own; keying rate and delay per tenth of
     the run, RTP in clear, CPU and memory, leaks, and the raw charon figure of the same run."""
@@ -194,6 +196,7 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
     try:
         report = run(rate=rate, calls=calls, hold=hold, rtt=rtt, strategy=strategy, ike_pool=ike_pool,
                      rtp_ports=ports, ptime=ptime, raw_seconds=raw_seconds, charon=charon_lines,
+                     charon_rcvbuf=charon_rcvbuf,
                      profile_dir=profile_dir,
                      logs_dir=logs_dir,
                      progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
@@ -202,6 +205,41 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
     text = format_text(report)
     click.echo(json.dumps(report, indent=1) if as_json else text, nl=as_json)
     path = out or _default_results(datetime.date.today().isoformat())
+    if path:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+        if not as_json:
+            click.echo(f"(appended to {path})")
+
+
+@bench.command()
+@click.option("--scenario", "scenarios", multiple=True, help="one of the scenarios (repeatable) [default: all]")
+@click.option("--calls", default=20, show_default=True, help="live calls during each fault")
+@click.option("--hold", default=40.0, show_default=True, help="seconds each call lasts (the fault is inside)")
+@click.option("--flood-rate", default=10000, show_default=True, help="SIP messages a second (sip-flood)")
+@click.option("--flood-seconds", default=60.0, show_default=True)
+@click.option("--out", default=None, help="append the text report here [default: bench/results/faults-DATE.txt "
+                                          "of the checkout, if there is one]")
+@click.option("--json", "as_json", is_flag=True)
+def faults(scenarios: tuple[str, ...], calls: int, hold: float, flood_rate: int, flood_seconds: float,
+           out: str | None, as_json: bool) -> None:
+    """Faults during live sipp calls, each in a lab of its own (issue 15): controller restart, charon
+    kill -9 on each side, peer gateway restart, charon hung, SIP flood, wrong PSK; RTP in clear on the
+    WAN, media dropped, seconds until every call is protected again, leaks."""
+    import datetime
+
+    from ..netns.faults import FaultError, format_text, run
+
+    _need_root()
+    try:
+        report = run(list(scenarios) or None, calls=calls, hold=hold, flood_rate=flood_rate,
+                     flood_seconds=flood_seconds,
+                     progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
+    except FaultError as exc:
+        raise click.ClickException(str(exc)) from None
+    text = format_text(report)
+    click.echo(json.dumps(report, indent=1) if as_json else text, nl=as_json)
+    path = out or _default_results(datetime.date.today().isoformat(), "faults")
     if path:
         with open(path, "a") as f:
             f.write(text + "\n")

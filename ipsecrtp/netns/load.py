@@ -37,6 +37,7 @@ from .lab import Lab
 from .labstate import LabError
 from .loadcharon import inventory, raw_charon, settle, udp_drops
 from .loadprocs import SIPP_PORT_STEP, SIPP_PORT_WRAP, LoadError
+from .sockbuf import grow_rcvbuf
 from .wanem import LinkSettings
 
 GATEWAYS = ("gwa", "gwb")
@@ -72,14 +73,17 @@ class Params:
     rtp_ports: tuple[int, int] = (10000, 19999)
     ptime: float = 100.0  # ms between RTP packets of a stream
     charon: tuple[str, ...] = ()  # extra lines for both charons' strongswan.conf (tuning, e.g. retransmit_timeout)
+    charon_rcvbuf: int = 0  # bytes: a bigger receive buffer on charon's IKE/NAT-T sockets (sockbuf); 0: as is
     raw_seconds: float = 3.0
     settle_timeout: float = 120.0
     profile_dir: str | None = None  # py-spy's samples of both controllers land here (when py-spy is installed)
     logs_dir: str | None = None  # the lab's logs and capture are copied here before it is removed
 
     def check(self) -> None:
-        if self.rate <= 0 or self.calls < 1 or self.hold < 0 or self.rtt < 0 or self.ptime <= 0 or self.ike_pool < 1:
-            raise LoadError("need rate > 0, calls >= 1, hold >= 0, rtt >= 0, ptime > 0, ike_pool >= 1")
+        if (self.rate <= 0 or self.calls < 1 or self.hold < 0 or self.rtt < 0 or self.ptime <= 0 or self.ike_pool < 1
+                or self.charon_rcvbuf < 0):
+            raise LoadError("need rate > 0, calls >= 1, hold >= 0, rtt >= 0, ptime > 0, ike_pool >= 1, "
+                            "charon_rcvbuf >= 0")
         lo, hi = self.rtp_ports
         top = ports_needed(self.calls, lo)[1]
         if top > hi or lo - SIPP_PORT_STEP < 1024:
@@ -104,6 +108,10 @@ def run(name: str | None = None, progress: Callable[[str], None] = lambda m: Non
         lab.up(wan=LinkSettings(delay_ms=p.rtt / 2) if p.rtt > 0 else None, strategy=p.strategy,
                rtp_ports=p.rtp_ports, ike_pool=p.ike_pool, controllers=False,
                charon_extra="\n".join("  " + ln.strip() for ln in p.charon if ln.strip()))
+        if p.charon_rcvbuf:
+            for r in GATEWAYS:
+                grow_rcvbuf(next(x["pid"] for x in lab.state["procs"] if x["role"] == r and x["kind"] == "charon"),
+                            p.charon_rcvbuf)
         raw = raw_charon(lab, seconds=p.raw_seconds)
         progress(f"raw charon: {raw['create_per_s']} CREATE_CHILD_SA/s, {raw['cycle_per_s']} create+delete/s")
         lab.start_controllers()
@@ -216,7 +224,7 @@ def _report(lab: Lab, p: Params, m: _Measured) -> dict:
     return {
         "params": {"rate": p.rate, "calls": p.calls, "hold": p.hold, "rtt_ms": p.rtt, "strategy": p.strategy,
                    "ike_pool": p.ike_pool, "rtp_ports": list(p.rtp_ports), "ptime_ms": p.ptime,
-                   "charon": list(p.charon)},
+                   "charon": list(p.charon) + ([f"IKE socket rcvbuf {p.charon_rcvbuf}"] if p.charon_rcvbuf else [])},
         "calls": {"offered": p.calls, "seen": len(recs), "keyed": len(keyed), "not_keyed": p.calls - len(keyed),
                   "keyed_late": len(initiated) - len(keyed),
                   "sa_up_both": sum(1 for r in recs if len(r["sa_up"]) == 2),
