@@ -51,6 +51,7 @@ from .actions import (
 )
 from .caps import CAP_EVENTS, log_cap_event
 from .control import ControlRequest, handle
+from .early import EarlyChildren
 from .keying import Keying
 from .natfix import NatFix
 from .outcomes import Outcomes
@@ -87,6 +88,7 @@ class GatewayCore:
         self.routed: set[FlowRule] = set()
         self.dropped_unattributed = 0  # kept from the WAN, but no known call's (e.g. before any answer)
         self.ike_retry: dict[tuple[str, int], tuple[float, int]] = {}  # (peer, member) -> (when, attempt)
+        self.early = EarlyChildren()  # responders' SAs up before their call was known (gateway/early.py)
         self.draining = False  # set by drain(): no new call is keyed
 
     def _flush(self) -> list[Action]:
@@ -252,6 +254,8 @@ class GatewayCore:
             self.recovery.forget(ev.call_id)
         elif isinstance(ev, CAP_EVENTS):
             log_cap_event(ev, self.out, k)
+        if isinstance(ev, MediaNegotiated | MediaChanged) and (hit := self.early.claim(k.calls.get(ev.call_id))):
+            self._child_updown(hit[1], hit[0])  # its SA came up first: attributed now, as of when it came up
         if ev.call_id:
             self.timelines.settle(ev.call_id, ev.time)
 
@@ -314,6 +318,8 @@ class GatewayCore:
             call = calls.pop() if len(calls) == 1 else None
             if call is not None and ev.up and k.calls.get(call) is not None and k.calls[call].role == "responder":
                 st = k.calls[call]
+        if call is None:
+            self.early.note(rules, ev, now)
         spis = [int(child[x], 16) for x in ("spi-in", "spi-out") if child.get(x)]
         for spi in spis:
             if not ev.up:

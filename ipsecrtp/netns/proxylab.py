@@ -20,13 +20,16 @@ import time
 import fastbencode
 
 from ..log import read_log
-from . import labdaemons, proc
+from . import labca, labdaemons, proc
 from .lab import Lab
 from .labstate import LabError
 
 NG_PORT = 22222
 PROXY_PORT = 5070
 UNWATCHED_SIP_PORT = 5999  # the proxied gateway's sip_ports: it sees no SIP on the wire
+
+TLS_PORT = 5061
+PHONE_PORT_TLS = 5062  # the phones' SIP port in the TLS lab (baresip also takes its port + 1 for TLS)
 
 KAMAILIO_CFG = """\
 #!KAMAILIO
@@ -35,7 +38,9 @@ log_stderror=yes
 children=2
 auto_aliases=no
 listen=udp:{addr}:{port}
+{tls_listen}
 mpath="{mpath}"
+{tls_module}
 loadmodule "tm.so"
 loadmodule "sl.so"
 loadmodule "rr.so"
@@ -70,11 +75,16 @@ request_route {{
     }}
     t_check_trans();
     if (is_method("INVITE")) {{
+        remove_hf("Route");  # the phone's outbound-proxy route: this proxy
         record_route();
         if (has_body("application/sdp")) {{ rtpengine_offer(); }}
         t_on_reply("MEDIA");
         t_on_failure("FAILED");
-        rewritehostport("{phone}:5060");  # the phone behind this proxy
+        if ($si == "{phone}" && $sp == {phone_port}) {{
+            $du = "{to_peer}";  # from the phone behind this proxy: to the peer's proxy
+        }} else {{
+            rewritehostport("{phone}:{phone_port}");  # to the phone behind this proxy
+        }}
     }}
     t_relay();
 }}
@@ -102,13 +112,54 @@ def up(lab: Lab, proxied: str = "gwa", media_timeout: float = 30.0) -> None:
     start_kamailio(lab, proxied)
 
 
-def spawn_controller(lab: Lab, gw, peer, proxied: bool) -> tuple[int, int, int]:
+def up_tls(lab: Lab, media_timeout: float = 30.0) -> None:
+    """``lab up --signalling tls``: a Kamailio on each gateway in front of its phone, SIP between the
+    two only over TLS (certificates from a per-lab CA), each driving its own gateway's controller
+    over ng. Both controllers watch SIP on the WAN as usual: none crosses it in clear."""
+    lab.up(media_timeout=media_timeout, controllers=False)
+    addrs = {gw.role: lab.ua_addr(gw.role) for gw in lab.topology}
+    lab.state["signalling"] = "tls"
+    lab.state["proxy"] = {"roles": sorted(addrs), "port": PROXY_PORT, "tls_port": TLS_PORT,
+                          "ng": f"127.0.0.1:{NG_PORT}"}
+    lab.save()
+    certs = labca.make(os.path.join(lab.dir, "ca"), addrs)
+    a, b = lab.topology[0], lab.topology[1]
+    started = [spawn_controller(lab, gw, b if gw is a else a, True, watch_sip=True) for gw in lab.topology]
+    for gw, (pid, st, before) in zip(lab.topology, started, strict=True):
+        labdaemons.wait_started(lab, gw, pid, st, before)
+    start_phones(lab)
+    for gw in lab.topology:
+        start_kamailio(lab, gw.role, certs[gw.role], addrs[(b if gw is a else a).role])
+
+
+def start_phones(lab: Lab) -> None:
+    """As ``Lab.start_uas``, each phone sending through its own gateway's proxy (outbound proxy)."""
+    from .baresip import account, write_config
+
+    for gw in lab.topology:
+        d = os.path.join(lab.gw_dir(gw.role), "baresip")
+        addr = lab.ua_addr(gw.role)
+        via = f';outbound="sip:{addr}:{PROXY_PORT};transport=udp"'
+        accounts = [account(gw.user, addr, "auto") + via, account("ring-" + gw.user, addr, "manual") + via]
+        write_config(d, addr, accounts, lab.rtp_ports)
+        # off 5060 (and so off 5061, where baresip 1.0 listens for TLS too): the proxy's TLS port
+        conf = os.path.join(d, "config")
+        text = open(conf).read().replace(f"sip_listen {addr}:5060", f"sip_listen {addr}:{PHONE_PORT_TLS}", 1)
+        with open(conf, "w") as f:
+            f.write(text)
+        ns = lab.ua_ns(gw.role)
+        pid, st = proc.spawn(ns, ["baresip", "-f", d], os.path.join(d, "baresip.out"))
+        lab.track(gw.role, "baresip", pid, st, ns)
+
+
+def spawn_controller(lab: Lab, gw, peer, proxied: bool, watch_sip: bool = False) -> tuple[int, int, int]:
     """As ``labdaemons.spawn_controller``; the proxied gateway's configuration gets the ng endpoint
-    (on its loopback, only 127.0.0.1 may use it) and watches no SIP port."""
+    (on its loopback, only 127.0.0.1 may use it) and, unless ``watch_sip``, watches no SIP port."""
     cfg = labdaemons.write_controller_config(lab, gw, peer)
     if proxied:
         text = open(cfg).read()
-        text = text.replace("sip_ports = [5060]", f"sip_ports = [{UNWATCHED_SIP_PORT}]", 1)
+        if not watch_sip:
+            text = text.replace("sip_ports = [5060]", f"sip_ports = [{UNWATCHED_SIP_PORT}]", 1)
         text = text.replace("\n[[peer]]", f'\nng_listen = "127.0.0.1:{NG_PORT}"\nng_allow = ["127.0.0.1"]\n'
                             "\n[[peer]]", 1)
         with open(cfg, "w") as f:
@@ -124,16 +175,47 @@ def kamailio_dir(lab: Lab, role: str) -> str:
     return os.path.join(lab.gw_dir(role), "kamailio")
 
 
-def start_kamailio(lab: Lab, role: str) -> None:
+TLS_CFG = """\
+[server:default]
+method = TLSv1.2+
+verify_certificate = yes
+require_certificate = yes
+private_key = {key}
+certificate = {cert}
+ca_list = {ca}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = yes
+require_certificate = yes
+private_key = {key}
+certificate = {cert}
+ca_list = {ca}
+"""
+
+
+def start_kamailio(lab: Lab, role: str, tls: dict[str, str] | None = None, peer: str | None = None) -> None:
+    """Kamailio in ``role``'s namespace; with ``tls`` (key, cert, ca paths) it also listens for SIP
+    over TLS on the WAN and sends its phone's calls to ``peer``'s proxy over TLS only."""
     mpath = next(iter(glob.glob("/usr/lib/*/kamailio/modules/")), "/usr/lib/kamailio/modules/")
-    if not os.path.exists(os.path.join(mpath, "rtpengine.so")):
-        raise LabError(f"kamailio's rtpengine module not found in {mpath}: install kamailio")
+    for module, package in (("rtpengine.so", "kamailio"), ("tls.so", "kamailio-tls-modules")):
+        if (module != "tls.so" or tls) and not os.path.exists(os.path.join(mpath, module)):
+            raise LabError(f"kamailio's {module} not found in {mpath}: install {package}")
     d = kamailio_dir(lab, role)
     os.makedirs(d, exist_ok=True)
     cfg = os.path.join(d, "kamailio.cfg")
     addr = lab.ua_addr(role)
+    tls_listen = tls_module = ""
+    to_peer = f"sip:{peer}:{TLS_PORT};transport=tls" if peer else "sip:0.0.0.0"
+    if tls:
+        with open(os.path.join(d, "tls.cfg"), "w") as f:
+            f.write(TLS_CFG.format(**tls))
+        tls_listen = f"enable_tls=yes\nlisten=tls:{addr}:{TLS_PORT}"
+        tls_module = f'loadmodule "tls.so"\nmodparam("tls", "config", "{d}/tls.cfg")'
     with open(cfg, "w") as f:
-        f.write(KAMAILIO_CFG.format(addr=addr, port=PROXY_PORT, mpath=mpath, ng=NG_PORT, phone=addr))
+        f.write(KAMAILIO_CFG.format(addr=addr, port=PROXY_PORT, mpath=mpath, ng=NG_PORT, phone=addr,
+                                    tls_listen=tls_listen, tls_module=tls_module, to_peer=to_peer,
+                                    phone_port=PHONE_PORT_TLS if tls else 5060))
     ns = lab.ns(role)
     pid, st = proc.spawn(ns, ["kamailio", "-DD", "-E", "-f", cfg, "-Y", d, "-P", os.path.join(d, "kamailio.pid"),
                               "-m", "32", "-M", "8"], os.path.join(d, "kamailio.out"))
@@ -150,7 +232,7 @@ def start_kamailio(lab: Lab, role: str) -> None:
 
 def proxy_uri(lab: Lab, user: str) -> str:
     """Where the other gateway's phone sends its INVITE: the user at the proxied gateway's Kamailio."""
-    role = lab.state["proxy"]["role"]
+    role = lab.state["proxy"].get("role", "gwa")
     return f"sip:{user}@{lab.ua_addr(role)}:{PROXY_PORT}"
 
 

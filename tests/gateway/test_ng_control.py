@@ -182,3 +182,28 @@ def test_a_command_that_does_not_fit_is_an_error_and_changes_nothing(command, fi
     # and the call goes on as if the bad command had never come
     ng(gw, 1.5, "answer", call_id="c1", from_tag="a1", to_tag="b1", sdp=ANSWER)
     assert len(installs(gw)) == 1
+
+
+def test_a_responders_sa_up_before_its_proxy_told_it_the_answer_is_claimed_by_the_call():
+    """The initiator's proxy told its gateway first, so the SA reached the responder before the
+    responder's proxy relayed the answer (seen in the TLS lab): attributed when the answer comes."""
+    from ipsecrtp.gateway.actions import ChildUpDown
+
+    gwa = gateway("gwa", "child-per-call")
+    ng(gwa, 1.0, "offer", call_id="c1", from_tag="a1", sdp=OFFER)
+    sa = gwa.child_sa("media", (f"{PHONE_A}/32[udp/10000]", f"{PHONE_A}/32[udp/10001]"),
+                      (f"{PHONE_B}/32[udp/10100]", f"{PHONE_B}/32[udp/10101]"))
+    gwa.charon(1.4, ChildUpDown(True, "peer", sa))
+    assert gwa.logs("sa-up")[0]["call"] is None  # nobody's yet
+    ng(gwa, 1.5, "answer", call_id="c1", from_tag="a1", to_tag="b1", sdp=ANSWER)
+    claimed = [e for e in gwa.logs("sa-up") if e["call"] == "c1"]
+    assert len(claimed) == 1 and claimed[0]["sa"] == sa["uniqueid"]
+    assert gwa.core.keying.calls["c1"].state.value == "up"
+    assert gwa.core.timelines.get("c1").sa_up == 1.4  # when it really came up
+    # an SA with other flows is not claimed by a call
+    other = gateway("gwa", "child-per-call")
+    ng(other, 1.0, "offer", call_id="c1", from_tag="a1", sdp=OFFER)
+    far = other.child_sa("media", (f"{PHONE_A}/32[udp/10050]",), (f"{PHONE_B}/32[udp/10150]",))
+    other.charon(1.4, ChildUpDown(True, "peer", far))
+    ng(other, 1.5, "answer", call_id="c1", from_tag="a1", to_tag="b1", sdp=ANSWER)
+    assert not [e for e in other.logs("sa-up") if e["call"] == "c1"]
