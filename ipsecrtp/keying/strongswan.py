@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import vici
 
 from ..selectors import PeerConfig
+from .charontimers import ANSWER_MARGIN_S  # for charon's own answer once its time-out has fired
 
 # seconds without inbound traffic before charon checks that the peer still holds the IKE_SA; the
 # peer counts as lost once the check goes unanswered through charon's retransmissions (about 12 s
@@ -31,12 +32,10 @@ DPD_DELAY = "2s"
 # a healthy charon answers these in about a millisecond; ipsecrtp.keying.charontimers derives the
 # controller's limits from its post-dial budget, this is for the tools and tests
 COMMAND_TIMEOUT_S = 2.0
-# a read outside any of this module's commands (a bench's own session.initiate, an event's body):
-# what every read waited before these limits came in
+# a read outside any of this module's commands (a bench's own session.initiate, an event's body)
 RAW_WAIT_S = 10.0
 INITIATE_TIMEOUT_S = 10.0
 TERMINATE_TIMEOUT_S = 5.0
-ANSWER_MARGIN_S = 1.0  # for charon's own answer once its initiate/terminate time-out has fired
 # what a charon-timeout names (a bounded set: a metric's label)
 OPERATIONS = ("connect", "version", "stats", "load-shared", "load-conn", "unload-conn", "initiate", "terminate",
               "list-sas", "list-conns", "listen")
@@ -136,7 +135,9 @@ class Charon:
 
     def __init__(self, path: str, timeout: float = COMMAND_TIMEOUT_S) -> None:
         self.path, self.timeout = path, timeout
-        self.broken = False  # a command timed out: a late answer may still come, the session is done
+        # the command that timed out: a late answer may still come, so the session is done, and any
+        # later command on it (a clean-up in a finally) fails at once with that same time-out
+        self.timed_out: CharonTimeout | None = None
         self.session = connect(path, timeout)
         self.sock: BoundedSocket = self.session.transport.socket
 
@@ -150,17 +151,21 @@ class Charon:
     def bounded(self, op: str, seconds: float | None = None) -> Iterator[None]:
         """Run one command with a deadline; past it, :class:`CharonTimeout` and the session is done."""
         wait = self.timeout if seconds is None else seconds
-        if self.broken:
-            raise CharonTimeout(op, 0)
+        if self.timed_out is not None:
+            raise CharonTimeout(self.timed_out.op, self.timed_out.waited_s)
         self.sock.deadline = time.monotonic() + wait
         try:
             yield
         except TimeoutError:
-            self.broken = True
+            self.timed_out = CharonTimeout(op, wait)
             self.close()
             raise CharonTimeout(op, wait) from None
         finally:
             self.sock.deadline = None
+
+    @property
+    def broken(self) -> bool:
+        return self.timed_out is not None
 
     def version(self) -> dict:
         with self.bounded("version"):
