@@ -58,8 +58,11 @@ def run(config_path: str, flush: bool) -> None:
 @click.option("--log", "logs", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="a controller's JSON-lines log (repeatable)")
 @click.option("--rtt", type=float, default=None, help="RTT for the what-if table (default: measured IKE RTT)")
+@click.option("--svg", "svg_path", default=None, type=click.Path(dir_okay=False),
+              help="also draw the call's ladder diagram (SIP, IKE, SA, media on a time axis) into this SVG file")
 @click.option("--json", "as_json", is_flag=True)
-def report(call: str, lab_name: str | None, logs: tuple[str, ...], rtt: float | None, as_json: bool) -> None:
+def report(call: str, lab_name: str | None, logs: tuple[str, ...], rtt: float | None, svg_path: str | None,
+           as_json: bool) -> None:
     """A call's timeline on each gateway: SIP, IKE, SA, media; SRD/SDD; budget verdict; what-if."""
     from ..log import read_log
     from ..netns.lab import Lab
@@ -81,6 +84,11 @@ def report(call: str, lab_name: str | None, logs: tuple[str, ...], rtt: float | 
         raise click.ClickException(f"no timeline for a call {call!r} in {', '.join(paths)} (logged when the call ends)")
     if len({e["call"] for e in found}) > 1:
         raise click.ClickException(f"{call!r} matches several calls: {sorted({e['call'] for e in found})}")
+    if svg_path:
+        from ..ladder import write_svg
+
+        drawn = write_svg(found, svg_path)
+        click.echo(f"wrote {svg_path}: {len(drawn)} messages and marks", err=as_json)
     if as_json:
         click.echo(json.dumps(found, indent=1))
         return

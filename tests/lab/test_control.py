@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
 from ipsecrtp.config import load
+from ipsecrtp.ladder import ike_label
 from ipsecrtp.netns import proc
 from ipsecrtp.netns.calls import Phones, child_sas, log_events, wait_log
 from ipsecrtp.selectors import rules_for_child
@@ -149,6 +152,26 @@ def test_after_the_call_nothing_is_shown_and_an_unknown_call_is_one_line(lab, du
     r = cli(lab, "gwa", "calls", "--call", "no-such-call", check=False)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         f"Error: {load(config(lab, 'gwa')).control_path}: no live call 'no-such-call'"]
+
+
+def test_the_ladder_picture_parses_as_svg_and_names_every_message(lab, during, tmp_path):
+    call, _ = during
+    svg = str(tmp_path / "call.svg")
+    r = subprocess.run([sys.executable, "-m", "ipsecrtp", "report", call.call_id, "--lab", lab.name, "--svg", svg],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    root = ET.parse(svg).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    text = "\n".join("".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    tls = [e for role in ROLES for e in log_events(lab, role, call.call_id, "timeline")]
+    assert len(tls) == 2
+    for label in ("INVITE", "final response 200", "ACK", "BYE", "BYE answered", "CHILD_SA installed",
+                  "first ESP", "CHILD_SA removed", "keying started"):
+        assert label in text, label
+    ike = [ike_label(p) for tl in tls for p in tl["ike"]]
+    assert ike and all(label in text for label in ike)  # the CREATE_CHILD_SA exchange, as each side saw it
+    assert f"post-answer gap {tls[0]['metrics']['post_answer_gap_ms']} ms" in text or \
+        f"post-answer gap {tls[1]['metrics']['post_answer_gap_ms']} ms" in text
 
 
 def test_drain_stops_the_controller_once_its_last_call_has_ended(lab):
