@@ -9,6 +9,7 @@ programs are required and the VICI socket, the interfaces and the PSK files are 
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -135,6 +136,20 @@ def charon_checks(roles: frozenset[str], esp: bool | None) -> list[Check]:
         out.append(Check(f"plugin:{name}", present, required, f"charon plugin {name}{note}",
                          path if present else f"{path} missing", "" if present else install_hint(package),
                          package))
+    return out
+
+
+def kamailio_checks(roles: frozenset[str]) -> list[Check]:
+    """The kamailio modules the proxy labs load (rtpengine's ng client, TLS between the proxies)."""
+    dirs = sorted(glob.glob(programs.KAMAILIO_MODULE_GLOB))
+    out = []
+    for name, package in programs.KAMAILIO_MODULES.items():
+        path = next((os.path.join(d, f"{name}.so") for d in dirs if os.path.isfile(os.path.join(d, f"{name}.so"))),
+                    None)
+        out.append(Check(f"kamailio-module:{name}", path is not None, LAB in roles,
+                         f"kamailio module {name} (the ng/TLS proxy labs)",
+                         path or f"{name}.so not in {programs.KAMAILIO_MODULE_GLOB}",
+                         "" if path else install_hint(package), package))
     return out
 
 
@@ -347,6 +362,7 @@ def run_checks(config: str | None = None) -> list[Check]:
     out.extend(python_checks(roles))
     kernel, esp = kernel_checks(roles)
     out.extend(charon_checks(roles, esp))
+    out.extend(kamailio_checks(roles))
     out.extend(kernel)
     out.append(real_kernel_check(roles))
     if config is not None:

@@ -59,7 +59,8 @@ PROGRAMS: tuple[Program, ...] = (
     _p("tshark", "tshark", "dissects the captures (SDP, IKE, ESP) in the lab tests", LAB),
     _p("systemd-analyze", "systemd", "checks the packaged unit file (ipsecrtp@.service) offline", LAB,
        optional=True),
-    _p("kamailio", "kamailio", "SIP proxy and registrar of the SIP lab", LAB),
+    _p("kamailio", "kamailio", "SIP proxy and registrar of the SIP lab; the proxies driving ipsecrtp over ng", LAB),
+    _p("openssl", "openssl", "the TLS lab's per-lab CA and its proxies' certificates", LAB),
     _p("py-spy", "pip:py-spy", "profiles the controllers during `bench load --profile` (when installed)", LAB,
        optional=True),
     _p("sipp", "sip-tester", "scripted SIP user agent of the SIP lab", LAB),
@@ -95,6 +96,10 @@ PLUGIN_DIR = "/usr/lib/ipsec/plugins"
 KERNEL_PLUGINS = ("kernel-netlink", "kernel-libipsec")
 # the plugins a gateway's charon must have loaded for the controller (seen over VICI)
 GATEWAY_PLUGINS = ("vici", "socket-default")
+
+# kamailio modules the proxy labs load (ipsecrtp/netns/proxylab.py) and the package of each
+KAMAILIO_MODULES: dict[str, str] = {"rtpengine": "kamailio", "tls": "kamailio-tls-modules"}
+KAMAILIO_MODULE_GLOB = "/usr/lib/*/kamailio/modules"
 
 BY_NAME: dict[str, Program] = {n: p for p in PROGRAMS for n in (p.name, *p.aliases)}
 

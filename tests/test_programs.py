@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from ipsecrtp.programs import PIP, PLUGINS, PROGRAMS, lookup
+from ipsecrtp.programs import KAMAILIO_MODULES, PIP, PLUGINS, PROGRAMS, lookup
 
 from .progscan import scan_sources, scan_tree, shell_programs
 
@@ -57,6 +57,7 @@ def test_the_registry_has_no_stale_entry(scan):
 def test_every_registered_package_is_installed_by_setup_sh():
     pkgs = setup_packages()
     debian = {p.package for p in PROGRAMS if not p.package.startswith(PIP) and not p.optional} | set(PLUGINS.values())
+    debian |= set(KAMAILIO_MODULES.values())
     # libstrongswan and strongswan-libcharon come with strongswan-charon, which depends on them
     implied = {"libstrongswan", "strongswan-libcharon"}
     assert sorted(debian - pkgs - implied) == []

@@ -65,9 +65,12 @@ def link_settings(rtt, jitter, loss, ike_loss, rate):
 @click.option("--rtp-ports", default=None,
               help="LO-HI: the media ports the controllers key and the user agents use [default: the lab's, "
                    "10000-10199]")
+@click.option("--signalling", type=click.Choice(["clear", "tls"]), default="clear", show_default=True,
+              help="tls: a Kamailio on each gateway, SIP between them over TLS only, each driving its "
+                   "controller over rtpengine's ng protocol")
 @wan_options
 def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: bool, mode: str, no_keying: bool,
-       nat_random_ports: bool, rtp_ports: str, rtt, jitter, loss, ike_loss, rate) -> None:
+       nat_random_ports: bool, rtp_ports: str, signalling: str, rtt, jitter, loss, ike_loss, rate) -> None:
     """Create the lab (namespaces, WAN link, charons, controllers).
 
     With --rtt/--jitter/--loss/--ike-loss/--rate the WAN goes through a user-space link
@@ -84,11 +87,19 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
     except LabError as exc:
         raise click.BadParameter(str(exc), param_hint="--rtp-ports") from None
     wan = link_settings(rtt, jitter, loss, ike_loss, rate)
+    if signalling == "tls" and (topology != "direct" or mode != "host" or no_keying or wan is not None):
+        raise click.BadParameter("builds the default topology only (host mode, direct WAN, keying)",
+                                 param_hint="--signalling tls")
     lab_ = Lab(name)
     try:
-        lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy,
-                nat={"nat": "between", "phone-nat": "phone"}.get(topology), sip_alg=sip_alg, mode=mode,
-                keying=not no_keying, nat_random_ports=nat_random_ports, rtp_ports=ports)
+        if signalling == "tls":
+            from ..netns import proxylab
+
+            proxylab.up_tls(lab_, media_timeout, strategy=strategy, rtp_ports=ports)
+        else:
+            lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy,
+                    nat={"nat": "between", "phone-nat": "phone"}.get(topology), sip_alg=sip_alg, mode=mode,
+                    keying=not no_keying, nat_random_ports=nat_random_ports, rtp_ports=ports)
     except (LabError, RuntimeError, OSError) as exc:
         lab_.down()
         raise _fail(exc) from None
@@ -98,6 +109,9 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
     for role, g in st["gateways"].items():
         if g.get("phone"):
             click.echo(f"  {role}'s phone: namespace {g['phone']['namespace']}, address {g['phone']['address']}")
+    if signalling == "tls":
+        click.echo("  signalling: a Kamailio on each gateway (phones on :5062 through it), SIP between them over "
+                   "TLS on :5061 only, each proxy's rtpengine module on its controller's ng endpoint 127.0.0.1:22222")
     if wan is not None:
         click.echo(f"  wan: emulated link {wan.__dict__}")
     for role, gw in st["gateways"].items():
@@ -171,7 +185,9 @@ def down(name: str) -> None:
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
 @click.option("--keep", is_flag=True, help="leave the lab up afterwards")
 @click.option("--talk", default=3.0, show_default=True, help="seconds of media per answered call")
-def demo(name: str, keep: bool, talk: float) -> None:
+@click.option("--signalling", type=click.Choice(["clear", "tls"]), default="clear", show_default=True,
+              help="tls: the calls' SIP crosses the WAN only as TLS between two Kamailios driving ipsecrtp over ng")
+def demo(name: str, keep: bool, talk: float, signalling: str) -> None:
     """Build the lab, place real baresip calls, show their per-call SAs, tear down."""
     from ..netns.calls import Capture, Phones, flow_rules, wire_stats
     from ..netns.lab import Lab
@@ -180,11 +196,17 @@ def demo(name: str, keep: bool, talk: float) -> None:
     t0 = time.monotonic()
     lab_ = Lab(name)
     try:
-        lab_.up()
+        if signalling == "tls":
+            from ..netns import proxylab
+
+            proxylab.up_tls(lab_)  # the phones too, each behind its gateway's Kamailio
+        else:
+            lab_.up()
         st = lab_.status()
         click.echo(f"lab {name} up in {time.monotonic() - t0:.1f} s; charon backend: {st['backend']} "
-                   f"({st['esp_probe']}); host mode")
-        lab_.start_uas()
+                   f"({st['esp_probe']}); host mode; signalling {signalling}")
+        if signalling != "tls":
+            lab_.start_uas()
         cap = Capture(lab_, lab_.topology[0].role, os.path.join(lab_.dir, "wan.pcap"))
         phones = Phones(lab_)
         results = []
@@ -195,6 +217,10 @@ def demo(name: str, keep: bool, talk: float) -> None:
         phones.close()
         cap.stop()
         _echo_wire(results, wire_stats(cap.path))
+        if signalling == "tls":
+            sig = proxylab.wan_signalling(cap.path)
+            click.echo(f"  signalling on the WAN: {sig['tls']} TLS segments on 5061, {sig['clear_sip']} packets of "
+                       "SIP in clear")
         left = {gw.role: flow_rules(lab_, gw.role) for gw in lab_.topology}
         click.echo(f"\nper-flow routing rules left after the calls: {left}")
         click.echo(f"demo finished in {time.monotonic() - t0:.1f} s")

@@ -112,11 +112,11 @@ def up(lab: Lab, proxied: str = "gwa", media_timeout: float = 30.0) -> None:
     start_kamailio(lab, proxied)
 
 
-def up_tls(lab: Lab, media_timeout: float = 30.0) -> None:
+def up_tls(lab: Lab, media_timeout: float = 30.0, **up_kw) -> None:
     """``lab up --signalling tls``: a Kamailio on each gateway in front of its phone, SIP between the
     two only over TLS (certificates from a per-lab CA), each driving its own gateway's controller
     over ng. Both controllers watch SIP on the WAN as usual: none crosses it in clear."""
-    lab.up(media_timeout=media_timeout, controllers=False)
+    lab.up(media_timeout=media_timeout, controllers=False, **up_kw)
     addrs = {gw.role: lab.ua_addr(gw.role) for gw in lab.topology}
     lab.state["signalling"] = "tls"
     lab.state["proxy"] = {"roles": sorted(addrs), "port": PROXY_PORT, "tls_port": TLS_PORT,
@@ -270,3 +270,21 @@ def _text(v):
     if isinstance(v, list):
         return [_text(x) for x in v]
     return v
+
+
+def wan_signalling(pcap: str) -> dict[str, int]:
+    """What a WAN capture holds of SIP: TLS segments on 5061 with data, and packets that are SIP in
+    clear (on a SIP port of the labs, or with "SIP/2.0" anywhere in their payload)."""
+    from ..offline import ip_packets
+    from ..packet import TCP, UDP, decode_ip
+
+    out = {"tls": 0, "clear_sip": 0}
+    for _, data in ip_packets(pcap):
+        p = decode_ip(data)
+        if p is None or p.proto not in (TCP, UDP):
+            continue
+        if b"SIP/2.0" in p.payload or {p.sport, p.dport} & {5060, PHONE_PORT_TLS, PROXY_PORT}:
+            out["clear_sip"] += 1
+        elif p.proto == TCP and TLS_PORT in (p.sport, p.dport) and p.payload:
+            out["tls"] += 1
+    return out
