@@ -137,9 +137,18 @@ def run(name: str | None = None, progress: Callable[[str], None] = lambda m: Non
 
 
 def pool_members(lab: Lab) -> set:
-    """The pool members either controller has logged as pre-established (only one gateway initiates each)."""
-    return {e.get("member") for r in GATEWAYS for e in read_log(lab.controller_log(r))
-            if e.get("event") == "ike-preestablished"}
+    """The pool members with an IKE_SA up, from either controller's log: ike-up names the member's
+    connection (peer-X for member 0, peer-X-K for member K). Not ike-preestablished alone: a member
+    the other gateway brought up first is found up and not logged as pre-established."""
+    out = set()
+    for r in GATEWAYS:
+        for e in read_log(lab.controller_log(r)):
+            if e.get("event") == "ike-preestablished":
+                out.add(e.get("member"))
+            elif e.get("event") == "ike-up" and str(e.get("conn", "")).startswith("peer-"):
+                _peer, _, k = e["conn"].removeprefix("peer-").partition("-")
+                out.add(int(k) if k.isdigit() else 0)
+    return out
 
 
 def keep_logs(lab: Lab, dest: str) -> None:
