@@ -58,19 +58,19 @@ def check(gw, data: bytes) -> None:
         assert all(isinstance(a, Log) for a in actions)
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_bytes(data):
     check(core_with_a_call(), data)
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(command_dicts)
 def test_random_bencoded_dictionaries(d):
     check(core_with_a_call(), b"ck " + fastbencode.bencode(d))
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(REAL), st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),
        st.integers(0, 400))
 def test_mutated_real_commands(data, flips, cut):
