@@ -12,8 +12,9 @@ import pytest
 
 from ipsecrtp.config import ConfigError, load
 
-PREKEYED_REFUSED = ('strategy "pre-keyed" refused: the peer\'s SIP is seen in clear (signalling = "clear"); set '
-                    'signalling = "protected" (TLS or a trusted private link) or allow_keys_over_clear_signalling = true')
+PREKEYED_REFUSED = ('strategy "pre-keyed" refused: the peer\'s SIP is seen in clear (signalling = "clear"); '
+                    'set signalling = "protected" (TLS or a trusted private link) or '
+                    'allow_keys_over_clear_signalling = true')
 
 
 def write(tmp_path, extra: str, vici: str = "/nonexistent.vici") -> str:
