@@ -39,11 +39,12 @@ class ControllerConfig:
 
     @property
     def control_path(self) -> str:
-        """Where the control socket is: configured, else beside the journal, else under /run."""
+        """Where the control socket is: configured, else beside the journal's directory (not in it:
+        that holds journal entries only), else under /run."""
         if self.control_socket:
             return self.control_socket
         if self.state_dir:
-            return os.path.join(self.state_dir, "control.sock")
+            return os.path.normpath(self.state_dir) + ".sock"
         return os.path.join("/run/ipsecrtp", f"{self.name or 'controller'}.sock")
 
 
