@@ -190,7 +190,7 @@ class Metrics:
                 _bounded(rec.get("reason"), SA_LOST_REASONS)).observe(float(rec["outage_s"])),
             "dialog-evicted": lambda rec: self.evicted.labels(_bounded(rec.get("cap"), EVICTION_CAPS),
                                                               _bounded(rec.get("state"), EVICTED_STATES)).inc(),
-            # not logged yet: the shell does not reconnect (issue 15); this is the name it will log
+            # charon answers again after a restart or a hang (the shell reconnected, issue 15)
             "vici-reconnected": lambda rec: self.reconnects.inc(),
         }
 

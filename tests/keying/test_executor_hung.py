@@ -15,6 +15,7 @@ import time
 from ipsecrtp.gateway.actions import EventsLost, InstallChild, InstallResult, RemoveChild
 from ipsecrtp.keying.charontimers import limits_for
 from ipsecrtp.selectors import PeerConfig
+from ipsecrtp.shell.events import CharonHealth
 from ipsecrtp.shell.executor import Executor
 from tests.gateway.harness import config
 
@@ -59,3 +60,13 @@ def test_a_hung_charon_holds_a_burst_of_set_ups_for_one_time_out_and_parks_remov
     # one line per hang, from whichever thread met it first (the event listener's registration, or
     # a worker's command)
     assert len(timeouts) == 1 and timeouts[0]["op"] in {"listen", "load-conn"}, timeouts
+
+
+def test_charon_health_one_hang_at_a_time():
+    h = CharonHealth()
+    assert h.hung() is None and h.resumed(5.0) is None
+    assert h.timed_out("load-conn", 10.0)  # starts a hang: the one line is logged for this one
+    assert not h.timed_out("initiate", 11.0)  # the same hang
+    assert (h.hung(), h.op) == (10.0, "load-conn")
+    assert h.resumed(12.5) == 2.5
+    assert h.hung() is None and h.resumed(13.0) is None
