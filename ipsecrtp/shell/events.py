@@ -118,11 +118,10 @@ class CharonEvents:
                 self.stopping.wait(backoff)
                 backoff = min(RECONNECT_MAX_S, backoff * 2)
 
-
     def _check_resumed(self) -> None:
-        """charon was hung (a worker's command timed out) and this session saw nothing since: once
-        it answers again, the same recovery as after a restart (peers loaded again, the calls
-        whose set-up failed meanwhile keyed again)."""
+        """charon was hung (a command timed out; this session, idle, did not notice): once it
+        answers a probe, the same recovery as after a restart (peers loaded again, the calls whose
+        set-up failed meanwhile keyed again, parked removals run)."""
         if probe(self.vici):
             outage = self.health.resumed(time.time())
             if outage is not None:
