@@ -158,6 +158,10 @@ class DialogTracker(DialogTimers, DialogControl):
             if d is not None and d.state != "terminated":
                 # same Call-ID, new branch: a spiral through a proxy, or a retransmission re-sent by it
                 d.seen_requests.add(key)
+                if d.invite_branch is None and msg.from_tag == d.from_tag:
+                    # the INVITE of a call a proxy reported first (sip/control.py): its responses on the
+                    # wire (487, 486, a 2xx) are now known as this INVITE's
+                    d.invite_branch, d.invite_cseq = branch, cseq[0]
                 return [Retransmission(d.call_id, now, trigger)]
             admitted, events = self.guard.admit(msg.call_id, source, now, self.dialogs, self._timer_at)
             if not admitted:

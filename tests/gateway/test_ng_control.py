@@ -207,3 +207,18 @@ def test_a_responders_sa_up_before_its_proxy_told_it_the_answer_is_claimed_by_th
     other.charon(1.4, ChildUpDown(True, "peer", far))
     ng(other, 1.5, "answer", call_id="c1", from_tag="a1", to_tag="b1", sdp=ANSWER)
     assert not [e for e in other.logs("sa-up") if e["call"] == "c1"]
+
+
+def test_the_wire_ends_a_call_the_proxy_reported_first():
+    """ng offer, then the same INVITE on the wire: its 487 seen on the wire ends the call (the proxy's
+    INVITE carried no CSeq, the wire's does)."""
+    gw = gateway("gwb", "speculative")
+    c = Call("c1")
+    ng(gw, 1.0, "offer", call_id="c1", from_tag="a1", sdp=OFFER)
+    gw.on_packet(1.01, c.invite())
+    gw.on_packet(1.2, c.provisional())
+    gw.on_packet(2.0, c.cancel())
+    gw.on_packet(2.01, c.final(487))
+    ended = [e for e in gw.logs() if e["event"] in ("dialog-ended", "unkeying") and e.get("call") == "c1"]
+    assert ended and ended[0]["reason"] == "cancelled"
+    assert gw.core.tracker.dialogs["c1"].state == "terminated"
