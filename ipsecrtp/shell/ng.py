@@ -24,6 +24,7 @@ BATCH = 64  # datagrams read per wake-up at most: the capture's sockets get thei
 REPLAY = 1024  # replies remembered by cookie, for retransmissions
 REPLAY_S = 30.0
 REFUSED_LOG_S = 60.0
+MAX_REPLY = 65000  # what one UDP datagram carries (65507 over IPv4), with room to spare
 
 Handler = Callable[[ControlRequest], tuple[dict, list[Action]]]
 
@@ -94,6 +95,8 @@ class NgServer:
             return []
         reply, actions = handler(req)
         out = encode_reply(cookie, reply)
+        if len(out) > MAX_REPLY:  # e.g. a list of many calls: say so rather than send nothing
+            out = error_reply(cookie, f"reply of {len(out)} bytes does not fit a datagram: ask with a lower limit")
         self._replies[(src[0], cookie)] = (now, out)
         while len(self._replies) > REPLAY:
             self._replies.popitem(last=False)

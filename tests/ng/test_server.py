@@ -86,3 +86,13 @@ def test_malformed_input_gets_an_error_reply_and_a_log_line(server):
     assert reply[b"result"] == b"error" and b"unknown command" in reply[b"error-reason"]
     assert none is None and server.calls == [] and server.rejected == 2
     assert len(logs(server, "ng-rejected")) == 2
+
+
+def test_a_reply_too_large_for_a_datagram_becomes_an_error_reply(server):
+    big = ({"result": "ok", "calls": ["x" * 1000] * 100}, [])
+    with client() as c:
+        c.sendto(b"k5 " + fastbencode.bencode({b"command": b"list"}), server.sock.getsockname())
+        server.serve(lambda req: big)
+        out = c.recv(65535)
+    reply = fastbencode.bdecode(out.partition(b" ")[2])
+    assert reply[b"result"] == b"error" and b"lower limit" in reply[b"error-reason"]
