@@ -9,6 +9,7 @@ import select
 import socket
 import stat
 import threading
+import time
 
 import pytest
 
@@ -99,3 +100,24 @@ def test_a_stopped_loop_is_reported_not_waited_for_forever(tmp_path, monkeypatch
             query(s.path, {"cmd": "status"})
     finally:
         s.close()
+
+
+def test_a_request_queued_at_the_stop_is_told_at_once(tmp_path):
+    s = ControlServer(str(tmp_path / "c.sock"), None)
+    s.start()
+    got: dict = {}
+    t = threading.Thread(target=lambda: got.update(r=_ask(s.path)))
+    t.start()
+    while s.requests.empty():  # queued: the loop (none here) would answer it
+        time.sleep(0.01)
+    s.close()
+    t.join()
+    assert got["r"] == "the controller is stopping"  # told by close(), not by the loop's time-out
+
+
+def _ask(path: str) -> str:
+    try:
+        query(path, {"cmd": "status"})
+    except ControlError as exc:
+        return str(exc).split(": ", 1)[1]
+    return "answered"
