@@ -71,6 +71,34 @@ def test_report_consistent(report):
     assert "raw charon" in text and "tenth" in text
 
 
+CHURN = 100
+
+
+@pytest.fixture(scope="module")
+def churn():
+    """Short calls, many at once: set-ups still queued when their call ends, SAs that come up after
+    it, removals racing set-ups on one IKE_SA; the paths where something could be left behind."""
+    name = "c" + secrets.token_hex(4)
+    try:
+        yield load.run(rate=25, calls=CHURN, hold=0.5, rtp_ports=(20000, 20499), ptime=200, raw_seconds=0.5,
+                       name=name, settle_timeout=60)
+    finally:
+        left = [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+                if n.startswith(f"irtp-{name}-")]
+        assert left == [], f"namespaces left behind: {left}"
+
+
+def test_no_leak_after_a_churn(churn):
+    c = churn["calls"]
+    assert c["sipp_successful"] == CHURN and c["seen"] == CHURN  # every call went through the controllers
+    assert c["keyed"] > 0  # the run keyed calls (a broken charon would leave nothing to leak, and prove nothing)
+    assert churn["settled"]
+    for role, leaks in churn["leaks"].items():
+        assert "charon_error" not in leaks, role
+        assert all(v == 0 for v in leaks.values()), (role, leaks)
+        assert churn["after"][role]["child_sas"] == 0
+
+
 def test_range_too_small_refused():
     with pytest.raises(load.LoadError, match="fewer than"):
         load.run(rate=5, calls=100, hold=1, rtp_ports=(20000, 20099))
