@@ -149,8 +149,8 @@ def timers_verdict(sock: socket.socket, daemon: str, budget_name: str) -> tuple[
     warning) when they do not, (None, why) when they could not be read."""
     try:
         rt = running_timers(sock, daemon)
-    except ConfError as exc:
-        return None, str(exc)
+    except (ConfError, OSError, ValueError, OverflowError) as exc:  # never a reason to fail: unknown
+        return None, f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConfError) else str(exc)
     warning = check(rt.timers, budget_name, limits_for(budget_name))
     t = rt.timers
     read = f"retransmit_timeout {t.timeout:g} s, base {t.base:g}, tries {t.tries} ({rt.source})"

@@ -95,3 +95,25 @@ def test_charon_systemd_falls_back_to_the_charon_section():
          "charon.retransmit_base": "bogus"}
     assert timers_from(s, "charon-systemd") == Timers(1.0, 1.8, 3)
     assert timers_from({}) == CHARON_DEFAULTS
+
+
+def test_the_verdict_on_an_unreadable_charon_is_unknown_never_an_error(tmp_path):
+    """A socket whose peer is this very process (no STRONGSWAN_CONF): its default file is read
+    through /proc/PID/root; whatever is there (or not), the answer is a verdict, not an exception."""
+    import socket
+
+    from ipsecrtp.keying.charonconf import timers_verdict
+
+    path = str(tmp_path / "s")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cli.connect(path)
+    try:
+        fits, detail = timers_verdict(cli, "charon", "e721-toll")
+        assert fits in (True, False, None) and detail and "\n" not in detail
+        assert str(os.getpid()) in detail or fits is None
+    finally:
+        cli.close()
+        srv.close()
