@@ -99,13 +99,14 @@ failure_route[FAILED] {{
 """
 
 
-def up(lab: Lab, proxied: str = "gwa", media_timeout: float = 30.0) -> None:
-    """The default lab, the proxied gateway's controller on ng only, both phones, then Kamailio."""
+def up(lab: Lab, proxied: str = "gwa", media_timeout: float = 30.0, watch_sip: bool = False) -> None:
+    """The default lab, the proxied gateway's controller on ng only (``watch_sip``: on ng and on the
+    SIP it captures on the WAN, both), both phones, then Kamailio."""
     lab.up(media_timeout=media_timeout, controllers=False)
     lab.state["proxy"] = {"role": proxied, "port": PROXY_PORT, "ng": f"127.0.0.1:{NG_PORT}"}
     lab.save()
     a, b = lab.topology[0], lab.topology[1]
-    started = [spawn_controller(lab, gw, b if gw is a else a, gw.role == proxied) for gw in lab.topology]
+    started = [spawn_controller(lab, gw, b if gw is a else a, gw.role == proxied, watch_sip) for gw in lab.topology]
     for gw, (pid, st, before) in zip(lab.topology, started, strict=True):
         labdaemons.wait_started(lab, gw, pid, st, before)
     lab.start_uas()

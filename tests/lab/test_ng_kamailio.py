@@ -114,3 +114,34 @@ def test_an_unconfigured_source_is_refused(run):
     assert run["refused"] is None and run["ping"] == {"result": "pong"}
     refused = [e for e in run["gwa_log"] if e["event"] == "ng-source-refused"]
     assert [e["source"] for e in refused] == ["127.0.0.2"]
+
+
+def test_a_call_told_by_the_proxy_and_seen_on_the_wire_is_keyed_once():
+    """gwa also watches SIP on the WAN (bob's SIP to gwa's Kamailio crosses it in clear here): the
+    proxy's offer/answer and the captured messages are one dialog, keyed once."""
+    lab = Lab("ngw" + secrets.token_hex(4))
+    try:
+        proxylab.up(lab, watch_sip=True)
+        wait_ike(lab)
+        bob = BaresipControl(lab.ua_ns("gwb"), timeout=15)
+        alice = BaresipControl(lab.ua_ns("gwa"), timeout=15)
+        try:
+            bob.command("dial", proxylab.proxy_uri(lab, "alice"))
+            cid = bob.wait_event({"CALL_ESTABLISHED"}, 15)["id"]
+            alice.wait_event({"CALL_ESTABLISHED"}, 15)
+            wait_log(lab, "gwa", cid, "sa-up", 15)
+            time.sleep(1.0)
+            bob.command("hangup")
+            bob.wait_event({"CALL_CLOSED"}, 15)
+            timeline = wait_log(lab, "gwa", cid, "timeline", 30)
+            wait_log(lab, "gwa", cid, "sa-removed", 15)
+        finally:
+            bob.close()
+            alice.close()
+        events = [e["event"] for e in log_events(lab, "gwa", cid)]
+        ng = [e["command"] for e in log_events(lab, "gwa", cid, "ng")]
+    finally:
+        lab.down()
+    assert "offer" in ng and "answer" in ng and "delete" in ng  # the proxy told it
+    assert timeline["ack"] is not None and timeline["bye"] is not None  # and the wire showed it (ng has no ACK)
+    assert events.count("keying") == 1 and events.count("sa-initiated") == 1 and events.count("sa-removed") == 1
