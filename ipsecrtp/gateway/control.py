@@ -61,7 +61,7 @@ def _run(core: GatewayCore, now: float, req: ControlRequest) -> dict:
         return _signal(core, req, t.control_answer(req.call_id, req.from_tag, req.to_tag, req.sdp, now,
                                                    req.source))
     if req.command == "delete":
-        return _signal(core, req, t.control_delete(req.call_id, req.from_tag, now))
+        return _signal(core, req, t.control_delete(req.call_id, req.from_tag, now, req.to_tag))
     if req.command == "query":
         rows = [r for r in snapshot.calls(core, now) if r["call"] == req.call_id]
         if not rows:

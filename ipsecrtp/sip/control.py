@@ -103,11 +103,15 @@ class DialogControl:
         self._schedule(call_id)
         return events
 
-    def control_delete(self, call_id: str, from_tag: str, now: float) -> list[Event]:
-        """The proxy is done with the call (BYE, CANCEL, a failure): the dialog ends."""
+    def control_delete(self, call_id: str, from_tag: str, now: float, to_tag: str = "") -> list[Event]:
+        """The proxy is done with the call (BYE, CANCEL, a failure): the dialog ends. With the To tag of
+        one unanswered fork while others remain (one branch failed), only that fork goes."""
         d = self._live(call_id)
         if from_tag and from_tag != d.from_tag and from_tag not in d.legs:
             raise ControlError(f"from-tag {from_tag[:80]!r} is not the call's")
+        if to_tag and d.state != "confirmed" and to_tag in d.legs and len(d.legs) > 1 and to_tag != d.to_tag:
+            del d.legs[to_tag]
+            return []
         ev = self._end(d, now, "ng-delete", DELETE_TRIGGER)
         self._schedule(call_id)
         return [ev]

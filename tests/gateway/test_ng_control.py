@@ -222,3 +222,16 @@ def test_the_wire_ends_a_call_the_proxy_reported_first():
     ended = [e for e in gw.logs() if e["event"] in ("dialog-ended", "unkeying") and e.get("call") == "c1"]
     assert ended and ended[0]["reason"] == "cancelled"
     assert gw.core.tracker.dialogs["c1"].state == "terminated"
+
+
+def test_a_delete_naming_one_failed_fork_leaves_the_call_ringing_on_the_others():
+    gw = gateway("gwb", "child-per-call")
+    c = Call("c1")
+    ng(gw, 1.0, "offer", call_id="c1", from_tag="a1", sdp=OFFER)
+    gw.on_packet(1.01, c.invite())
+    gw.on_packet(1.1, c.provisional(to_tag="f1"))
+    gw.on_packet(1.1, c.provisional(to_tag="f2"))
+    assert ng(gw, 1.5, "delete", call_id="c1", from_tag="a1", to_tag="f1") == {"result": "ok"}
+    assert gw.core.tracker.dialogs["c1"].state == "early" and "f1" not in gw.core.tracker.dialogs["c1"].legs
+    assert ng(gw, 2.0, "answer", call_id="c1", from_tag="a1", to_tag="f2", sdp=ANSWER)["result"] == "ok"
+    assert len(installs(gw)) == 1
