@@ -36,6 +36,7 @@ from .shell.journal import Journal as CallJournal
 from .shell.ng import NgServer
 
 if TYPE_CHECKING:
+    from .gateway.control import ControlRequest
     from .metrics import Exporter
 
 LOOP_TICK_S = 0.5  # the loop wakes at least this often, to notice a stop
@@ -191,7 +192,7 @@ class Controller:
             raise ControllerError(f"controller.ng_listen {where}: {exc.strerror or exc}") from None
         self.log("ng-serving", listen=f"{self.cfg.ng_listen[0]}:{self.cfg.ng_listen[1]}", allow=self.cfg.ng_allow)
 
-    def _ng_command(self, req):
+    def _ng_command(self, req: ControlRequest) -> tuple[dict, list[Action]]:
         """One proxy command into the core (on this thread, like a packet); its reply and actions."""
         assert self.core is not None
         return self.core.control(time.time(), req)
