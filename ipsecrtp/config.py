@@ -36,6 +36,9 @@ class ControllerConfig:
     state_dir: str = ""  # the journal of keyed calls a restarted controller adopts ("": /var/lib/ipsecrtp/NAME)
     limits: Limits = DEFAULT_LIMITS  # caps on what hostile input can make the controller hold (max_* keys)
     control_socket: str = ""  # the live views' Unix socket ("": see control_path)
+    # rtpengine's ng control endpoint for a SIP proxy (None: off) and the source prefixes it serves
+    ng_listen: tuple[str, int] | None = None
+    ng_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
     @property
     def control_path(self) -> str:
@@ -196,6 +199,19 @@ def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
     )
 
 
+def _ng_allow(values, where: str) -> tuple[str, ...]:
+    """Who may send ng commands: addresses or prefixes, listed explicitly (a proxy's own address)."""
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: needs a non-empty list of addresses or prefixes")
+    out = []
+    for v in values:
+        try:
+            out.append(str(ipaddress.ip_network(str(v), strict=True)))
+        except ValueError:
+            raise ConfigError(f"{where}: {v!r} is not an address or prefix") from None
+    return tuple(out)
+
+
 def load(path: str) -> ControllerConfig:
     try:
         with open(path, "rb") as f:
@@ -238,4 +254,7 @@ def load(path: str) -> ControllerConfig:
                             state_dir=str(c.get("state_dir", "")),
                             limits=_limits(c, f"{path}: controller"),
                             control_socket=_socket_path(c.get("control_socket", ""),
-                                                        f"{path}: controller.control_socket"))
+                                                        f"{path}: controller.control_socket"),
+                            ng_listen=_listen(c["ng_listen"], f"{path}: controller.ng_listen")
+                            if c.get("ng_listen") else None,
+                            ng_allow=_ng_allow(c.get("ng_allow", ["127.0.0.1", "::1"]), f"{path}: controller.ng_allow"))
