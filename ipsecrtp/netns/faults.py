@@ -21,6 +21,7 @@ import datetime
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +86,7 @@ def run(scenarios: list[str] | None = None, progress: Callable[[str], None] = la
     for name in names:
         progress(f"{name}: {DESCRIPTIONS[name]}")
         rows.append(run_one(name, p, progress))
+        progress(f"{name}: {rows[-1]}")  # a row as soon as it is known: a long run's partial results
     return {"date": started.strftime("%Y-%m-%d %H:%M UTC"), "machine": lp_machine(), "params": asdict(p),
             "scenarios": rows}
 
@@ -102,7 +104,7 @@ def run_one(name: str, p: Params, progress: Callable[[str], None]) -> dict:
         if name == "wrong-psk":
             wrong_psk(lab)
         before = {r: inventory(lab, r) for r in GATEWAYS}
-        cap, senders = lp.observers(lab, ptime=p.ptime, hold=p.hold)
+        cap, senders = observers(lab, p)
         flood = faultflood.start(lab, p.flood_rate, p.flood_seconds, os.path.join(lab.dir, "flood.json")) \
             if name == "sip-flood" else None
         sipp: dict = {}
@@ -123,8 +125,41 @@ def run_one(name: str, p: Params, progress: Callable[[str], None]) -> dict:
         lab.down()
 
 
+def flood_calls(lab: Lab, p: Params, t0: float) -> dict:
+    """The calls placed during the flood: how many are ever protected, and when all of them were."""
+    most, all_at = 0, None
+    while time.time() < t0 + p.hold - 2 and all_at is None:
+        most = max(most, protected(lab))
+        if most >= p.calls:
+            all_at = time.time()
+        time.sleep(POLL_S)
+    keyed = {e.get("call") for e in logged(lab, "sa-initiated", "gwb")}
+    return {"scenario": "sip-flood", "description": DESCRIPTIONS["sip-flood"], "calls_live": p.calls,
+            "calls_keyed": len(keyed), "calls_protected_most": most,
+            "protected_again_s": round(all_at - t0, 2) if all_at else None, "after_restart_s": None}
+
+
+def observers(lab: Lab, p: Params) -> tuple[tuple[int, int], dict]:
+    """tcpdump on gwa's WAN (UDP but SIP: the media in clear and ESP-in-UDP; a flood's 600,000 SIP
+    messages would only slow the reading) and an RTP sender per gateway."""
+    pcap = os.path.join(lab.dir, "wan.pcap")
+    cap = lp.spawn_in(lab, "gwa", "tcpdump", ["tcpdump", "-n", "-i", "wan0", "-s", "96", "-B", "8192", "-w", pcap,
+                                             "udp and not port 5060"], pcap + ".log")
+    wait(lambda: os.path.exists(pcap), 10, "tcpdump")
+    senders = {}
+    for r in GATEWAYS:
+        stats = os.path.join(lab.dir, f"rtpsend-{r}.json")
+        senders[r] = (lp.spawn_in(lab, r, "rtpsend", [sys.executable, "-m", "ipsecrtp.netns.rtpsend", "--local",
+                                                      lp.gw_addr(lab, r), "--ptime", str(p.ptime), "--max-stream",
+                                                      str(p.hold + 120), "--stats", stats], stats + ".log"), stats)
+        wait(lambda s=stats: os.path.exists(s + ".ready"), 20, f"the RTP sender in {r}")
+    return cap, senders
+
+
 def fault(lab: Lab, name: str, p: Params, progress: Callable[[str], None]) -> dict:
     """Wait for the calls, cause the fault, time the recovery."""
+    if name == "sip-flood":
+        return flood_calls(lab, p, time.time())
     expect = 0 if name == "wrong-psk" else p.calls
     deadline = time.monotonic() + p.calls / p.rate + 15
     live = 0
@@ -166,7 +201,7 @@ def fault(lab: Lab, name: str, p: Params, progress: Callable[[str], None]) -> di
             time.sleep(POLL_S)
     return {"scenario": name, "description": DESCRIPTIONS[name], "calls_live": live,
             "protected_again_s": round(recovered - t0, 2) if recovered else None,
-            "after_restart_s": round(recovered - back, 2) if recovered and name not in ("sip-flood",) else None}
+            "after_restart_s": round(recovered - back, 2) if recovered else None}
 
 
 def protected(lab: Lab) -> int:
@@ -238,8 +273,10 @@ def wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def settle(lab: Lab, before: dict, timeout: float = 30.0) -> None:
-    """After the calls: until both gateways hold no more CHILD_SAs than before them (or timeout)."""
+def settle(lab: Lab, before: dict, timeout: float = 50.0) -> None:
+    """After the calls: until both gateways hold no more CHILD_SAs than before them, or ``timeout``
+    (beyond the lab's media_timeout of 30 s: a call whose BYE the controller never read, under a flood,
+    goes when its media has stopped that long; what is left after that counts as leaked)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(len(children(lab, r)) <= before[r].get("child_sas", 0) for r in GATEWAYS):
@@ -252,7 +289,12 @@ def after_calls(lab: Lab, before: dict, media: dict) -> dict:
     from .calls import wire_stats
 
     clear = wire_stats(os.path.join(lab.dir, "wan.pcap"), lab.rtp_ports).rtp_clear
-    timelines = logged(lab, "timeline")
+    events = [e for r in GATEWAYS for e in read_log(lab.controller_log(r))]  # once: a flood makes them long
+
+    def of(event: str) -> list[dict]:
+        return [e for e in events if e.get("event") == event]
+
+    timelines = of("timeline")
     dropped = sum(int((t.get("metrics") or {}).get("rtp_dropped_before_protection") or 0) for t in timelines)
     leaks = {}
     for r in GATEWAYS:
@@ -262,8 +304,14 @@ def after_calls(lab: Lab, before: dict, media: dict) -> dict:
             leaks[r] = diff
     return {"rtp_clear": len(clear), "dropped": dropped, "media_sent": media.get("sent", 0),
             "media_received": media.get("received", 0), "leaks": leaks,
-            "keying_failed": len(logged(lab, "keying-failed")), "sa_lost": len(logged(lab, "sa-lost")),
-            "sa_recovered": [e.get("outage_s") for e in logged(lab, "sa-recovered")]}
+            "keying_failed": len(of("keying-failed")), "sa_lost": len(of("sa-lost")),
+            "sa_recovered": spread([float(e.get("outage_s") or 0) for e in of("sa-recovered")])}
+
+
+def spread(xs: list[float]) -> dict:
+    """How many, and their median and largest (seconds)."""
+    xs = sorted(xs)
+    return {"n": len(xs), "median_s": xs[len(xs) // 2] if xs else None, "max_s": xs[-1] if xs else None}
 
 
 def flood_report(lab: Lab, flood: tuple[int, int]) -> dict:
@@ -276,3 +324,37 @@ def flood_report(lab: Lab, flood: tuple[int, int]) -> dict:
         with open(stats) as f:
             sent = json.load(f)
     return {"flood": sent, "evicted": {r: faultflood.evictions(lab, r) for r in GATEWAYS}, "rss": faultflood.rss(lab)}
+
+
+def format_text(report: dict) -> str:
+    """One line per scenario; the flood's own figures below the table."""
+    m, pa = report["machine"], report["params"]
+    lines = [f"ipsecrtp bench faults, {report['date']}, {m['host']}: {m['cpu']} ({m['nproc']} CPUs), kernel "
+             f"{m['kernel']}; {pa['calls']} sipp calls at {pa['rate']:g}/s held {pa['hold']:g} s, RTP every "
+             f"{pa['ptime']:g} ms each way, protect = required, charon: {', '.join(TUNED)}",
+             "scenario            live  clear  dropped  media lost  protected-again s (after restart)  SAs lost  "
+             "keying-failed  leaks"]
+    for r in report["scenarios"]:
+        if "error" in r:
+            lines.append(f"{r['scenario']:<19} error: {r['error']}")
+            continue
+        again = "never" if r["protected_again_s"] is None else f"{r['protected_again_s']:.2f}"
+        if r.get("after_restart_s") is not None:
+            again += f" ({r['after_restart_s']:.2f})"
+        leaks = ", ".join(f"{g}: {k} {v:+d}" for g, d in r["leaks"].items() for k, v in d.items()) or "none"
+        lost = r["media_sent"] - r["media_received"]
+        lines.append(f"{r['scenario']:<19} {r['calls_live']:>4} {r['rtp_clear']:>6} {r['dropped']:>8} {lost:>11}  "
+                     f"{again:<34} {r['sa_lost']:>8} {r['keying_failed']:>14}  {leaks}")
+    for r in report["scenarios"]:
+        if r.get("flood"):
+            f = r["flood"]
+            lines.append(f"sip-flood: {f.get('sent')} messages in {f.get('seconds')} s ({f.get('rate')}/s, half "
+                         f"INVITEs); evicted gwa {r['evicted']['gwa']:.0f}, gwb {r['evicted']['gwb']:.0f}; calls "
+                         f"keyed {r['calls_keyed']}/{r['calls_live']}, most protected at once "
+                         f"{r['calls_protected_most']}; controllers' peak RSS "
+                         + ", ".join(f"{g} {v['peak_mb']} MiB" for g, v in r["rss"].items()))
+    lines.append("clear: RTP/RTCP in clear on gwa's WAN (tcpdump); dropped: media the controllers kept from the "
+                 "WAN (timelines); media lost: RTP packets sent and never received (dropped, or ESP on an SA the "
+                 "other side no longer holds); protected again: from the fault until every live call has one SA "
+                 "both gateways agree on")
+    return "\n".join(lines)
