@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -37,9 +38,10 @@ class KernelCall:
 
 
 @contextmanager
-def one_call(tmp_path, talk: float = 2.0, **up):
+def one_call(tmp_path, talk: float = 2.0, drive: Callable[[Phones], CallResult] | None = None, **up):
     """A lab with kernel ESP and one answered call (caller hangs up) captured on both WAN sides;
-    everything removed when the block ends, also on a failed assertion."""
+    everything removed when the block ends, also on a failed assertion. ``drive``: places the call
+    itself instead (a test that must wait for something during the call)."""
     if not probe_esp().supported:
         pytest.skip("needs kernel ESP: the real-kernel tier runs this")
     lab = Lab("e" + secrets.token_hex(4))
@@ -52,7 +54,7 @@ def one_call(tmp_path, talk: float = 2.0, **up):
                 for r in ("gwa", "gwb")} if up.get("mode") == "router" else {}
         phones = Phones(lab)
         try:
-            r = phones.call("caller-hangup", talk=talk)
+            r = drive(phones) if drive is not None else phones.call("caller-hangup", talk=talk)
         finally:
             phones.close()
             for c in (*caps.values(), *lans.values()):

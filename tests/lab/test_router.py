@@ -2,11 +2,13 @@
 selectors are the phones' addresses and ports. Needs kernel ESP (charon's kernel-netlink): it runs
 in the real-kernel tier (tests/test_vm_tier.py) and is skipped on a kernel without ESP."""
 
+import time
+
 import pytest
 
-from ipsecrtp.kernel.view import compare
-from ipsecrtp.netns.calls import child_sas, log_events
-from ipsecrtp.netns.proc import run
+from ipsecrtp.kernel.view import compare, kernel_view
+from ipsecrtp.netns.calls import CallResult, Phones, child_sas, log_events
+from ipsecrtp.netns.proc import in_netns, run
 
 from .kernel_esp import assert_refused_without_esp, one_call
 
@@ -86,12 +88,59 @@ def test_phone_behind_nat_keyed_as_on_the_wire(tmp_path, sip_alg):
         assert "dnat-" not in nft  # the call's translation went with it
 
 
+def wait_for(what: str, done, timeout: float = 180.0) -> None:
+    """Until ``done()``; the generous limit is for a loaded TCG guest, where one CREATE_CHILD_SA has
+    taken 7 s and more (what is judged is the order of events, never how long they took)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not seen within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def rekeyed(lab, role: str, call: str) -> bool:
+    """The gateway re-keyed the call from latching and an SA came up after that."""
+    latched = [e["ts"] for e in log_events(lab, role, call, "keying") if e.get("trigger") == "media latching"]
+    return bool(latched) and any(e["ts"] > latched[-1] for e in log_events(lab, role, call, "sa-up"))
+
+
+def all_down(lab, role: str, call: str) -> bool:
+    downs = {e["sa"] for e in log_events(lab, role, call, "sa-down")}
+    return all(e["sa"] in downs for e in log_events(lab, role, call, "sa-up"))
+
+
+def call_until_rekeyed(phones: Phones, talk: float = 2.0, timeout: float = 180.0) -> CallResult:
+    """The call driven by events, not by a fixed talk time (which the re-key raced in the guest):
+    answered, re-keyed from latching on both gateways, ``talk`` seconds over the re-keyed SA (the
+    snapshot of charon's and the kernel's SAs at its end), BYE, then every SA of the call down."""
+    lab = phones.lab
+    ca, cb = phones.ctl["gwa"], phones.ctl["gwb"]
+    ca.events.clear()
+    cb.events.clear()
+    ca.command("dial", f"sip:{lab.topology[1].user}@{lab.ua_addr('gwb')}")
+    call = ca.wait_event({"CALL_ESTABLISHED"}, timeout).get("id", "")
+    cb.wait_event({"CALL_ESTABLISHED"}, timeout)
+    r = CallResult(call, "caller-hangup", answered=True, established_at=time.time())
+    for role in ("gwa", "gwb"):
+        wait_for(f"{role}: the re-key from latching up", lambda role=role: rekeyed(lab, role, call), timeout)
+    time.sleep(talk)
+    for role in ("gwa", "gwb"):
+        r.children[role] = child_sas(lab, role)
+        r.kernel[role] = in_netns(lab.ns(role), kernel_view)
+    ca.command("hangup")
+    ca.wait_event({"CALL_CLOSED"}, timeout)
+    cb.wait_event({"CALL_CLOSED"}, timeout)
+    r.closed_at = time.time()
+    for role in ("gwa", "gwb"):
+        wait_for(f"{role}: every SA of the call down", lambda role=role: all_down(lab, role, call), timeout)
+    return r
+
+
 def test_phone_behind_a_port_changing_nat_rekeyed_from_latching(tmp_path):
     """The phone's NAT picks random ports, so the SDP's ports are not the wire's: each gateway sees the
     phone's first media (gwa on its LAN, gwb in clear on its WAN), re-keys the call with the ports
     really used, and from then on the media crosses the WAN protected and reaches both phones."""
-    # talk long enough for the re-key to finish in the TCG guest (a CREATE_CHILD_SA took 7 s there)
-    with one_call(tmp_path, talk=8.0, mode="router", nat="phone", nat_random_ports=True) as kc:
+    with one_call(tmp_path, drive=call_until_rekeyed, mode="router", nat="phone", nat_random_ports=True) as kc:
         lab, r = kc.lab, kc.result
         call = r.call_id
         wrong = [m for m in log_events(lab, "gwa", call, "nat-media") if not m["consistent"]]
@@ -102,7 +151,7 @@ def test_phone_behind_a_port_changing_nat_rekeyed_from_latching(tmp_path):
             final = log_events(lab, role, call, "keying")[-1]
             assert final["trigger"] == "media latching" and {f["offerer"] for f in final["flows"]} == seen, final
             ups = log_events(lab, role, call, "sa-up")
-            assert len(ups) >= 2  # the SA from the SDP's ports, then the re-keyed one
+            assert len(ups) >= 2, ups  # the SA from the SDP's ports, then the re-keyed one
             last_up[role] = ups[-1]["ts"]
             downs = log_events(lab, role, call, "sa-down")
             first_down[role] = min(e["ts"] for e in downs if e["ts"] > ups[-1]["ts"])
@@ -112,6 +161,8 @@ def test_phone_behind_a_port_changing_nat_rekeyed_from_latching(tmp_path):
             ts_ = ups[-1]["local_ts" if role == "gwa" else "remote_ts"]
             ports = {t.rsplit("/", 1)[1].rstrip("]") for t in ts_}
             assert ports == {s.split(":")[1] for s in seen}, ups[-1]
+            # while talking over it: the re-keyed SA is the call's only one, the kernel holds what charon says
+            assert [c["uniqueid"] for c in r.children[role]] == [ups[-1]["sa"]], r.children[role]
             assert compare(r.children[role], r.kernel[role]) == []
         keyed_from, keyed_to = max(last_up.values()), min(first_down.values())
         assert_protected_on_wan(kc, "192.0.2.20", "203.0.113.10", keyed_from, keyed_to)
