@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from ipsecrtp.netns import vm
+from tests import vmtier
 
 pytestmark = [pytest.mark.vm,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None,
@@ -20,10 +20,14 @@ pytestmark = [pytest.mark.vm,
 GUEST_TESTS = "tests/kernel tests/lab/test_calls.py tests/lab/test_router.py tests/lab/test_prekeyed.py"
 
 
+GUEST_COMMAND = (f".venv/bin/python -m pytest -q -p no:cacheprovider -rs --durations=0 {GUEST_TESTS} && "
+                 ".venv/bin/python -c 'from ipsecrtp.kernel.xfrm import probe_esp; print(\"ESP:\", probe_esp())'")
+GUEST_TIMEOUT_S = 2400  # a loaded TCG guest: every lab start pays tens of seconds of imports there
+
+
 def test_real_kernel_tier_keys_calls_in_the_kernel():
-    res = vm.run(f".venv/bin/python -m pytest -q -p no:cacheprovider -rs --durations=0 {GUEST_TESTS} && "
-                 ".venv/bin/python -c 'from ipsecrtp.kernel.xfrm import probe_esp; print(\"ESP:\", probe_esp())'",
-                 timeout=2400)  # a loaded TCG guest: every lab start pays ~40 s of imports there
+    # started by tests/conftest.py when the suite was collected, overlapping the other tests
+    res = vmtier.result(GUEST_COMMAND, GUEST_TIMEOUT_S)
     tail = res.output[-3000:]
     assert res.exit_code == 0, tail
     assert "ESP: EspProbe(supported=True" in res.output  # the guest kernel really does ESP

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # not under /var: virtme-ng gives the guest a /var of its own, where the modules would be invisible
@@ -70,8 +71,8 @@ def kernel(fetch: bool = True) -> str:
 
 def precompile() -> None:
     """Bytecode for the checkout's package, written here before the guest boots. A guest compiles
-    every stale module itself under TCG (slow); a host that sets PYTHONDONTWRITEBYTECODE (the CI
-    image does) never leaves any .pyc behind for it. Unchanged modules cost one stat each."""
+    every stale module itself under TCG (slow); a host that sets PYTHONDONTWRITEBYTECODE (this
+    machine's environment does) never leaves any .pyc behind for it. Unchanged modules cost one stat each."""
     compileall.compile_dir(os.path.join(REPO, "ipsecrtp"), quiet=2)
 
 
@@ -83,8 +84,10 @@ class VmResult:
     boot_seconds: float | None  # until the guest ran the command
 
 
-def run(command: str, timeout: float = 900.0, memory: str = "2G", cpus: int = 2) -> VmResult:
-    """Run ``command`` (a shell line, in the checkout) in the guest; always ends within ``timeout``."""
+def run(command: str, timeout: float = 900.0, memory: str = "2G", cpus: int = 2,
+        started: Callable[[int], None] | None = None) -> VmResult:
+    """Run ``command`` (a shell line, in the checkout) in the guest; always ends within ``timeout``.
+    ``started`` gets the process group of vng and its qemu, for a caller that may have to kill it."""
     vng = shutil.which("vng") or os.path.join(os.path.dirname(sys.executable), "vng")
     if not os.path.exists(vng):
         raise VmError("virtme-ng (vng) not found: install the test extras (pip install -e '.[test]')")
@@ -101,6 +104,8 @@ def run(command: str, timeout: float = 900.0, memory: str = "2G", cpus: int = 2)
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                          start_new_session=True, stdin=subprocess.DEVNULL)
+    if started is not None:
+        started(p.pid)  # its own session: the group id is its pid
     lines: list[str] = []
     boot = None
     try:
