@@ -39,6 +39,9 @@ class ControllerConfig:
     # rtpengine's ng control endpoint for a SIP proxy (None: off) and the source prefixes it serves
     ng_listen: tuple[str, int] | None = None
     ng_allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # SIP sources never held to max_sip_per_source_per_s besides the peers' addresses and media
+    # prefixes (a proxy or SBC on an address of its own)
+    sip_trusted: tuple[str, ...] = ()
 
     @property
     def control_path(self) -> str:
@@ -257,4 +260,6 @@ def load(path: str) -> ControllerConfig:
                                                         f"{path}: controller.control_socket"),
                             ng_listen=_listen(c["ng_listen"], f"{path}: controller.ng_listen")
                             if c.get("ng_listen") else None,
-                            ng_allow=_ng_allow(c.get("ng_allow", ["127.0.0.1", "::1"]), f"{path}: controller.ng_allow"))
+                            ng_allow=_ng_allow(c.get("ng_allow", ["127.0.0.1", "::1"]), f"{path}: controller.ng_allow"),
+                            sip_trusted=_prefixes(c["sip_trusted"], f"{path}: controller.sip_trusted")
+                            if c.get("sip_trusted") else ())

@@ -60,6 +60,7 @@ Controller = msgspec.defstruct("Controller", [
     ("control_socket", str, ""),
     ("ng_listen", str, ""),
     ("ng_allow", list[str], []),
+    ("sip_trusted", list[str], []),
     *((k, int, getattr(DEFAULT_LIMITS, k)) for k in LIMIT_KEYS),
 ])
 

@@ -23,6 +23,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.process_collector import ProcessCollector
 
 from .keying.strongswan import OPERATIONS
+from .sip.limits import CAPS
 
 # from a LAN's few ms to a 300 ms RTT WAN with one lost IKE packet (charon's first retransmit: 4 s)
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -159,6 +160,9 @@ class Metrics:
         self.evicted = Counter("ipsecrtp_dialogs_evicted_total", "Dialogs dropped to make room under a dialogs cap "
                                "(the oldest ended, else unanswered, first), by cap and the dialog's state",
                                ["cap", "state"], registry=r)
+        self.cap_hits = Counter("ipsecrtp_cap_hits_total", "Inputs beyond a cap of [controller] (max_* keys), by cap; "
+                                "for sip-per-source-per-s the messages dropped unparsed (reported at most once a "
+                                "second per source)", ["cap"], registry=r)
         self.errors = Counter("ipsecrtp_metrics_errors_total", "Decision records the metrics could not read",
                               registry=r)
         # every series of a bounded label set exists from the start at 0: a rate() or an alert on a
@@ -167,7 +171,7 @@ class Metrics:
                                (self.failures, [c for _, c in FAILURE_CLASSES] + ["other"]),
                                (self.refused, [c for _, c in REFUSAL_CLASSES] + ["other"]),
                                (self.sas_lost, SA_LOST_REASONS), (self.sa_recovery, SA_LOST_REASONS),
-                               (self.charon_timeouts, (*OPERATIONS, "other"))):
+                               (self.charon_timeouts, (*OPERATIONS, "other")), (self.cap_hits, (*CAPS, "other"))):
             for v in values:
                 labels.labels(v)
         for cap in EVICTION_CAPS:
@@ -188,6 +192,7 @@ class Metrics:
             "sa-lost": lambda rec: self.sas_lost.labels(_bounded(rec.get("reason"), SA_LOST_REASONS)).inc(),
             "sa-recovered": lambda rec: self.sa_recovery.labels(
                 _bounded(rec.get("reason"), SA_LOST_REASONS)).observe(float(rec["outage_s"])),
+            "cap-hit": lambda rec: self.cap_hits.labels(_bounded(rec.get("cap"), CAPS)).inc(int(rec.get("dropped", 1))),
             "dialog-evicted": lambda rec: self.evicted.labels(_bounded(rec.get("cap"), EVICTION_CAPS),
                                                               _bounded(rec.get("state"), EVICTED_STATES)).inc(),
             # charon answers again after a restart or a hang (the shell reconnected, issue 15)

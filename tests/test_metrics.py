@@ -27,6 +27,7 @@ from ipsecrtp.metrics import (
     Metrics,
     classify,
 )
+from ipsecrtp.sip.limits import CAPS
 
 CALL = "1-30517@198.51.100.1"
 FLOW = {"stream": 0, "kind": "rtp+rtcp", "offerer": "198.51.100.1:20000", "answerer": "198.51.100.2:20000"}
@@ -215,10 +216,11 @@ def test_labels_are_bounded_whatever_the_text():
         m({"event": "refused", "call": call, "flows": [FLOW], "reason": f"free text {i}"})
         m({"event": "sip-rejected", "reason": f"garbage {i}"})
         m({"event": "charon-timeout", "op": f"op {i} at 10.0.0.{i}"})
+        m({"event": "cap-hit", "cap": f"cap {i}", "source": f"198.51.100.{i}", "dropped": 3})
     allowed = {"event": None, "outcome": set(OUTCOMES), "strategy": {"child-per-call", NONE}, "peer": {"gwa", NONE},
                "reason": {c for _, c in FAILURE_CLASSES + REFUSAL_CLASSES} | {"other", "bad-sdp", "malformed"}
-               | set(SA_LOST_REASONS), "cap": set(EVICTION_CAPS), "state": set(EVICTED_STATES), "le": None,
-               "operation": set(OPERATIONS) | {"other"}}
+               | set(SA_LOST_REASONS), "cap": set(EVICTION_CAPS) | set(CAPS) | {"other"}, "state": set(EVICTED_STATES),
+               "le": None, "operation": set(OPERATIONS) | {"other"}}
     for fam in m.registry.collect():
         for s in fam.samples:
             for k, v in s.labels.items():
@@ -226,7 +228,8 @@ def test_labels_are_bounded_whatever_the_text():
                 assert allowed[k] is None or v in allowed[k], (fam.name, k, v)
                 assert "@" not in v and "198.51" not in v and " " not in v
     events = {s.labels["event"] for f in m.registry.collect() for s in f.samples if "event" in s.labels}
-    assert events == {r["event"] for r in keyed_call()} | {"keying-failed", "refused", "sip-rejected", "charon-timeout"}
+    assert events == {r["event"] for r in keyed_call()} | {"keying-failed", "refused", "sip-rejected", "charon-timeout",
+                                                                      "cap-hit"}
 
 
 def test_a_record_of_an_unexpected_shape_is_counted_not_raised():
@@ -365,3 +368,13 @@ def test_a_controller_serves_its_decisions_and_a_busy_address_stops_its_start():
         ctl.shutdown()
     with pytest.raises(OSError):
         urllib.request.urlopen(ctl.exporter.url, timeout=2)
+
+
+def test_cap_hits_count_by_cap_and_throttled_messages_by_what_was_dropped():
+    m = Metrics()
+    m({"event": "cap-hit", "cap": "vias", "limit": 70})
+    m({"event": "cap-hit", "cap": "sip-per-source-per-s", "limit": 500, "source": "198.51.100.66", "dropped": 480})
+    m({"event": "cap-hit", "cap": "sip-per-source-per-s", "limit": 500, "source": "198.51.100.66", "dropped": 20})
+    assert value(m, "ipsecrtp_cap_hits_total", cap="vias") == 1
+    assert value(m, "ipsecrtp_cap_hits_total", cap="sip-per-source-per-s") == 500
+    assert value(m, "ipsecrtp_cap_hits_total", cap="headers") == 0  # every cap's series exists from the start

@@ -56,6 +56,7 @@ from .keying import Keying
 from .natfix import NatFix
 from .outcomes import Outcomes
 from .strategies import strategy_of
+from .throttle import SourceThrottle, trusted_sources
 from .timelines import Timelines
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ class GatewayCore:
         self.ike_retry: dict[tuple[str, int], tuple[float, int]] = {}  # (peer, member) -> (when, attempt)
         self.early = EarlyChildren()  # responders' SAs up before their call was known (gateway/early.py)
         self.draining = False  # set by drain(): no new call is keyed
+        self.throttle = SourceThrottle(cfg.limits.max_sip_per_source_per_s, trusted_sources(cfg), self.out)
 
     def _flush(self) -> list[Action]:
         actions = list(self.out)
@@ -166,7 +168,8 @@ class GatewayCore:
             return self._flush()
         kind = classify(pkt, self.extractor.is_sip(pkt))
         if kind == "sip":
-            self._sip(pkt, now)
+            if pkt.proto != 17 or self.throttle.admit(pkt.src, now):  # TCP: no spoofing, its own caps
+                self._sip(pkt, now)
         elif kind == "ike":
             ike = parse_ike(pkt.payload, ike_port(pkt), now, pkt.src)
             if ike is not None:

@@ -35,6 +35,10 @@ class Limits:
     max_forks: int = 16  # dialogs (To tags) one INVITE may fork into
     max_reinvites_per_second: int = 5  # offers (re-INVITE, UPDATE) in one dialog within a second
     max_dialog_transactions: int = 512  # requests and responses remembered per dialog for retransmissions
+    # SIP messages a second (and in a burst) parsed from one source that is neither a peer's address
+    # nor in a peer's media prefixes nor in sip_trusted; beyond it dropped unparsed (gateway/throttle.py):
+    # a flood from one address then costs a lookup a message, not a parse
+    max_sip_per_source_per_s: int = 500
 
 
 DEFAULT_LIMITS = Limits()
