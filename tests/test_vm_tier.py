@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.vm,
 GUEST_TESTS = "tests/kernel tests/lab/test_calls.py tests/lab/test_router.py tests/lab/test_prekeyed.py"
 
 
-GUEST_COMMAND = (f".venv/bin/python -m pytest -q -p no:cacheprovider -rs --durations=0 {GUEST_TESTS} && "
+GUEST_COMMAND = (f".venv/bin/python -m pytest -q -p no:cacheprovider -rfEs --durations=15 {GUEST_TESTS} && "
                  ".venv/bin/python -c 'from ipsecrtp.kernel.xfrm import probe_esp; print(\"ESP:\", probe_esp())'")
 GUEST_TIMEOUT_S = 2400  # a loaded TCG guest: every lab start pays tens of seconds of imports there
 
@@ -28,13 +28,13 @@ GUEST_TIMEOUT_S = 2400  # a loaded TCG guest: every lab start pays tens of secon
 def test_real_kernel_tier_keys_calls_in_the_kernel():
     # started by tests/conftest.py when the suite was collected, overlapping the other tests
     res = vmtier.result(GUEST_COMMAND, GUEST_TIMEOUT_S)
-    tail = res.output[-3000:]
-    assert res.exit_code == 0, tail
+    # the message (and the file of the guest's output it names) is made only when an assertion fails
+    assert res.exit_code == 0, vmtier.failure_report(res.output)
     assert "ESP: EspProbe(supported=True" in res.output  # the guest kernel really does ESP
     m = re.search(r"(\d+) passed", res.output)
     # 2 xfrm round trips, 7 lab call tests, router mode, a phone behind a NAT (without and with the ALG,
     # and one whose ports the NAT changes: re-keyed from latching), pre-keyed
-    assert m and int(m.group(1)) >= 14, tail
+    assert m and int(m.group(1)) >= 14, vmtier.failure_report(res.output)
     skips = re.findall(r"SKIPPED \[\d+\] (.+)", res.output)
     assert all("this kernel does ESP" in x for x in skips), skips  # only the no-ESP refusal tests may skip
     print(f"guest booted in {res.boot_seconds:.1f} s, tier took {res.seconds:.1f} s")

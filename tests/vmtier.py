@@ -10,7 +10,9 @@ the result and judges it. Run alone (``pytest tests/test_vm_tier.py``) nothing c
 from __future__ import annotations
 
 import os
+import re
 import signal
+import tempfile
 import threading
 from concurrent.futures import Future
 
@@ -51,3 +53,17 @@ def stop_all() -> None:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def failure_report(output: str, limit: int = 6000) -> str:
+    """What a failed guest run says about its failures (pytest's FAILURES and ERRORS sections, then
+    its summary), not merely the last lines, which the durations table would fill; the whole
+    output is kept in a file whose path the report names."""
+    fd, path = tempfile.mkstemp(prefix="ipsecrtp-vm-tier-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(output)
+    m = re.search(r"^=+ (FAILURES|ERRORS) =+$", output, re.M)
+    end = output.find("slowest ", m.start()) if m else -1
+    details = output[m.start():end if end > 0 else None][:limit] if m else ""
+    summary = output[output.find("short test summary"):][-2000:] if "short test summary" in output else output[-2000:]
+    return f"{details}\n...\n{summary}\n(the guest's whole output: {path})"
