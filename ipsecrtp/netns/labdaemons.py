@@ -22,9 +22,10 @@ from .labstate import SIP_PORT, Gateway, LabError, LabState
 CHARON = "/usr/lib/ipsec/charon"
 # how long charon and a controller may take to come up: seconds here, but the real-kernel tier's
 # guest runs under TCG, several times slower
-# how long a charon or a controller may take to start: a controller's imports alone took 39 s in the
-# real-kernel tier's TCG guest (0.3 s here), and two start together there
-START_TIMEOUT = 180.0
+# how long a charon or a controller may take to start before the lab calls it hung: a hang guard, not
+# a figure. A controller's imports took 84-198 s in the real-kernel tier's TCG guest on a loaded
+# machine (0.3 s here), and two start together there
+START_TIMEOUT = 600.0
 # each controller's Prometheus exporter, on its own gateway's loopback (each namespace has its own)
 METRICS_ADDR = "127.0.0.1:9464"
 
