@@ -8,7 +8,8 @@ def run(*args, cwd=None):
                           cwd=cwd)
 
 
-def write_cfg(tmp_path, vici: str, psk_mode=0o600) -> str:
+def write_cfg(tmp_path, vici: str, psk_mode=0o600, peer_extra: str = "") -> str:
+    """A minimal controller config: one peer, its PSK file; ``peer_extra``: more lines of [[peer]]."""
     psk = tmp_path / "psk"
     psk.write_text("0123456789abcdef0123456789abcdef\n")
     os.chmod(psk, psk_mode)
@@ -23,6 +24,7 @@ ike_remote = "198.51.100.2"
 local_media = ["198.51.100.1/32"]
 remote_media = ["198.51.100.2/32"]
 psk_file = "{psk}"
+{peer_extra}
 """)
     return str(cfg)
 

@@ -4,7 +4,6 @@ Config level, and the real ``ipsecrtp run`` start (one error line, or on to the 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -12,29 +11,15 @@ import pytest
 
 from ipsecrtp.config import ConfigError, load
 
+from .test_cli import write_cfg
+
 PREKEYED_REFUSED = ('strategy "pre-keyed" refused: the peer\'s SIP is seen in clear (signalling = "clear"); '
                     'set signalling = "protected" (TLS or a trusted private link) or '
                     'allow_keys_over_clear_signalling = true')
 
 
 def write(tmp_path, extra: str, vici: str = "/nonexistent.vici") -> str:
-    psk = tmp_path / "psk"
-    psk.write_text("0123456789abcdef0123456789abcdef\n")
-    os.chmod(psk, 0o600)
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(f"""[controller]
-interfaces = ["lo"]
-vici = "unix://{vici}"
-[[peer]]
-name = "b"
-ike_local = "198.51.100.1"
-ike_remote = "198.51.100.2"
-local_media = ["198.51.100.1/32"]
-remote_media = ["198.51.100.2/32"]
-psk_file = "{psk}"
-{extra}
-""")
-    return str(cfg)
+    return write_cfg(tmp_path, vici, peer_extra=extra)
 
 
 def test_defaults_are_clear_signalling_and_srtp_protect(tmp_path):
