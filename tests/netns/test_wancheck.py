@@ -2,7 +2,7 @@
 
 import random
 
-from ipsecrtp.netns.wancheck import check_delay
+from ipsecrtp.netns.wancheck import check_delay, check_rtt
 
 
 def test_one_late_probe_is_noise_not_an_error():
@@ -28,3 +28,11 @@ def test_frequent_outliers_fail_on_the_p90():
 
 def test_no_samples_is_a_failure():
     assert not check_delay([], 10.0).ok
+
+
+def test_a_round_trip_tolerates_twice_the_spread_but_not_a_shifted_median():
+    # the CI failure of 2026-12-02: 10 pings at 300 ms, in whole ms, two of them 3 and 5 ms late
+    pings = [300.0] * 8 + [303.0, 305.0]
+    assert not check_delay(pings, 300.0).ok and check_rtt(pings, 300.0).ok
+    assert not check_rtt([304.0] * 20, 300.0).ok  # 2 ms extra each way: the median fails
+    assert not check_rtt([300.0] * 16 + [306.0] * 4, 300.0).ok  # one in five 6 ms late
