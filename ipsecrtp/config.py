@@ -141,6 +141,9 @@ def check_signalling(peer: PeerConfig, where: str) -> None:
         raise ConfigError(f"{where}: strategy \"pre-keyed\" refused: the peer's SIP is seen in clear (signalling = "
                           f"\"clear\"); set signalling = \"protected\" (TLS or a trusted private link) or "
                           f"allow_keys_over_clear_signalling = true")
+    if peer.legs == "shared" and peer.strategy != "child-per-call":
+        raise ConfigError(f"{where}: legs = \"shared\" needs strategy = \"child-per-call\" (one CHILD_SA on the "
+                          f"peer's long-lived IKE_SA, re-keyed as legs join and leave), not {peer.strategy!r}")
     if peer.srtp == "skip" and peer.protect == "required":
         raise ConfigError(f"{where}: srtp = \"skip\" needs protect = \"opportunistic\" (\"required\" drops every "
                           f"unkeyed RTP packet to the peer, the skipped SRTP calls' included)")
@@ -199,6 +202,7 @@ def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
         signalling=_choice(p.get("signalling", "clear"), f"{where}.signalling", ("clear", "protected")),
         allow_keys_over_clear_signalling=_flag(p.get("allow_keys_over_clear_signalling", False),
                                                f"{where}.allow_keys_over_clear_signalling"),
+        legs=_choice(p.get("legs", "per-leg"), f"{where}.legs", ("per-leg", "shared")),
     )
 
 

@@ -36,6 +36,7 @@ class Peer(msgspec.Struct, omit_defaults=True):
     signalling: str = ""
     srtp: str = ""
     allow_keys_over_clear_signalling: bool = False
+    legs: str = ""
 
 
 # the caps (max_* keys of [controller], config._limits) are whole numbers, each named in Limits

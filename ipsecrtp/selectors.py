@@ -42,6 +42,9 @@ class PeerConfig:
     signalling: str = "clear"
     # pre-keyed over clear signalling: refused at start unless the operator sets this (config.py)
     allow_keys_over_clear_signalling: bool = False
+    # "per-leg": a CHILD_SA per call; "shared": the calls to this peer share one CHILD_SA whose
+    # selectors cover all their flows, re-keyed at each join and leave (gateway/shared.py)
+    legs: str = "per-leg"
 
     @property
     def remote_id(self) -> str:

@@ -1,4 +1,5 @@
-"""``ipsecrtp bench conference``: a conference's legs through the lab, keyed per leg (issue 17 item 3)."""
+"""``ipsecrtp bench conference``: a conference's legs through the lab, keyed per leg and with
+``legs = "shared"`` (issue 17 item 3), each in a lab of its own."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import click
 @click.command()
 @click.option("--n", "ns", default="2,5,10", show_default=True, help="legs per conference, comma-separated")
 @click.option("--repeat", default=3, show_default=True, type=click.IntRange(min=1), help="rounds over the Ns")
+@click.option("--legs", "modes", type=click.Choice(["per-leg", "shared", "both"]), default="both",
+              show_default=True, help="the controllers' keying of the legs")
 @click.option("--json", "as_json", is_flag=True)
-def conference(ns: str, repeat: int, as_json: bool) -> None:
+def conference(ns: str, repeat: int, modes: str, as_json: bool) -> None:
     """N participants dial a bridge across the gateways: CHILD_SAs, IKE exchanges, time from the last
     answer to all legs keyed, and what the other legs see when one leaves."""
     if os.geteuid() != 0:
@@ -27,11 +30,14 @@ def conference(ns: str, repeat: int, as_json: bool) -> None:
     from ..netns.conference import measure, report, summary
     from ..netns.sharedsa import shared_report
 
-    runs, shared = measure(legs, repeat)
+    results = {m: measure(legs, repeat, legs=m) for m in (["per-leg", "shared"] if modes == "both" else [modes])}
     if as_json:
-        click.echo(json.dumps({"per_leg": [dataclasses.asdict(r) for r in runs],
-                               "shared_charon": [dataclasses.asdict(r) for r in shared]}, indent=1))
+        click.echo(json.dumps({m: {"controller": [dataclasses.asdict(r) for r in runs],
+                                   "charon_alone": [dataclasses.asdict(r) for r in alone]}
+                               for m, (runs, alone) in results.items()}, indent=1))
         return
-    click.echo("\n".join(["Per leg (the controller, as built):", *report(runs), "", *summary(runs), "",
-                           "A shared CHILD_SA, charon alone (not built in the controller), medians:",
-                           *shared_report(shared)]))
+    lines = []
+    for m, (runs, _) in results.items():
+        lines += [f"legs = {m!r} (the controllers):", *report(runs), "", *summary(runs), ""]
+    alone = next(iter(results.values()))[1]
+    click.echo("\n".join([*lines, "charon alone (no controller), medians:", *shared_report(alone)]))

@@ -20,7 +20,7 @@ from .keying import Keying
 from .state import KeyState, SaKeying
 from .strategies import strategy_of
 
-OURS = ("call-", "spec-")  # the child names this controller gives
+OURS = ("call-", "spec-", "shared-")  # the child names this controller gives
 # why a live call's SA went (a bounded label for metrics): charon restarted here (it dropped every
 # SA), or charon reported it down without our asking (the peer's IKE_SA cleared by dead-peer
 # detection after the peer restarted, or the peer deleted it)
@@ -100,6 +100,11 @@ def adopt(k: Keying, tracker: DialogTracker, entries: list[dict], children: list
         k.generations[st.call_id] = st.generation
         for r in rules:
             k.rule_calls[r] = st.call_id
+        if e.get("shared"):  # a leg of the peer's shared CHILD_SA: adopted with it, below
+            st.shared, st.state = True, KeyState.SHARING
+            k.shared.adopt_leg(peer.name, st.call_id, st.generation, rules)
+            k.out.log("call-adopted", call=st.call_id, child=None, role=st.role, legs="shared")
+            continue
         child = by_name.get(st.child) if st.child else _responder_child(children, rules)
         if st.child:
             named.add(st.child)
@@ -117,6 +122,7 @@ def adopt(k: Keying, tracker: DialogTracker, entries: list[dict], children: list
             st.state = KeyState.WAITING  # a responder whose SA the peer has not made again yet
         k.out.log("call-adopted", call=st.call_id, child=st.child, role=st.role, sa=st.uniqueid)
     rekey_lost(recovery, frozenset(by_name), now)
+    named |= k.shared.adopt(children, lambda c: rules_for_child(c.get("local-ts", []), c.get("remote-ts", [])))
     for c in children:
         name = c.get("name", "")
         if name.startswith(OURS) and name not in named:

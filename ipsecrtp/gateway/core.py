@@ -55,6 +55,8 @@ from .early import EarlyChildren
 from .keying import Keying
 from .natfix import NatFix
 from .outcomes import Outcomes
+from .shared import owns as shared_child
+from .sharedsas import SharedSas
 from .strategies import strategy_of
 from .throttle import SourceThrottle, trusted_sources
 from .timelines import Timelines
@@ -91,9 +93,12 @@ class GatewayCore:
         self.ike_retry: dict[tuple[str, int], tuple[float, int]] = {}  # (peer, member) -> (when, attempt)
         self.early = EarlyChildren()  # responders' SAs up before their call was known (gateway/early.py)
         self.draining = False  # set by drain(): no new call is keyed
+        self.conn_peer = {m: p for p in cfg.peers for m in p.members()}  # an IKE_SA's connection -> its peer
+        self.shared = SharedSas(self.keying, self.timelines, self._route if self.routing else None, self._settled)
         self.throttle = SourceThrottle(cfg.limits.max_sip_per_source_per_s, trusted_sources(cfg), self.out)
 
     def _flush(self) -> list[Action]:
+        self.keying.shared.flush()  # the joins and leaves of this input, one re-key per peer
         actions = list(self.out)
         self.out.clear()
         return actions
@@ -129,6 +134,12 @@ class GatewayCore:
         rules = adoption.adopt(self.keying, self.tracker, journal, children, now, self.recovery)
         if rules and self.routing:
             self._route(rules, True)
+        for c in children:  # the shared SAs adopted (and the peer's, held as responder): attributed again
+            peer = self.conn_peer.get(c.get("ike", ""))
+            if peer is not None and self.shared.handles(peer, c.get("name", "")):
+                self.shared.updown(ChildUpDown(True, c.get("ike", ""), c), peer,
+                                   rules_for_child(c.get("local-ts", []), c.get("remote-ts", [])), now)
+        self.keying.shared.resume(now)
         return self._flush()
 
     def shutdown(self, now: float, keep_live: bool = False) -> list[Action]:
@@ -175,7 +186,10 @@ class GatewayCore:
             if ike is not None:
                 self.timelines.ike(ike)
         elif kind == "esp":
-            self._media(self.keying.spi_calls.get(esp_spi(pkt)), True, now)
+            spi = esp_spi(pkt)
+            call = self.keying.spi_calls.get(spi)
+            if call is not None or not self.shared.esp(spi, now, self._media):
+                self._media(call, True, now)
         elif kind == "media":
             calls = self.keying.rule_calls
             call = calls.get(FlowRule(pkt.src, pkt.dst, pkt.sport, pkt.dport)) or \
@@ -272,6 +286,13 @@ class GatewayCore:
     def receive(self, now: float, inp: Input) -> list[Action]:
         if isinstance(inp, ChildUpDown):
             self._child_updown(inp, now)
+        elif isinstance(inp, InstallResult) and shared_child(inp.child):
+            for call in self.keying.shared.install_result(inp, now):  # the legs it covers first
+                tl = self.timelines.get(call)
+                if tl is not None and tl.keying_started is None:
+                    tl.keying_started = inp.started
+        elif isinstance(inp, RemoveResult) and shared_child(inp.child):
+            self.keying.shared.remove_result(inp)
         elif isinstance(inp, InstallResult):
             self.outcomes.install_result(inp)
             self.recovery.settle(inp.call_id, now)
@@ -299,6 +320,7 @@ class GatewayCore:
             self.out.log("vici-reconnected", children=len(inp.children), outage_s=round(inp.outage_s, 3))
             self._establish_pools()
             adoption.rekey_lost(self.recovery, inp.children, now)
+            self.keying.shared.resume(now, inp.children)
         return self._flush()
 
     def _ike_result(self, r: IkeResult, now: float) -> None:
@@ -311,9 +333,17 @@ class GatewayCore:
         else:
             self.ike_retry[(r.peer, r.member)] = (now + IKE_RETRY_S, r.attempt + 1)
 
+    def _settled(self, call: str, now: float) -> None:
+        self.recovery.settle(call, now)
+        self.timelines.settle(call, now)
+
     def _child_updown(self, ev: ChildUpDown, now: float) -> None:
         child, k = ev.child, self.keying
         rules = rules_for_child(child.get("local-ts", []), child.get("remote-ts", []))
+        peer = self.conn_peer.get(ev.ike) or self.keying.shared.peer_of(child.get("name", ""))
+        if self.shared.handles(peer, child.get("name", "")) and peer is not None:
+            self.shared.updown(ev, peer, rules, now)  # legs = "shared" (gateway/sharedsas.py)
+            return
         st = k.by_child.get(child.get("name", ""))
         call: str | None = st.call_id if st is not None else k.removed.get(child.get("name", ""))
         if call is None:  # a responder's SA, named after the template that matched: known by its flows

@@ -26,6 +26,7 @@ from .actions import (
 )
 from .natfix import NatFix
 from .policy import authorise, srtp_skips
+from .shared import SharedLegs
 from .state import Happening, KeyState, SaKeying
 from .strategies import PreKeyed, strategy_of
 from .timelines import Timelines
@@ -66,6 +67,7 @@ class Keying:
         self.generations: dict[str, int] = {}
         self.ended_generations: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.srtp_end_to_end = 0  # calls left unkeyed because both ends run SRTP (srtp = "skip")
+        self.shared = SharedLegs(peers, out)  # legs = "shared": one CHILD_SA per peer for all its calls
         nat.role_of = lambda call: self.calls[call].role if call in self.calls else None
 
     # -- decisions -------------------------------------------------------------------------------
@@ -156,6 +158,14 @@ class Keying:
                          flows=[f.to_json() for f in flows], strategy=peer.strategy)
             st.role = "initiator"  # it removes its own SAs, after teardown_delay like an initiator
             self._request(st, strategy.install_prekeyed(st, peer, tuple(sorted(set(oriented)))))
+            return
+        if peer.legs == "shared" and role == "initiator":
+            # its flows join the peer's shared CHILD_SA (re-keyed with them); the responder waits as usual
+            st.shared, st.state = True, KeyState.SHARING
+            self.out.log("keying", call=call_id, t=t, trigger=trigger, role=role, peer=peer.name, child=None,
+                         flows=[f.to_json() for f in flows], strategy=peer.strategy, legs="shared")
+            self.journal(st)
+            self.shared.join(peer.name, call_id, generation, rules, t)
             return
         local_ts = sorted({ts(lo) for lo, _ in oriented})
         remote_ts = sorted({ts(re) for _, re in oriented})
@@ -267,6 +277,14 @@ class Keying:
 
     def remove(self, st: SaKeying) -> None:
         st.advance(H.REMOVE)
+        if st.shared:  # the leg leaves the shared CHILD_SA: re-keyed without its flows
+            st.state = KeyState.GONE
+            self.timed.pop(id(st), None)
+            if st.dnat:
+                self.out.append(DelDnat(st.dnat))
+                st.dnat = None
+            self.shared.leave(st.peer.name, st.call_id, st.generation, st.remove_due or 0.0)
+            return
         if st.child is None and st.prekeyed is None:
             st.state = KeyState.GONE  # a pre-keyed install that failed: nothing to remove
             self.timed.pop(id(st), None)
@@ -301,8 +319,8 @@ class Keying:
     def next_timer(self) -> float | None:
         while self.deadlines and self.due(self.deadlines[0][2]) != self.deadlines[0][0]:
             heapq.heappop(self.deadlines)  # its SA moved on (removed, confirmed, re-armed)
-        times = [t for t in (self.deadlines[0][0] if self.deadlines else None, self.nat.next_timer())
-                 if t is not None]
+        times = [t for t in (self.deadlines[0][0] if self.deadlines else None, self.nat.next_timer(),
+                             self.shared.next_timer()) if t is not None]
         return min(times, default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -318,11 +336,13 @@ class Keying:
                 st.advance(H.CONFIRM_TIMEOUT)
                 self.out.log("keying-failed", call=st.call_id, child=st.child,
                              reason=st.install_error or f"{st.child} not installed after initiate")
+        self.shared.handle_timer(now)
         self.relatch(now)
 
     def shutdown(self, now: float, keep_live: bool = False) -> None:
         """Remove what this gateway set up: pending removals now, and (unless ``keep_live``) every
         live SA it initiated."""
+        self.shared.shutdown(keep_live)  # first: legs leaving below set up nothing more
         for st in list(self.calls.values()) if not keep_live else ():
             self.out.append(Unjournal(st.call_id))
             for s_ in (st, st.spec):
@@ -333,3 +353,4 @@ class Keying:
             if st.state is KeyState.DRAINING:
                 st.set_up_pending = False  # the shell has stopped its workers: nothing is in flight
                 self.remove(st)
+

@@ -19,6 +19,7 @@ from ..selectors import FlowRule, PeerConfig
 
 class KeyState(enum.Enum):
     WAITING = "waiting"  # responder: the peer initiates, nothing asked of charon
+    SHARING = "sharing"  # initiator, legs = "shared": its flows are in the peer's next shared CHILD_SA
     PERMITTING = "permitting"  # responder: a child config of its own is being loaded
     REQUESTED = "requested"  # initiator: install asked, no word back yet
     ANNOUNCED = "announced"  # charon said child-updown up, its initiate has not returned yet
@@ -47,6 +48,8 @@ S, H = KeyState, Happening
 TRANSITIONS: dict[tuple[KeyState, Happening], KeyState] = {
     (S.WAITING, H.CHILD_UP): S.UP,
     (S.WAITING, H.UNKEY): S.GONE,  # the initiator deletes it
+    (S.SHARING, H.CHILD_UP): S.UP,  # a shared CHILD_SA covering its flows came up (gateway/shared.py)
+    (S.SHARING, H.UNKEY): S.DRAINING,  # it leaves the shared CHILD_SA after the teardown delay
     (S.PERMITTING, H.PERMITTED): S.WAITING,
     (S.PERMITTING, H.INSTALL_FAILED): S.FAILED,
     (S.PERMITTING, H.UNKEY): S.DRAINING,
@@ -106,6 +109,7 @@ class SaKeying:
     spec: SaKeying | None = None  # the speculative SA this exact one replaces once up
     own_conn: bool = False  # ike-per-call: a connection (and IKE_SA) of its own
     member: int = 0  # the peer's pool member whose IKE_SA carries it (its connection equals that member's)
+    shared: bool = False  # initiator, legs = "shared": its flows ride the peer's shared CHILD_SA
     permit: bool = False  # responder: a child config of its own (a port outside the template's)
     dnat: str | None = None  # the nftables chains translating a NAT address back
     prekeyed: tuple[tuple[DirectionKeys, ...], tuple[tuple[Endpoint, Endpoint], ...]] | None = None
@@ -122,7 +126,7 @@ class SaKeying:
         """The call as a restarted controller adopts it (no key material: tags, flows, names)."""
         return {"call_id": self.call_id, "from_tag": from_tag, "to_tag": to_tag, "peer": self.peer.name,
                 "role": self.role, "child": self.child, "generation": self.generation, "member": self.member,
-                "flows": [f.to_json() for f in self.flows]}
+                "flows": [f.to_json() for f in self.flows]} | ({"shared": True} if self.shared else {})
 
     def advance(self, happening: Happening) -> KeyState:
         nxt = TRANSITIONS.get((self.state, happening))

@@ -51,6 +51,7 @@ class ConferenceRun:
     join_ms: float | None = None  # last answer -> every leg's SA up on both gateways
     leave_exchanges: dict[str, int] = field(default_factory=dict)
     departed_sa_gone: bool = False  # leg 0's SA down on both gateways after its BYE
+    departed_still_covered: bool = True  # leg 0's ports in some CHILD_SA's selectors after the leave
     others_unchanged: bool = False  # the other legs' CHILD_SAs the same (unique ids) before and after
     others_sent: int = 0  # RTP the other legs sent after the leave
     others_received: int = 0
@@ -72,7 +73,7 @@ def _exchanges(pcap: str, t0: float, t1: float) -> dict[str, int]:
     return dict(out)
 
 
-def _leg_sas(lab: Lab, role: str, ports: set[int]) -> dict[str, tuple[str, ...]]:
+def leg_sas(lab: Lab, role: str, ports: set[int]) -> dict[str, tuple[str, ...]]:
     """uniqueid -> local selectors of the CHILD_SAs on ``role`` whose local side is one of ``ports``."""
     snap = CharonSas(lab, role)
     try:
@@ -174,7 +175,7 @@ def run_conference(lab: Lab, n: int, timeout: float = 30.0) -> ConferenceRun:
         r.join_ms = round((last_up - max(answers)) * 1000, 1)
         w1 = time.time()
         ports = {PORT_A + 2 * i for i in range(n)} | {PORT_B + 2 * i for i in range(n)}
-        before = {role: _leg_sas(lab, role, ports) for role in ROLES}
+        before = {role: leg_sas(lab, role, ports) for role in ROLES}
         r.child_sas = {role: len(v) for role, v in before.items()}
         seq = legs.talk(1.0, 0)
         legs.received()
@@ -189,8 +190,10 @@ def run_conference(lab: Lab, n: int, timeout: float = 30.0) -> ConferenceRun:
         r.others_lost_at_ms = [round((s - cut) * PTIME * 1000) for s in lost][:50]
         gone = lambda: all(log_events(lab, role, legs.cids[0], "sa-down") for role in ROLES)  # noqa: E731
         r.departed_sa_gone = _wait(gone, 5.0)
-        after = {role: _leg_sas(lab, role, ports) for role in ROLES}
+        after = {role: leg_sas(lab, role, ports) for role in ROLES}
         leg0 = f"[udp/{PORT_A}]", f"[udp/{PORT_B}]"
+        r.departed_still_covered = any(p in ts for role in ROLES for loc in after[role].values() for ts in loc
+                                       for p in leg0)
         r.others_unchanged = all(
             {u for u, loc in before[role].items() if not any(p in ts for ts in loc for p in leg0)} == set(after[role])
             for role in ROLES)
@@ -239,13 +242,14 @@ def summary(runs: list[ConferenceRun]) -> list[str]:
     return out
 
 
-def measure(ns: list[int], repeat: int = 1, name: str | None = None) -> tuple[list[ConferenceRun], list[SharedSaRun]]:
-    """One lab (default strategy, child-per-call): first what a shared CHILD_SA would cost charon
-    (``sharedsa.py``, before the controllers start), then a conference per N in turn, ``repeat``
-    rounds of each; the lab is removed after."""
+def measure(ns: list[int], repeat: int = 1, name: str | None = None,
+            legs: str = "per-leg") -> tuple[list[ConferenceRun], list[SharedSaRun]]:
+    """One lab (child-per-call, the controllers keying per leg or with ``legs="shared"``): first
+    what a shared CHILD_SA costs charon alone (``sharedsa.py``, before the controllers start),
+    then a conference per N in turn, ``repeat`` rounds of each; the lab is removed after."""
     lab = Lab(name or "c" + secrets.token_hex(4))
     try:
-        lab.up(controllers=False)
+        lab.up(controllers=False, legs=legs)
         shared = measure_shared(lab, ns, repeat)
         lab.start_controllers()
         return [run_conference(lab, n) for _ in range(repeat) for n in ns], shared

@@ -150,8 +150,13 @@ class Harness:
         """The responder's charon: the peer's CHILD_SA for ``install`` came up here, under the name of
         the template child that matched it (its selectors seen from this side)."""
         sa = self.up[install.child] = self.child_sa(name, install.remote_ts, install.local_ts)
-        return self.charon(now, ChildUpDown(True, "peer", sa))
+        return self.charon(now, ChildUpDown(True, self.conn, sa))
 
     def responder_down(self, now: float, install: InstallChild) -> list[Action]:
         """The initiator deleted it: the responder's charon reports it down."""
-        return self.charon(now, ChildUpDown(False, "peer", self.up.pop(install.child)))
+        return self.charon(now, ChildUpDown(False, self.conn, self.up.pop(install.child)))
+
+    @property
+    def conn(self) -> str:
+        """The connection of this gateway's IKE_SA with its (first) peer, as charon names it."""
+        return self.core.cfg.peers[0].conn
