@@ -203,6 +203,7 @@ def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
         allow_keys_over_clear_signalling=_flag(p.get("allow_keys_over_clear_signalling", False),
                                                f"{where}.allow_keys_over_clear_signalling"),
         legs=_choice(p.get("legs", "per-leg"), f"{where}.legs", ("per-leg", "shared")),
+        esp_mode=_choice(p.get("esp_mode", "tunnel"), f"{where}.esp_mode", ("tunnel", "transport")),
     )
 
 

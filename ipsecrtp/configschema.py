@@ -37,6 +37,7 @@ class Peer(msgspec.Struct, omit_defaults=True):
     srtp: str = ""
     allow_keys_over_clear_signalling: bool = False
     legs: str = ""
+    esp_mode: str = ""
 
 
 # the caps (max_* keys of [controller], config._limits) are whole numbers, each named in Limits

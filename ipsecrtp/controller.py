@@ -225,6 +225,10 @@ class Controller:
             raise ControllerError(f"protect = \"required\" (peer {required[0]}) is enforced by kernel-libipsec's data "
                                   "plane; with kernel-netlink set protect = \"opportunistic\" for now (xfrm block "
                                   "policies are not built yet)")
+        transport = [p.name for p in self.cfg.peers if p.esp_mode == "transport"]
+        if self.backend == "kernel-libipsec" and transport:
+            raise ControllerError(f"esp_mode = \"transport\" (peer {transport[0]}) needs kernel ESP (kernel-netlink): "
+                                  "kernel-libipsec does tunnel mode only; set esp_mode = \"tunnel\"")
         if not probe.supported and any(p.strategy == "pre-keyed" for p in self.cfg.peers):
             raise ControllerError("strategy pre-keyed installs ESP SAs in the kernel, which has no ESP here: "
                                   "use an IKE strategy (a, b, c) or a kernel with ESP")

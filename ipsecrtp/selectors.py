@@ -45,6 +45,10 @@ class PeerConfig:
     # "per-leg": a CHILD_SA per call; "shared": the calls to this peer share one CHILD_SA whose
     # selectors cover all their flows, re-keyed at each join and leave (gateway/shared.py)
     legs: str = "per-leg"
+    # ESP mode: "tunnel" (an inner IP header: what a gateway forwarding others' media needs) or
+    # "transport" (host mode, the gateways are the RTP endpoints: 20 bytes a packet less for IPv4,
+    # 40 for IPv6; kernel ESP only, libipsec refuses it)
+    esp_mode: str = "tunnel"
 
     @property
     def remote_id(self) -> str:

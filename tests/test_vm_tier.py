@@ -3,7 +3,8 @@ the kernel does ESP, so that charon's kernel-netlink backend keys the lab's call
 
 In the guest: the xfrm round trip on pyroute2's marshalling (tests/kernel), and the gateway lab's
 call tests (tests/lab/test_calls.py), which fail if ESP is absent on the WAN, if cleartext RTP
-leaves a gateway while keyed, or if an SA or xfrm state/policy survives its dialog."""
+leaves a gateway while keyed, or if an SA or xfrm state/policy survives its dialog; and ESP
+transport mode with AES-GMAC and AES-GCM (tests/lab/test_transport_mode.py), sized as calculated."""
 
 import os
 import re
@@ -17,7 +18,8 @@ pytestmark = [pytest.mark.vm,
               pytest.mark.skipif(os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None,
                                  reason="needs root and qemu (scripts/setup.sh)")]
 
-GUEST_TESTS = "tests/kernel tests/lab/test_calls.py tests/lab/test_router.py tests/lab/test_prekeyed.py"
+GUEST_TESTS = ("tests/kernel tests/lab/test_calls.py tests/lab/test_router.py tests/lab/test_prekeyed.py "
+               "tests/lab/test_transport_mode.py")
 
 
 # failed again in a loaded guest (gwa's re-key from latching not up within 180 s, 2026-12-02 09:06) after
@@ -37,8 +39,8 @@ def test_real_kernel_tier_keys_calls_in_the_kernel():
     assert "ESP: EspProbe(supported=True" in res.output  # the guest kernel really does ESP
     m = re.search(r"(\d+) passed", res.output)
     # 2 xfrm round trips, 7 lab call tests, router mode, a phone behind a NAT (without and with the ALG,
-    # and one whose ports the NAT changes: re-keyed from latching), pre-keyed
-    assert m and int(m.group(1)) >= 13, vmtier.failure_report(res.output)
+    # and one whose ports the NAT changes: re-keyed from latching), pre-keyed, ESP transport mode (AES-GMAC, AES-GCM)
+    assert m and int(m.group(1)) >= 14, vmtier.failure_report(res.output)
     skips = re.findall(r"SKIPPED \[\d+\] (.+)", res.output)
     assert all("this kernel does ESP" in x for x in skips), skips  # only the no-ESP refusal tests may skip
     print(f"guest booted in {res.boot_seconds:.1f} s, tier took {res.seconds:.1f} s")

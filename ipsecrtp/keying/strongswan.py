@@ -95,7 +95,7 @@ class BoundedSocket:
 
 
 def _child(peer: PeerConfig, local_ts: list[str], remote_ts: list[str]) -> dict:
-    return {"mode": "tunnel", "esp_proposals": list(peer.esp_proposals), "start_action": "none",
+    return {"mode": peer.esp_mode, "esp_proposals": list(peer.esp_proposals), "start_action": "none",
             "close_action": "none", "dpd_action": "clear", "rekey_time": "1h",
             "local_ts": local_ts, "remote_ts": remote_ts}
 

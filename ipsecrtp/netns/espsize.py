@@ -90,8 +90,9 @@ def esp_lengths(pcap: str, src: str) -> dict[int, int]:
     return lens
 
 
-def measure(name: str, proposal: str, payloads: list[int], timeout: float = 20.0) -> Measurement:
-    """Bring a lab up keyed with ``proposal``, send one RTP packet of each payload size on a keyed
+def measure(name: str, proposal: str, payloads: list[int], timeout: float = 20.0,
+            esp_mode: str = "tunnel") -> Measurement:
+    """Bring a lab up keyed with ``proposal`` (in ``esp_mode``), send one RTP packet of each payload size on a keyed
     call, read the ESP sizes, and remove the lab (also on failure)."""
     m = Measurement(proposal, payloads=list(payloads))
     t0 = time.monotonic()
@@ -99,7 +100,7 @@ def measure(name: str, proposal: str, payloads: list[int], timeout: float = 20.0
     socks: list[socket.socket] = []
     try:
         try:
-            lab.up(media_timeout=60.0, esp_proposals=(proposal,), charon_extra=FLUSH_LOG)
+            lab.up(media_timeout=60.0, esp_proposals=(proposal,), charon_extra=FLUSH_LOG, esp_mode=esp_mode)
         except LabError as exc:  # e.g. a controller refused at start because charon refused the proposal
             m.refused = f"lab up: {exc}"
             return m

@@ -42,7 +42,7 @@ class Lab(LabState):
            controllers: bool = True, nat: str | None = None, sip_alg: bool = False,
            nat_translate: bool = True, mode: str = "host", nat_random_ports: bool = False,
            rtp_ports: tuple[int, int] = RTP_PORTS, esp_proposals: tuple[str, ...] | None = None,
-           protect: str | None = None, ike_pool: int = 1, legs: str = "per-leg") -> None:
+           protect: str | None = None, ike_pool: int = 1, legs: str = "per-leg", esp_mode: str = "tunnel") -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
@@ -56,7 +56,8 @@ class Lab(LabState):
         ``nat_random_ports``: the NAT picks random source ports (``masquerade random``), as some
         carrier NATs do, instead of keeping the phone's. ``rtp_ports``: the media port range (both
         ends inclusive) the controllers key and the user agents use; a load run needs thousands.
-        ``legs="shared"``: the calls between the gateways share one CHILD_SA (issue 17 item 3).
+        ``legs="shared"``: the calls between the gateways share one CHILD_SA (issue 17 item 3);
+        ``esp_mode="transport"``: ESP transport mode (host mode, kernel ESP only).
         ``controllers=False``: charons only; ``start_controllers()`` can start them later."""
         check_options(rtp_ports, mode, nat, wan)
         if nat == "between":
@@ -66,7 +67,8 @@ class Lab(LabState):
         self.state.update(mode=mode, nat={"topology": nat, "sip_alg": sip_alg} if nat else None,
                           nat_translate=nat_translate, strategy=strategy, charon_extra=charon_extra,
                           esp_proposals=list(esp_proposals) if esp_proposals else None, protect=protect,
-                          ike_pool=ike_pool, legs=legs, rtp_ports=list(rtp_ports), media_timeout=media_timeout)
+                          ike_pool=ike_pool, legs=legs, esp_mode=esp_mode, rtp_ports=list(rtp_ports),
+                          media_timeout=media_timeout)
         self._create()
         labnet.build(self, nat, sip_alg, wan)
         a, b = self.topology[0], self.topology[1]

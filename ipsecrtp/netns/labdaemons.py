@@ -205,8 +205,9 @@ def write_controller_config(lab: LabState, gw: Gateway, peer: Gateway) -> str:
         protect = lab.state.get("protect") or \
             ("opportunistic" if lab.state.get("backend") == "kernel-netlink" else "required")
         f.write(f'protect = "{protect}"\nike_pool = {int(lab.state.get("ike_pool") or 1)}\n')
-        if lab.state.get("legs", "per-leg") != "per-leg":
-            f.write(f'legs = "{lab.state["legs"]}"\n')
+        for key, default in (("legs", "per-leg"), ("esp_mode", "tunnel")):
+            if lab.state.get(key, default) != default:
+                f.write(f'{key} = "{lab.state[key]}"\n')
         esp = lab.state.get("esp_proposals")
         if esp:  # [[peer]] is the template's last table, so a key written after it belongs to it
             f.write(f"esp_proposals = {json.dumps(esp)}\n")  # a JSON list of strings is a TOML array
