@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass, fields
 
 from .configschema import SchemaError, validate
+from .credentials import CredentialError, Pubkey, read_psk, read_pubkey
 from .selectors import PeerConfig
 from .sip.limits import DEFAULT_LIMITS, Limits
 
@@ -168,23 +169,29 @@ def _strategy(value: str, where: str) -> str:
     return v
 
 
+def _credentials(p: dict, where: str) -> tuple[str, bytes, Pubkey | None]:
+    """(auth, PSK, certificate credentials): read here, from files only their owner may read. A PSK
+    is needed for ``auth = "psk"`` and for strategy pre-keyed (its keys derive from it)."""
+    auth = _choice(p.get("auth", "psk"), f"{where}.auth", ("psk", "pubkey"))
+    needed = ["psk_file"] if auth == "psk" else ["cert_file", "key_file", "ca_file"]
+    for key in ("name", *needed):
+        if not p.get(key):
+            raise ConfigError(f"{where} needs {key!r}" + (f" (auth = {auth!r})" if key != "name" else ""))
+    try:
+        psk = read_psk(p["psk_file"]) if p.get("psk_file") else b""
+        pub = read_pubkey(p["cert_file"], p["key_file"], p["ca_file"]) if auth == "pubkey" else None
+    except CredentialError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not psk and _strategy(p.get("strategy", "child-per-call"), f"{where}.strategy") == "pre-keyed":
+        raise ConfigError(f"{where}: strategy \"pre-keyed\" derives its keys from the peer's pre-shared key: "
+                          "it needs 'psk_file'")
+    return auth, psk, pub
+
+
 def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
-    """One [[peer]] table; its pre-shared key is read here, from a file only its owner may read."""
-    try:
-        psk_file = p["psk_file"]
-        name = p["name"]
-    except KeyError as exc:
-        raise ConfigError(f"{where} needs {exc.args[0]!r}") from None
-    try:
-        st = os.stat(psk_file)
-        with open(psk_file, "rb") as f:
-            psk = f.read().strip()
-    except OSError as exc:
-        raise ConfigError(f"{where}: psk_file {psk_file}: {exc.strerror}") from None
-    if st.st_mode & 0o077:
-        raise ConfigError(f"{where}: psk_file {psk_file} is readable by others (chmod 600)")
-    if len(psk) < 16:
-        raise ConfigError(f"{where}: the pre-shared key must be at least 16 bytes")
+    """One [[peer]] table."""
+    auth, psk, pub = _credentials(p, where)
+    name = p["name"]
     return PeerConfig(
         name=name,
         ike_local=_addr(p.get("ike_local", ""), f"{where}.ike_local"),
@@ -204,6 +211,8 @@ def _peer(p: dict, where: str, rtp: tuple[int, int]) -> PeerConfig:
                                                f"{where}.allow_keys_over_clear_signalling"),
         legs=_choice(p.get("legs", "per-leg"), f"{where}.legs", ("per-leg", "shared")),
         esp_mode=_choice(p.get("esp_mode", "tunnel"), f"{where}.esp_mode", ("tunnel", "transport")),
+        auth=auth,
+        pubkey=pub,
     )
 
 

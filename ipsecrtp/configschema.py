@@ -23,7 +23,11 @@ from .sip.limits import DEFAULT_LIMITS
 
 class Peer(msgspec.Struct, omit_defaults=True):
     name: str
-    psk_file: str
+    psk_file: str = ""
+    auth: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    ca_file: str = ""
     ike_local: str = ""
     ike_remote: str = ""
     ike_remote_id: str = ""

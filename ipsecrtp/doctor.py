@@ -272,7 +272,12 @@ def config_checks(path: str, esp: bool | None) -> list[Check]:
         out.append(Check(f"interface:{name}", ok, True, f"capture interface {name}", detail,
                          "" if ok else "controller.interfaces must name this machine's interfaces"))
     for peer in raw.get("peer", []):
-        out.append(_psk_check(str(peer.get("name", "?")), str(peer.get("psk_file", ""))))
+        if peer.get("auth") == "pubkey":
+            out.append(_pubkey_check(str(peer.get("name", "?")), peer))
+            if peer.get("psk_file"):
+                out.append(_psk_check(str(peer.get("name", "?")), str(peer["psk_file"])))
+        else:
+            out.append(_psk_check(str(peer.get("name", "?")), str(peer.get("psk_file", ""))))
         out.append(keys_check(peer))
     if not c.get("dry_run", False) and "vici" in c:
         out.extend(_vici_checks(str(c["vici"]), esp, str(c.get("budget", "e721-toll"))))
@@ -299,6 +304,20 @@ def keys_check(peer: dict) -> Check:
     return Check(f"keys:{name}", False, not override, what, detail + (" (allowed by override)" if override else ""),
                  "protect the signalling (TLS, a private link) and set signalling = \"protected\", or use "
                  "child-per-call")
+
+
+def _pubkey_check(name: str, peer: dict) -> Check:
+    """Certificate, private key (owner-only) and the CA the peer's certificate must chain to."""
+    from .credentials import CredentialError, read_pubkey
+
+    what = f"certificate, key and CA files of peer {name}"
+    files = [str(peer.get(k, "")) for k in ("cert_file", "key_file", "ca_file")]
+    try:
+        read_pubkey(*files)
+    except CredentialError as exc:
+        return Check(f"pubkey:{name}", False, True, what, str(exc),
+                     "cert_file and ca_file: PEM certificates; key_file: a PEM private key, chmod 600")
+    return Check(f"pubkey:{name}", True, True, what, ", ".join(files))
 
 
 def _psk_check(peer: str, psk: str) -> Check:

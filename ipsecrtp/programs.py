@@ -61,6 +61,7 @@ PROGRAMS: tuple[Program, ...] = (
        optional=True),
     _p("kamailio", "kamailio", "SIP proxy and registrar of the SIP lab; the proxies driving ipsecrtp over ng", LAB),
     _p("openssl", "openssl", "the TLS lab's per-lab CA and its proxies' certificates", LAB),
+    _p("pki", "strongswan-pki", "the IKE lab's per-lab CA and the gateways' certificates (lab up --auth pubkey)", LAB),
     _p("py-spy", PIP + "py-spy", "profiles the controllers during `bench load --profile`", LAB, in_venv=True),
     _p("sipp", "sip-tester", "scripted SIP user agent of the SIP lab", LAB),
     _p("baresip", "baresip-core", "real SIP phones placing the lab's calls", LAB),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from .credentials import Pubkey
 from .media import Endpoint
 
 
@@ -49,6 +50,10 @@ class PeerConfig:
     # "transport" (host mode, the gateways are the RTP endpoints: 20 bytes a packet less for IPv4,
     # 40 for IPv6; kernel ESP only, libipsec refuses it)
     esp_mode: str = "tunnel"
+    # IKE authentication: "psk" (psk above) or "pubkey" (certificates: pubkey below; the peer's must
+    # be issued by its CA *and* name remote_id, so another holder of that CA's certificate is refused)
+    auth: str = "psk"
+    pubkey: Pubkey | None = None
 
     @property
     def remote_id(self) -> str:

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # every package of ipsecrtp/programs.py (tests/test_programs.py checks it); `ipsecrtp doctor` below
 # checks that what they install is there
 PKGS=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
-      libstrongswan-standard-plugins baresip-core sip-tester kamailio kamailio-tls-modules openssl
+      libstrongswan-standard-plugins strongswan-pki baresip-core sip-tester kamailio kamailio-tls-modules openssl
       tshark wireshark-common tcpdump
       iproute2 iputils-ping nftables procps
       qemu-system-x86 kmod busybox-static file  # the real-kernel tier: virtme-ng needs a static busybox, `file`

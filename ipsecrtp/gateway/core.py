@@ -330,7 +330,9 @@ class GatewayCore:
         elif r.attempt >= IKE_TRIES:
             self.out.log("ike-preestablish-failed", peer=r.peer, member=r.member, reason=r.reason,
                          consequence="the first call sets up the IKE_SA (2 RTT)")
-        else:
+        else:  # each attempt's reason (a refused certificate is not worth waiting 5 attempts to read)
+            self.out.log("ike-attempt-failed", peer=r.peer, member=r.member, attempt=r.attempt, reason=r.reason,
+                         retry_in_s=IKE_RETRY_S)
             self.ike_retry[(r.peer, r.member)] = (now + IKE_RETRY_S, r.attempt + 1)
 
     def _settled(self, call: str, now: float) -> None:

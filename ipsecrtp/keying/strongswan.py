@@ -41,6 +41,11 @@ OPERATIONS = ("connect", "version", "stats", "load-shared", "load-conn", "unload
               "list-sas", "list-conns", "listen")
 
 
+# charon's log lines (streamed with an initiate) that say why it failed, kept for the error's one line
+WHY = ("constraint check failed", "AUTHENTICATION_FAILED", "certificate invalid", "no trusted", "not valid",
+       "expired", "unacceptable", "no private key", "NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE")
+
+
 class KeyingError(RuntimeError):
     """A keying operation failed; ``str(err)`` is a one-line reason."""
 
@@ -98,6 +103,18 @@ def _child(peer: PeerConfig, local_ts: list[str], remote_ts: list[str]) -> dict:
     return {"mode": peer.esp_mode, "esp_proposals": list(peer.esp_proposals), "start_action": "none",
             "close_action": "none", "dpd_action": "clear", "rekey_time": "1h",
             "local_ts": local_ts, "remote_ts": remote_ts}
+
+
+def _auth(peer: PeerConfig) -> dict:
+    """The connection's local and remote authentication. With certificates, trust is end to end
+    between the two keying peers, never transitive: the peer's certificate must chain to *this
+    peer's* CA (``cacerts``, a constraint, not only a trust anchor) and name ``remote_id`` (charon
+    checks the identity against the certificate's subject and subjectAltNames), so a third
+    gateway holding a valid certificate from the same CA is refused."""
+    if peer.auth == "pubkey" and peer.pubkey is not None:
+        return {"local": {"auth": "pubkey", "id": peer.ike_local, "certs": [peer.pubkey.cert]},
+                "remote": {"auth": "pubkey", "id": peer.remote_id, "cacerts": [peer.pubkey.ca]}}
+    return {"local": {"auth": "psk", "id": peer.ike_local}, "remote": {"auth": "psk", "id": peer.remote_id}}
 
 
 def connect(path: str, timeout: float = COMMAND_TIMEOUT_S) -> vici.Session:
@@ -184,6 +201,11 @@ class Charon:
         return "unknown"
 
     def load_secret(self, peer: PeerConfig) -> None:
+        """The peer's IKE credential: its pre-shared key, or (auth = "pubkey") our private key (the
+        certificates go with the connection, see ``_auth``)."""
+        if peer.auth == "pubkey" and peer.pubkey is not None:
+            self._request("load_key", "load-key", {"type": "any", "data": peer.pubkey.key})
+            return
         self._request("load_shared", "load-shared", {
             "id": f"psk-{peer.name}", "type": "IKE", "data": peer.psk,
             "owners": [peer.ike_local, peer.remote_id],
@@ -215,8 +237,7 @@ class Charon:
             # same identities, so INITIAL_CONTACT cannot be used); a liveness check after this long
             # without inbound traffic (a live call's ESP counts) lets the retransmission timers tell
             "dpd_delay": DPD_DELAY,
-            "local": {"auth": "psk", "id": peer.ike_local},
-            "remote": {"auth": "psk", "id": peer.remote_id},
+            **_auth(peer),
             "children": children,
         }
         if marker is not None:
@@ -246,12 +267,16 @@ class Charon:
             c: dict(common, local_ts=lt, remote_ts=rt) for c, (lt, rt) in children.items()})})
 
     def _initiate(self, what: str, timeout_s: float, **params: str) -> None:
+        said: list[str] = []  # charon's own words on why (a refused certificate, AUTHENTICATION_FAILED)
         try:
             with self.bounded("initiate", timeout_s + ANSWER_MARGIN_S):
-                for _log in self.session.initiate({**params, "timeout": int(timeout_s * 1000), "init-limits": "no"}):
-                    pass
+                for log in self.session.initiate({**params, "timeout": int(timeout_s * 1000), "init-limits": "no"}):
+                    msg = _s(log.get("msg", b""))
+                    if any(w in msg for w in WHY) and msg not in said:
+                        said.append(msg)
         except vici.exception.CommandException as exc:
-            raise KeyingError(f"initiate {what} failed: {exc}") from None
+            why = f" (charon: {'; '.join(said[-3:])})" if said else ""
+            raise KeyingError(f"initiate {what} failed: {exc}{why}") from None
 
     def _terminate(self, what: str, timeout_s: float, **params: str) -> None:
         try:

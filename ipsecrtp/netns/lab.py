@@ -12,7 +12,7 @@ import signal
 import time
 
 from ..kernel.xfrm import probe_esp
-from . import labdaemons, labnet, proc
+from . import labdaemons, labnet, labpki, proc
 from .labnat import build_lans
 from .labstate import NAT_TOPOLOGY, RTP_PORTS, LabError, LabState, check_rtp_ports
 from .wanem import LinkSettings
@@ -42,7 +42,8 @@ class Lab(LabState):
            controllers: bool = True, nat: str | None = None, sip_alg: bool = False,
            nat_translate: bool = True, mode: str = "host", nat_random_ports: bool = False,
            rtp_ports: tuple[int, int] = RTP_PORTS, esp_proposals: tuple[str, ...] | None = None,
-           protect: str | None = None, ike_pool: int = 1, legs: str = "per-leg", esp_mode: str = "tunnel") -> None:
+           protect: str | None = None, ike_pool: int = 1, legs: str = "per-leg", esp_mode: str = "tunnel",
+           auth: str = "psk") -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
@@ -57,7 +58,8 @@ class Lab(LabState):
         carrier NATs do, instead of keeping the phone's. ``rtp_ports``: the media port range (both
         ends inclusive) the controllers key and the user agents use; a load run needs thousands.
         ``legs="shared"``: the calls between the gateways share one CHILD_SA (issue 17 item 3);
-        ``esp_mode="transport"``: ESP transport mode (host mode, kernel ESP only).
+        ``esp_mode="transport"``: ESP transport mode (host mode, kernel ESP only);
+        ``auth="pubkey"``: the gateways authenticate with certificates from a per-lab CA (``labpki``).
         ``controllers=False``: charons only; ``start_controllers()`` can start them later."""
         check_options(rtp_ports, mode, nat, wan)
         if nat == "between":
@@ -67,7 +69,7 @@ class Lab(LabState):
         self.state.update(mode=mode, nat={"topology": nat, "sip_alg": sip_alg} if nat else None,
                           nat_translate=nat_translate, strategy=strategy, charon_extra=charon_extra,
                           esp_proposals=list(esp_proposals) if esp_proposals else None, protect=protect,
-                          ike_pool=ike_pool, legs=legs, esp_mode=esp_mode, rtp_ports=list(rtp_ports),
+                          ike_pool=ike_pool, legs=legs, esp_mode=esp_mode, auth=auth, rtp_ports=list(rtp_ports),
                           media_timeout=media_timeout)
         self._create()
         labnet.build(self, nat, sip_alg, wan)
@@ -83,6 +85,8 @@ class Lab(LabState):
         self.state["esp_probe"] = probe.detail
         self.save()
         labdaemons.write_psk(self)
+        if auth == "pubkey" and keying:
+            labpki.make(self)
         for gw in self.topology if keying else ():
             labdaemons.start_charon(self, gw, backend)
         self.state["keying"] = keying

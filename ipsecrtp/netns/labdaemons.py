@@ -205,6 +205,10 @@ def write_controller_config(lab: LabState, gw: Gateway, peer: Gateway) -> str:
         protect = lab.state.get("protect") or \
             ("opportunistic" if lab.state.get("backend") == "kernel-netlink" else "required")
         f.write(f'protect = "{protect}"\nike_pool = {int(lab.state.get("ike_pool") or 1)}\n')
+        pki = (lab.state.get("pki") or {}).get(gw.role) if lab.state.get("auth") == "pubkey" else None
+        if pki:  # certificates from the lab's CA (labpki.py); the PSK file stays for pre-keyed
+            f.write(f'auth = "pubkey"\ncert_file = "{pki["cert"]}"\nkey_file = "{pki["key"]}"\n'
+                    f'ca_file = "{pki["ca"]}"\n')
         for key, default in (("legs", "per-leg"), ("esp_mode", "tunnel")):
             if lab.state.get(key, default) != default:
                 f.write(f'{key} = "{lab.state[key]}"\n')
