@@ -33,6 +33,7 @@ from .shell.events import RecordingExecutor
 from .shell.executor import Executor, Outcome
 from .shell.journal import Journal as CallJournal
 from .shell.ng import NgServer
+from .timescale import scaled
 
 if TYPE_CHECKING:
     from .gateway.control import ControlRequest
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 # the start-up session's limit per VICI command: no call waits on the start, so only a hung charon
 # should fail it, not a loaded one (in the real-kernel tier's TCG guest charon took over the per-call
 # limit of 2 s to answer a load-conn at start)
-START_COMMAND_S = 20.0
+START_COMMAND_S = scaled(20.0)
 LOOP_TICK_S = 0.5  # the loop wakes at least this often, to notice a stop
 
 

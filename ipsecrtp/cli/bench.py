@@ -7,6 +7,8 @@ import os
 
 import click
 
+from .progress import steps
+
 
 def _floats(value: str) -> list[float]:
     try:
@@ -50,9 +52,9 @@ def pdd(rtts: str, calls: int, strategies: str, ring: float, talk: float, pause:
     bad = [s for s in strat if s not in STRATEGY_LETTERS and s not in STRATEGY_LETTERS.values()]
     if bad:
         raise click.BadParameter(f"unknown strategy {bad[0]!r}")
-    report = run(_floats(rtts), strat, calls=calls, ring=ring, talk=talk, budget=budget,
-                 baseline=not no_baseline, pause=pause, progress=(lambda m: None) if as_json else
-                 (lambda m: click.echo("  " + m, err=True)))
+    with steps("bench pdd", as_json) as progress:
+        report = run(_floats(rtts), strat, calls=calls, ring=ring, talk=talk, budget=budget,
+                     baseline=not no_baseline, pause=pause, progress=progress)
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
@@ -98,12 +100,15 @@ def wan(rtts: str, probes: int, as_json: bool) -> None:
     lab = Lab("b" + secrets.token_hex(3))
     out = []
     try:
-        lab.up(wan=LinkSettings(), keying=False)
-        for rtt in _floats(rtts):
-            lab.set_wan(LinkSettings(delay_ms=rtt / 2))
-            m = measure(lab, probes=probes).to_json()
-            m["rtt_set_ms"] = rtt
-            out.append(m)
+        with steps("bench wan", as_json, total=1 + len(_floats(rtts))) as progress:
+            lab.up(wan=LinkSettings(), keying=False)
+            progress(f"lab {lab.name} up")
+            for rtt in _floats(rtts):
+                lab.set_wan(LinkSettings(delay_ms=rtt / 2))
+                m = measure(lab, probes=probes).to_json()
+                m["rtt_set_ms"] = rtt
+                out.append(m)
+                progress(f"RTT {rtt:g} ms: ping {m['rtt_ms']} ms")
     finally:
         lab.down()
     if as_json:
@@ -127,8 +132,8 @@ def ike_loss(losses: str, rtt: float, children: int, tuned: str, as_json: bool) 
     from ..netns.ikeloss import run
 
     _need_root()
-    report = run(_floats(losses), rtt, children, tuned.split("|"),
-                 progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
+    with steps("bench ike-loss", as_json) as progress:
+        report = run(_floats(losses), rtt, children, tuned.split("|"), progress=progress)
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
@@ -194,12 +199,11 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
     except LabError as exc:
         raise click.BadParameter(str(exc), param_hint="--rtp-ports") from None
     try:
-        report = run(rate=rate, calls=calls, hold=hold, rtt=rtt, strategy=strategy, ike_pool=ike_pool,
-                     rtp_ports=ports, ptime=ptime, raw_seconds=raw_seconds, charon=charon_lines,
-                     charon_rcvbuf=charon_rcvbuf,
-                     profile_dir=profile_dir,
-                     logs_dir=logs_dir,
-                     progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
+        with steps("bench load", as_json) as progress:
+            report = run(rate=rate, calls=calls, hold=hold, rtt=rtt, strategy=strategy, ike_pool=ike_pool,
+                         rtp_ports=ports, ptime=ptime, raw_seconds=raw_seconds, charon=charon_lines,
+                         charon_rcvbuf=charon_rcvbuf, profile_dir=profile_dir, logs_dir=logs_dir,
+                         progress=progress)
     except LoadError as exc:
         raise click.ClickException(str(exc)) from None
     text = format_text(report)
@@ -232,9 +236,9 @@ def faults(scenarios: tuple[str, ...], calls: int, hold: float, flood_rate: int,
 
     _need_root()
     try:
-        report = run(list(scenarios) or None, calls=calls, hold=hold, flood_rate=flood_rate,
-                     flood_seconds=flood_seconds,
-                     progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
+        with steps("bench faults", as_json) as progress:
+            report = run(list(scenarios) or None, calls=calls, hold=hold, flood_rate=flood_rate,
+                         flood_seconds=flood_seconds, progress=progress)
     except FaultError as exc:
         raise click.ClickException(str(exc)) from None
     text = format_text(report)

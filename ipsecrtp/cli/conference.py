@@ -9,6 +9,8 @@ import os
 
 import click
 
+from .progress import steps
+
 
 @click.command()
 @click.option("--n", "ns", default="2,5,10", show_default=True, help="legs per conference, comma-separated")
@@ -30,7 +32,12 @@ def conference(ns: str, repeat: int, modes: str, as_json: bool) -> None:
     from ..netns.conference import measure, report, summary
     from ..netns.sharedsa import shared_report
 
-    results = {m: measure(legs, repeat, legs=m) for m in (["per-leg", "shared"] if modes == "both" else [modes])}
+    chosen = ["per-leg", "shared"] if modes == "both" else [modes]
+    with steps("bench conference", as_json, total=len(chosen)) as progress:
+        results = {}
+        for m in chosen:
+            results[m] = measure(legs, repeat, legs=m)
+            progress(f"legs {m}: {len(results[m][0])} conferences")
     if as_json:
         click.echo(json.dumps({m: {"controller": [dataclasses.asdict(r) for r in runs],
                                    "charon_alone": [dataclasses.asdict(r) for r in alone]}

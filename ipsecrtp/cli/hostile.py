@@ -8,6 +8,8 @@ import os
 
 import click
 
+from .progress import steps
+
 
 def _results_path(day: str) -> str | None:
     """bench/results/hostile-DAY.txt of the checkout this package runs from (None when installed elsewhere)."""
@@ -39,8 +41,8 @@ def hostile(messages: int, classes: tuple[str, ...], strategy: str, out: str | N
     strategy = STRATEGIES.get(strategy, strategy)
     if strategy not in STRATEGIES.values():
         raise click.BadParameter(f"{strategy!r} is not one of {', '.join(STRATEGIES.values())}")
-    report = run(list(classes) or None, messages, strategy,
-                 progress=(lambda m: None) if as_json else (lambda m: click.echo("  " + m, err=True)))
+    with steps("bench hostile", as_json) as progress:
+        report = run(list(classes) or None, messages, strategy, progress=progress)
     text = format_text(report)
     click.echo(json.dumps(report, indent=1) if as_json else text)
     path = out or _results_path(datetime.date.today().isoformat())

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .progress import ticking
+
 if TYPE_CHECKING:  # the lab is imported by the commands that use it: the CLI starts without it
     from ..netns.calls import CallResult, WireStats
 
@@ -289,7 +291,8 @@ def vm_cmd(timeout: float, command: tuple[str, ...]) -> None:
     line = " ".join(command) or (".venv/bin/python -m pytest -q -p no:cacheprovider -rs tests/kernel "
                                  "tests/lab/test_calls.py")
     try:
-        res = vm.run(line, timeout=timeout)
+        with ticking("lab vm: the guest runs"):
+            res = vm.run(line, timeout=timeout)
     except vm.VmError as exc:
         raise _fail(exc) from None
     click.echo(res.output, nl=False)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import vici
 
 from ..selectors import PeerConfig
+from ..timescale import scaled
 from .charontimers import ANSWER_MARGIN_S  # for charon's own answer once its time-out has fired
 
 # seconds without inbound traffic before charon checks that the peer still holds the IKE_SA; the
@@ -31,11 +32,11 @@ DPD_DELAY = "2s"
 
 # a healthy charon answers these in about a millisecond; ipsecrtp.keying.charontimers derives the
 # controller's limits from its post-dial budget, this is for the tools and tests
-COMMAND_TIMEOUT_S = 2.0
+COMMAND_TIMEOUT_S = scaled(2.0)
 # a read outside any of this module's commands (a bench's own session.initiate, an event's body)
-RAW_WAIT_S = 10.0
-INITIATE_TIMEOUT_S = 10.0
-TERMINATE_TIMEOUT_S = 5.0
+RAW_WAIT_S = scaled(10.0)
+INITIATE_TIMEOUT_S = scaled(10.0)
+TERMINATE_TIMEOUT_S = scaled(5.0)
 # what a charon-timeout names (a bounded set: a metric's label)
 OPERATIONS = ("connect", "version", "stats", "load-shared", "load-conn", "unload-conn", "initiate", "terminate",
               "list-sas", "list-conns", "listen")

@@ -16,6 +16,7 @@ from ..keying.strongswan import Charon
 from ..log import read_log
 from ..offline import ip_packets
 from ..packet import UDP, decode_ip
+from ..timescale import scaled
 from . import proc
 from .baresip import BaresipControl
 from .lab import Lab
@@ -149,13 +150,13 @@ class Phones:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.ctl = {gw.role: BaresipControl(lab.ua_ns(gw.role), timeout=15) for gw in lab.topology}
+        self.ctl = {gw.role: BaresipControl(lab.ua_ns(gw.role), timeout=scaled(15)) for gw in lab.topology}
 
     def close(self) -> None:
         for c in self.ctl.values():
             c.close()
 
-    def call(self, scenario: str, talk: float = 2.0, timeout: float = 15.0, ring: float | None = None,
+    def call(self, scenario: str, talk: float = 2.0, timeout: float = scaled(15.0), ring: float | None = None,
              keyed: bool = True) -> CallResult:
         """scenario: 'caller-hangup', 'callee-hangup' or 'cancel' (callee rings, caller gives up).
         ``ring``: the callee answers by hand after ringing this long (else at once, auto-answer).
