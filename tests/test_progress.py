@@ -16,7 +16,10 @@ import pytest
 
 from ipsecrtp.cli.progress import Steps
 
-ARGS = [sys.executable, "-m", "ipsecrtp", "bench", "wan", "--rtt", "0,20", "--probes", "5"]
+
+def bench_wan(*extra: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ipsecrtp", "bench", "wan", "--rtt", "0,20", "--probes", "5", *extra],
+                          text=True, timeout=300, **kw)
 
 
 def test_steps_is_silent_when_not_wanted(capsys):
@@ -34,7 +37,7 @@ def test_a_bench_shows_progress_on_a_terminal_only():
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))  # a new pty is 0 columns wide
     try:
-        p = subprocess.run(ARGS, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=300)
+        p = bench_wan(stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
         seen = b""
         while True:
@@ -51,7 +54,7 @@ def test_a_bench_shows_progress_on_a_terminal_only():
     tty = seen.decode(errors="replace")
     assert "bench wan" in tty and "3/3" in tty and "RTT 20 ms" in tty, tty[-500:]
     assert "bench wan" not in p.stdout and "ping avg" in p.stdout
-    piped = subprocess.run(ARGS + ["--json"], capture_output=True, text=True, timeout=300)
+    piped = bench_wan("--json", capture_output=True)
     assert piped.returncode == 0 and piped.stderr == "", piped.stderr
-    plain = subprocess.run(ARGS, capture_output=True, text=True, timeout=300)  # not a terminal: no bar
+    plain = bench_wan(capture_output=True)  # not a terminal: no bar
     assert plain.returncode == 0 and plain.stderr == "" and "ping avg" in plain.stdout, plain.stderr
