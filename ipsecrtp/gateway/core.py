@@ -273,6 +273,9 @@ class GatewayCore:
             log_cap_event(ev, self.out, k)
         if isinstance(ev, MediaNegotiated | MediaChanged) and (hit := self.early.claim(k.calls.get(ev.call_id))):
             self._child_updown(hit[1], hit[0])  # its SA came up first: attributed now, as of when it came up
+        elif isinstance(ev, MediaNegotiated | MediaChanged) and (st := k.calls.get(ev.call_id)) is not None \
+                and st.peer.legs == "shared":
+            self.shared.claim(st, ev.time)  # the same for a leg of the peer's shared SA
         if ev.call_id:
             self.timelines.settle(ev.call_id, ev.time)
 

@@ -16,7 +16,7 @@ from ..selectors import FlowRule, PeerConfig
 from .actions import ChildUpDown
 from .keying import Keying
 from .shared import owns
-from .state import Happening, KeyState
+from .state import Happening, KeyState, SaKeying
 from .timelines import Timelines
 
 ESP_MARK_S = 1.0  # a shared SA's ESP marks its calls' media activity at most this often (O(legs) each time)
@@ -73,6 +73,17 @@ class SharedSas:
         k.out.log("shared-sa-up" if ev.up else "shared-sa-down", peer=peer.name, conn=ev.ike, child=name, sa=sa,
                   legs=len(calls), local_ts=child.get("local-ts"),
                   remote_ts=child.get("remote-ts"), encap=child.get("encap") == "yes")
+
+    def claim(self, st: SaKeying, now: float) -> None:
+        """A responder's leg keyed after the peer's shared SA covering it came up (its answer
+        reached this gateway after the peer's CREATE_CHILD_SA): attributed now."""
+        if st.role != "responder" or st.state is not KeyState.WAITING or not st.rules:
+            return
+        for sa, (peer, rules, calls) in self.up.items():
+            if peer == st.peer.name and st.rules <= rules:
+                calls[st.call_id] = st.rules
+                self._leg_up(st.call_id, "(shared)", sa, now)
+                return
 
     def _leg_up(self, call: str, child: str, sa: str, now: float) -> None:
         st = self.k.calls.get(call)

@@ -191,3 +191,19 @@ def test_shared_legs_need_child_per_call(strategy):
     pc = replace(peer("gwa", strategy), legs="shared", signalling="protected")
     with pytest.raises(ConfigError, match='legs = "shared" needs strategy = "child-per-call"'):
         check_signalling(pc, "peer[0]")
+
+
+def test_a_responder_that_learns_of_the_call_after_the_shared_sa_came_up_attributes_it_then():
+    p = shared_pair()
+    c = legs(1)[0]
+    p.b.on_packet(1.0, c.invite())  # gwb (the answerer's gateway) sees the call; gwa not yet
+    p.b.on_packet(1.1, c.provisional())
+    p.b.on_packet(1.1, c.ok())
+    (install,) = p.b.of(InstallChild)
+    p.b.answer(install, 1.2)
+    p.a.responder_up(1.2, install)  # the peer's SA is up at gwa before gwa knows the call
+    assert p.a.logs("sa-up") == []
+    for msg in (c.invite(), c.provisional(), c.ok(), c.ack()):
+        p.a.on_packet(1.3, msg)
+    (up,) = p.a.logs("sa-up")
+    assert up["call"] == "c0" and up["shared"] and p.a.core.keying.calls["c0"].state.value == "up"
