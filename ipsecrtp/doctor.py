@@ -272,12 +272,11 @@ def config_checks(path: str, esp: bool | None) -> list[Check]:
         out.append(Check(f"interface:{name}", ok, True, f"capture interface {name}", detail,
                          "" if ok else "controller.interfaces must name this machine's interfaces"))
     for peer in raw.get("peer", []):
-        if peer.get("auth") == "pubkey":
-            out.append(_pubkey_check(str(peer.get("name", "?")), peer))
-            if peer.get("psk_file"):
-                out.append(_psk_check(str(peer.get("name", "?")), str(peer["psk_file"])))
-        else:
-            out.append(_psk_check(str(peer.get("name", "?")), str(peer.get("psk_file", ""))))
+        name, pubkey = str(peer.get("name", "?")), peer.get("auth") == "pubkey"
+        if pubkey:
+            out.append(_pubkey_check(name, peer))
+        if not pubkey or peer.get("psk_file"):  # with certificates a PSK is optional (pre-keyed needs one)
+            out.append(_psk_check(name, str(peer.get("psk_file", ""))))
         out.append(keys_check(peer))
     if not c.get("dry_run", False) and "vici" in c:
         out.extend(_vici_checks(str(c["vici"]), esp, str(c.get("budget", "e721-toll"))))

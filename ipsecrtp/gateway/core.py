@@ -346,7 +346,7 @@ class GatewayCore:
         child, k = ev.child, self.keying
         rules = rules_for_child(child.get("local-ts", []), child.get("remote-ts", []))
         peer = self.conn_peer.get(ev.ike) or self.keying.shared.peer_of(child.get("name", ""))
-        if self.shared.handles(peer, child.get("name", "")) and peer is not None:
+        if peer is not None and self.shared.handles(peer, child.get("name", "")):
             self.shared.updown(ev, peer, rules, now)  # legs = "shared" (gateway/sharedsas.py)
             return
         st = k.by_child.get(child.get("name", ""))

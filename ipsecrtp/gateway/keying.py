@@ -353,4 +353,3 @@ class Keying:
             if st.state is KeyState.DRAINING:
                 st.set_up_pending = False  # the shell has stopped its workers: nothing is in flight
                 self.remove(st)
-

@@ -42,8 +42,6 @@ class Generation:
 
     child: str
     legs: dict[str, frozenset[FlowRule]]
-    started: float
-    up: bool = False
     uniqueid: str | None = None
 
     def selectors(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -100,11 +98,6 @@ class SharedLegs:
         entry = self.by_child.get(child)
         return entry[0].peer if entry is not None else None
 
-    def covered(self, peer: str, call_id: str) -> bool:
-        """The leg's flows are in the live shared CHILD_SA."""
-        ps = self.peers.get(peer)
-        return ps is not None and ps.live is not None and ps.live.up and call_id in ps.live.legs
-
     # -- re-keying -------------------------------------------------------------------------------
 
     def _reconcile(self, ps: PeerShare, now: float) -> None:
@@ -119,7 +112,7 @@ class SharedLegs:
             ps.live = None
             return
         ps.generation += 1
-        gen = Generation(f"{PREFIX}{ps.peer.name}-{ps.generation}", dict(want), now)
+        gen = Generation(f"{PREFIX}{ps.peer.name}-{ps.generation}", dict(want))
         ps.pending = gen
         self.by_child[gen.child] = (ps, gen)
         local_ts, remote_ts = gen.selectors()
@@ -143,14 +136,13 @@ class SharedLegs:
         if not r.ok:
             ps.failures += 1
             self._remove(ps, gen, "set-up failed")  # charon may still finish it: nothing stays behind
-            uncovered = sorted(c for c in gen.legs if not (ps.live and c in ps.live.legs and ps.live.up))
+            uncovered = sorted(c for c in gen.legs if ps.live is None or c not in ps.live.legs)  # live: up
             self.out.log("keying-failed", peer=ps.peer.name, child=gen.child, reason=r.reason, calls=uncovered,
                          attempt=ps.failures)
             ps.retry_at = now + RETRY_S if ps.failures < TRIES else None
             return ()
         ps.failures, ps.retry_at = 0, None
-        old, ps.live = ps.live, gen
-        gen.up = True  # charon's initiate answers once the CHILD_SA is established
+        old, ps.live = ps.live, gen  # charon's initiate answers once the CHILD_SA is established
         fresh = tuple(c for c in gen.legs if old is None or c not in old.legs)
         self._remove(ps, old, "replaced")  # make before break: the new one is up
         self._reconcile(ps, now)  # what joined or left meanwhile
@@ -189,10 +181,10 @@ class SharedLegs:
             if not mine:
                 continue
             newest = max(mine, key=lambda c: int(c["name"].rsplit("-", 1)[1]))
-            ps.generation = max(int(c["name"].rsplit("-", 1)[1]) for c in mine)
+            ps.generation = int(newest["name"].rsplit("-", 1)[1])
             held = rules_of(newest)
             legs = {c: rules for c, rules in ps.wanted().items() if rules <= held}
-            gen = Generation(newest["name"], legs, 0.0, up=True, uniqueid=newest.get("uniqueid"))
+            gen = Generation(newest["name"], legs, uniqueid=newest.get("uniqueid"))
             held_ts = tuple(sorted(newest.get("local-ts", []))), tuple(sorted(newest.get("remote-ts", [])))
             if gen.selectors() != held_ts:
                 # it still covers a leg that ended while no controller ran: the next generation leaves it out
@@ -214,9 +206,7 @@ class SharedLegs:
                              reason="charon-restarted")
                 self.by_child.pop(ps.live.child, None)
                 ps.live = None
-            if children is not None and ps.pending is not None and ps.pending.child not in children:
-                pass  # its initiate is still out: its answer decides
-            self._reconcile(ps, now)
+            self._reconcile(ps, now)  # a pending set-up's own answer decides it (its initiate is still out)
 
     # -- timers, stop ----------------------------------------------------------------------------
 

@@ -31,13 +31,14 @@ class SharedSas:
         self.spis: dict[int, str] = {}  # SPI -> SA unique id
         self.marked: dict[str, float] = {}  # SA -> when its ESP last marked its calls active
 
-    def handles(self, peer: PeerConfig | None, child: str) -> bool:
+    def handles(self, peer: PeerConfig, child: str) -> bool:
         """A child-updown for this path: one of our shared children, or any SA of a shared peer's
         that is not one of our per-call children (the peer's shared SA, seen as responder)."""
-        return owns(child) or (peer is not None and peer.legs == "shared" and child not in self.k.by_child)
+        return owns(child) or (peer.legs == "shared" and child not in self.k.by_child)
 
-    def covered(self, peer: str, but: str | None = None) -> set[FlowRule]:
-        return {r for sa, (p, rules, _) in self.up.items() if p == peer and sa != but for r in rules}
+    def covered(self, peer: str) -> set[FlowRule]:
+        """The flows the peer's shared SAs up now cover (during a re-key, both generations')."""
+        return {r for p, rules, _ in self.up.values() if p == peer for r in rules}
 
     def updown(self, ev: ChildUpDown, peer: PeerConfig, rules: set[FlowRule], now: float) -> None:
         child, k = ev.child, self.k
