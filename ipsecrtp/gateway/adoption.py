@@ -17,7 +17,7 @@ from ..selectors import FlowRule, rules_for_child
 from ..sip.dialog import DialogTracker
 from .actions import RemoveChild
 from .keying import Keying
-from .state import KeyState, SaKeying
+from .state import SETTING_UP, KeyState, SaKeying
 from .strategies import strategy_of
 
 OURS = ("call-", "spec-", "shared-")  # the child names this controller gives
@@ -26,6 +26,9 @@ OURS = ("call-", "spec-", "shared-")  # the child names this controller gives
 # detection after the peer restarted, or the peer deleted it)
 CHARON_RESTARTED, CHILD_DOWN = "charon-restarted", "child-down"
 LOST_REASONS = (CHARON_RESTARTED, CHILD_DOWN)
+# an initiator's set-up that charon has not settled: asked and not answered, or answered and its
+# CHILD_SA not yet reported
+IN_FLIGHT = SETTING_UP | {KeyState.INITIATED, KeyState.CONFIRMING}
 
 
 class Recovery:
@@ -36,6 +39,9 @@ class Recovery:
     def __init__(self, k: Keying) -> None:
         self.k = k
         self.lost: dict[str, tuple[float, str]] = {}  # call -> (when its SA was first lost, why)
+        # calls whose set-up was in flight when charon answered again: their own outcome decides
+        # (up: kept; failed: keyed again then), never a second set-up beside the first
+        self.in_flight: dict[str, tuple[SaKeying, str]] = {}
 
     def rekey(self, st: SaKeying, now: float, reason: str) -> None:
         k = self.k
@@ -68,6 +74,20 @@ class Recovery:
 
     def forget(self, call_id: str) -> None:
         self.lost.pop(call_id, None)
+        self.in_flight.pop(call_id, None)
+
+    def watch(self, st: SaKeying, reason: str) -> None:
+        self.in_flight[st.call_id] = (st, reason)
+
+    def check(self, now: float) -> None:
+        """The watched set-ups that have settled: a failed one (charon's restart took it) is keyed
+        again; one that came up, or a call that moved on (ended, keyed anew), is let go."""
+        for call, (st, reason) in list(self.in_flight.items()):
+            if st.state in IN_FLIGHT and self.k.calls.get(call) is st:
+                continue
+            del self.in_flight[call]
+            if st.state is KeyState.FAILED and self.k.calls.get(call) is st:
+                self.rekey(st, now, reason)
 
     def carried(self, call: str | None, child: dict) -> set[FlowRule]:
         """The flows a call's current SA carries, when that SA is up and is not ``child`` (whose
@@ -141,6 +161,9 @@ def rekey_lost(recovery: Recovery, children: frozenset[str], now: float) -> None
     for st in list(recovery.k.calls.values()):
         if st.role != "initiator" or st.prekeyed is not None or st.speculative or st.child is None \
                 or st.terminated or st.child in children:
+            continue
+        if st.state in IN_FLIGHT:  # not in charon's list yet: keying it again made a second SA
+            recovery.watch(st, CHARON_RESTARTED)
             continue
         recovery.rekey(st, now, CHARON_RESTARTED)
 

@@ -429,6 +429,7 @@ class GatewayCore:
             for ev in self.tracker.handle_timer(now):
                 self.sip_event(ev)
         self.keying.handle_timer(now)
+        self.recovery.check(now)
         self.timelines.handle_timer(now)
         for (peer, member), (when, attempt) in list(self.ike_retry.items()):
             if when <= now:

@@ -135,3 +135,38 @@ def test_a_speculative_sa_going_is_left_to_its_answer():
     spec = next(a for a in gw.of(InstallChild) if a.child.startswith("spec-"))
     lose(gw, spec.child, 1.1)
     assert gw.logs("sa-lost") == []
+
+
+@pytest.mark.parametrize("strategy", CHILD_STRATEGIES)
+def test_a_set_up_in_flight_when_charon_answers_again_is_not_keyed_twice(strategy):
+    """The listener's session came back (charon hung past a time-out in a loaded guest, or restarted)
+    while a call's initiate was still in charon's hands: that call is not in charon's list yet, but
+    its own set-up will answer. Keying it again made a second CHILD_SA for the same flows (seen in
+    the real-kernel tier). Its outcome decides: up, it is kept; failed, it is keyed again then."""
+    p, c = Pair(strategy), Call("c1")
+    p.yes(0.0)
+    p.sip(1.0, c.invite())
+    p.yes(1.0)
+    p.sip(1.2, c.provisional(), c.ok())
+    gw = p.b
+    (first,) = installs(gw)
+    gw.charon(1.3, CharonReconnected(frozenset(), 0.5))
+    assert installs(gw) == [first] and gw.logs("sa-lost") == []
+    gw.answer(first, 1.4)
+    assert installs(gw) == [first] and gw.logs("sa-initiated")
+
+
+@pytest.mark.parametrize("strategy", CHILD_STRATEGIES)
+def test_a_set_up_in_flight_that_fails_after_charon_answers_again_is_keyed_again(strategy):
+    p, c = Pair(strategy), Call("c1")
+    p.yes(0.0)
+    p.sip(1.0, c.invite())
+    p.yes(1.0)
+    p.sip(1.2, c.provisional(), c.ok())
+    gw = p.b
+    (first,) = installs(gw)
+    gw.charon(1.3, CharonReconnected(frozenset(), 0.5))
+    gw.answer(first, 1.4, ok=False)  # the restart took it: no child-updown comes either
+    gw.run_until(1.4 + 3.5)
+    assert len(installs(gw)) == 2
+    assert [(e["call"], e["reason"]) for e in gw.logs("sa-lost")] == [("c1", "charon-restarted")]
