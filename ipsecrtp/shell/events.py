@@ -25,11 +25,13 @@ from ..gateway.actions import (
     RemoveResult,
 )
 from ..keying.strongswan import COMMAND_TIMEOUT_S, Charon, CharonTimeout, KeyingError, listen
+from ..timescale import scaled
 
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.25, 2.0  # back-off while charon does not answer
 # while charon is hung, how long a probe (a new session's `version`) waits: a healthy charon answers
 # in about a millisecond, and the listener polls every 0.5 s, so charon's return is seen within ~1 s
-PROBE_S = 0.5
+# (scaled on a far slower machine: a loaded TCG guest answers in seconds, not milliseconds)
+PROBE_S = scaled(0.5)
 
 
 class CharonHealth:

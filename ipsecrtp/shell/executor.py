@@ -57,13 +57,14 @@ from ..keying.dataplane import DataPlane, DataPlaneError
 from ..keying.routing import PolicyRouting
 from ..keying.strongswan import Charon, CharonTimeout, KeyingError
 from ..log import DecisionLog
+from ..timescale import scaled
 from .events import RECONNECT_MAX_S, RECONNECT_MIN_S, CharonEvents, CharonHealth, failed_result
 from .journal import Journal as CallJournal
 
 Outcome = tuple[float, Input]
 BROKEN = "VICI session broken: "  # an outcome's reason when the session, not charon, failed
 CANCEL_MEMORY = 4096
-CONNECT_PATIENCE_S = 2.0  # how long a job waits for charon to answer before it fails
+CONNECT_PATIENCE_S = scaled(2.0)  # how long a job waits for charon to answer before it fails
 
 
 def _session_broken(result: Input) -> bool:
