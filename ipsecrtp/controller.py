@@ -9,6 +9,7 @@ the core lives on this thread only.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import select
@@ -28,6 +29,7 @@ from .keying.dataplane import DataPlane, DataPlaneError
 from .keying.routing import PolicyRouting
 from .keying.strongswan import Charon, CharonTimeout, KeyingError
 from .log import DecisionLog
+from .selectors import PeerConfig
 from .shell.control import ControlServer, answer_request
 from .shell.events import RecordingExecutor
 from .shell.executor import Executor, Outcome
@@ -48,6 +50,24 @@ LOOP_TICK_S = 0.5  # the loop wakes at least this often, to notice a stop
 
 class ControllerError(RuntimeError):
     """Start-up failure; ``str(err)`` is the one line printed before exiting non-zero."""
+
+
+def peers_refusal(peers: tuple[PeerConfig, ...], backend: str, esp: bool) -> str | None:
+    """Why these peers cannot be keyed with this charon backend and kernel (at start and at a
+    reload), or None."""
+    required = [p.name for p in peers if p.protect == "required"]
+    if backend == "kernel-netlink" and required:
+        return (f"protect = \"required\" (peer {required[0]}) is enforced by kernel-libipsec's data "
+                "plane; with kernel-netlink set protect = \"opportunistic\" for now (xfrm block "
+                "policies are not built yet)")
+    transport = [p.name for p in peers if p.esp_mode == "transport"]
+    if backend == "kernel-libipsec" and transport:
+        return (f"esp_mode = \"transport\" (peer {transport[0]}) needs kernel ESP (kernel-netlink): "
+                "kernel-libipsec does tunnel mode only; set esp_mode = \"tunnel\"")
+    if not esp and any(p.strategy == "pre-keyed" for p in peers):
+        return ("strategy pre-keyed installs ESP SAs in the kernel, which has no ESP here: "
+                "use an IKE strategy (a, b, c) or a kernel with ESP")
+    return None
 
 
 class Controller:
@@ -74,6 +94,7 @@ class Controller:
         self.ticks: list[Callable[[float], None]] = []
         self.control: ControlServer | None = None
         self.draining = False  # no new call keyed; the service exits once no SA is left
+        self.esp = False  # the kernel does ESP (probed at start)
 
     # -- start / stop ------------------------------------------------------------------------
 
@@ -221,18 +242,10 @@ class Controller:
                                   "load charon's kernel-libipsec plugin instead")
         if self.backend == "unknown":
             raise ControllerError("charon has neither kernel-netlink nor kernel-libipsec loaded")
-        required = [p.name for p in self.cfg.peers if p.protect == "required"]
-        if self.backend == "kernel-netlink" and required:
-            raise ControllerError(f"protect = \"required\" (peer {required[0]}) is enforced by kernel-libipsec's data "
-                                  "plane; with kernel-netlink set protect = \"opportunistic\" for now (xfrm block "
-                                  "policies are not built yet)")
-        transport = [p.name for p in self.cfg.peers if p.esp_mode == "transport"]
-        if self.backend == "kernel-libipsec" and transport:
-            raise ControllerError(f"esp_mode = \"transport\" (peer {transport[0]}) needs kernel ESP (kernel-netlink): "
-                                  "kernel-libipsec does tunnel mode only; set esp_mode = \"tunnel\"")
-        if not probe.supported and any(p.strategy == "pre-keyed" for p in self.cfg.peers):
-            raise ControllerError("strategy pre-keyed installs ESP SAs in the kernel, which has no ESP here: "
-                                  "use an IKE strategy (a, b, c) or a kernel with ESP")
+        self.esp = probe.supported
+        refusal = peers_refusal(self.cfg.peers, self.backend, self.esp)
+        if refusal is not None:
+            raise ControllerError(refusal)
 
     def _check_timers(self, daemon: str) -> None:
         """One line, never a failure: do charon's IKE retransmission timers fit the budget?"""
@@ -307,7 +320,8 @@ class Controller:
 
     def _unload_peers(self) -> None:
         assert self.charon is not None
-        for peer in self._loaded:
+        # the peers charon holds now (a reload may have changed them since the start)
+        for peer in self.executor.peers.values() if isinstance(self.executor, Executor) else self._loaded:
             try:
                 for conn in peer.members():
                     for child in self.charon.child_sas(conn):
@@ -315,6 +329,19 @@ class Controller:
                 self.charon.unload_peer(peer)
             except KeyingError:
                 pass
+
+    def apply_peers(self, peers: tuple[PeerConfig, ...]) -> dict | str:
+        """A re-read configuration's peers, applied live (SIGHUP; gateway/reconfig.py): what
+        changes, or why nothing does (one line)."""
+        assert self.core is not None
+        refusal = peers_refusal(peers, self.backend, self.esp) if not self.cfg.dry_run else None
+        if refusal is not None:
+            return refusal
+        changes, actions = self.core.reconfigure(time.time(), peers)
+        if not isinstance(changes, str):
+            self.cfg = dataclasses.replace(self.cfg, peers=peers)
+        self.dispatch(actions)
+        return changes
 
     def drain(self) -> None:
         """Key no new call; the live ones keep their SAs (the service stops once they are gone)."""

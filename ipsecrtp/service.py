@@ -6,7 +6,8 @@
   loop's own turns every half interval: a loop that stops turning is restarted by systemd.
 - SIGTERM/SIGINT stop cleanly (live calls keep their SAs for the next run to adopt); SIGHUP re-reads
   the configuration file: an invalid one is refused with one line and the controller runs on; a
-  valid one is compared with the running one and what differs is named (see :func:`config_diff`).
+  valid one's peer additions, removals and changes are applied live without touching calls of
+  unchanged peers (gateway/reconfig.py); changed ``[controller]`` keys are named for a restart.
 - Draining (``ipsecrtp drain`` over the control socket): no new call is keyed; once no SA of a
   call is left, the controller stops.
 
@@ -133,7 +134,7 @@ class Service:
             self.ctl.stop.set()
 
     def reload(self) -> None:
-        """SIGHUP: validate the file again; refuse an invalid one (one line), name what differs."""
+        """SIGHUP: validate the file again; refuse an invalid one (one line); apply its peers."""
         self.notifier.notify("RELOADING=1")
         try:
             new = load(self.config_path)
@@ -142,12 +143,19 @@ class Service:
             self.notifier.notify("READY=1", f"STATUS=reload refused: {exc}")
             return
         diff = config_diff(self.ctl.cfg, new)
+        peers = {k: diff[k] for k in ("added", "removed", "changed")}
         if not any(diff.values()):
             self.ctl.log("reloaded", changes="none")
-        else:
-            # the core's peers and policies are fixed when it is built: applying a change live would
-            # re-key or drop calls, so it is named for an operator's restart (calls keep their SAs)
-            self.ctl.log("reload-needs-restart", **diff,
-                         consequence="running on with the configuration it has; a restart applies the file "
-                                     "(live calls keep their SAs and are adopted)")
+        elif any(peers.values()):
+            # applied live: calls of unchanged peers are not touched (gateway/reconfig.py)
+            applied = self.ctl.apply_peers(new.peers)
+            if isinstance(applied, str):
+                self.ctl.log("reload-refused", reason=applied, consequence="running on with the peers it has")
+            else:
+                self.ctl.log("reloaded", **applied)
+        if diff["controller_keys"]:
+            # the capture, the sockets and the limits are fixed for the run: named for a restart
+            self.ctl.log("reload-needs-restart", controller_keys=diff["controller_keys"],
+                         consequence="running on with these [controller] keys as they were; a restart applies "
+                                     "them (live calls keep their SAs and are adopted)")
         self.notifier.notify("READY=1", "STATUS=configuration re-read")

@@ -145,13 +145,22 @@ def test_a_real_controller_under_the_notify_protocol(tmp_path):
         [refused] = [e for e in read_log(log) if e["event"] == "reload-refused"]
         assert "peer[0].strategy: 'zzz' is not one of" in refused["reason"]
         assert proc.alive(pid, st) and query(sock, {"cmd": "status"})["calls"] == 0
-        # SIGHUP with a changed peer: named, for a restart to apply (nothing applied behind calls)
+        # SIGHUP with a changed peer: applied live (no call to re-key here; tests/lab/test_reload.py
+        # has live calls and charon), then a changed [controller] key: named for a restart
         cfg.write_text(CONFIG.format(dir=d, strategy="speculative"))
         os.kill(pid, signal.SIGHUP)
         systemd.wait("RELOADING=1", 10)
         systemd.wait("READY=1", 10)
+        [applied] = [e for e in read_log(log) if e["event"] == "reloaded"]
+        assert applied["changed"] == ["gwb"] and applied["added"] == applied["removed"] == []
+        assert [e["peer"] for e in read_log(log) if e["event"] == "peer-loaded"] == ["gwb"]
+        assert [e for e in read_log(log) if e["event"] == "reload-needs-restart"] == []
+        cfg.write_text(CONFIG.format(dir=d, strategy="speculative").replace('name = "svc"', 'name = "svc2"'))
+        os.kill(pid, signal.SIGHUP)
+        systemd.wait("RELOADING=1", 10)
+        systemd.wait("READY=1", 10)
         [named] = [e for e in read_log(log) if e["event"] == "reload-needs-restart"]
-        assert named["changed"] == ["gwb"] and named["added"] == named["removed"] == []
+        assert named["controller_keys"] == ["name"]
         # SIGTERM: STOPPING=1, a clean exit, the control socket gone
         os.kill(pid, signal.SIGTERM)
         systemd.wait("STOPPING=1", 10)

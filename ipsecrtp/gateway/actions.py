@@ -13,7 +13,7 @@ from typing import Any
 
 from ..keying.derive import DirectionKeys
 from ..media import Endpoint
-from ..selectors import FlowRule
+from ..selectors import FlowRule, PeerConfig
 
 
 class Action:
@@ -153,6 +153,26 @@ class Unjournal(Action):
     call_id: str
 
 
+@dataclass(frozen=True)
+class SetPeer(Action):
+    """Replace what charon holds for one peer (a re-read configuration, SIGHUP): its IKE_SAs, its
+    connections and its credential go; ``peer`` (None: the peer was removed) is loaded in their
+    place. Asked only once no SA of a call of the old peer is left (gateway/reconfig.py)."""
+
+    name: str
+    peer: PeerConfig | None
+
+
+@dataclass(frozen=True)
+class GuardMedia(Action):
+    """kernel-libipsec's data plane for the peers now configured: the media prefixes kept from the
+    WAN unless keyed (protect = required), the RTP range, and every peer's prefixes routed."""
+
+    guarded: tuple[str, ...]
+    rtp: tuple[int, int]
+    reach: tuple[str, ...]
+
+
 class Input:
     """Base of what the shell feeds back into the core besides packets and timers."""
 
@@ -246,6 +266,15 @@ class CharonReconnected(Input):
 
     children: frozenset[str]
     outage_s: float
+
+
+@dataclass(frozen=True)
+class PeerSet(Input):
+    """The outcome of :class:`SetPeer`."""
+
+    name: str
+    ok: bool
+    reason: str = ""
 
 
 class Outbox(list[Action]):

@@ -9,6 +9,7 @@ socket, starts a thread or talks to charon (a unit test walks the imports to kee
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,7 @@ from .actions import (
     Input,
     InstallResult,
     Outbox,
+    PeerSet,
     PermitResult,
     PrekeyResult,
     RemoveBlanketRoute,
@@ -55,6 +57,7 @@ from .early import EarlyChildren
 from .keying import Keying
 from .natfix import NatFix
 from .outcomes import Outcomes
+from .reconfig import Reconfig, guard_for
 from .shared import owns as shared_child
 from .sharedsas import SharedSas
 from .strategies import strategy_of
@@ -96,9 +99,13 @@ class GatewayCore:
         self.conn_peer = {m: p for p in cfg.peers for m in p.members()}  # an IKE_SA's connection -> its peer
         self.shared = SharedSas(self.keying, self.timelines, self._route if self.routing else None, self._settled)
         self.throttle = SourceThrottle(cfg.limits.max_sip_per_source_per_s, trusted_sources(cfg), self.out)
+        self.reconfig = Reconfig(self.keying, self.recovery, self.out)  # a reload's peer changes, live
+        self.keying.defer, self.keying.waits = self.reconfig.defer, self.reconfig.waits
 
     def _flush(self) -> list[Action]:
         self.keying.shared.flush()  # the joins and leaves of this input, one re-key per peer
+        if self.reconfig.busy():
+            self.reconfig.poll()  # a peer a reload replaces, once none of its SAs is left
         actions = list(self.out)
         self.out.clear()
         return actions
@@ -111,10 +118,10 @@ class GatewayCore:
             self.out.append(RemoveBlanketRoute())
         return self._flush()
 
-    def _establish_pools(self) -> None:
+    def _establish_pools(self, peers: tuple | None = None) -> None:
         """Peers whose strategy reuses IKE_SAs get them now, not on the first call's path; member 0
         from one side (the lower address), so that the two gateways do not build two."""
-        for peer in self.cfg.peers:
+        for peer in self.cfg.peers if peers is None else peers:
             if not strategy_of(peer).reuses_ike_sa:
                 continue
             lower = ipaddress.ip_address(peer.ike_local) < ipaddress.ip_address(peer.remote_id)
@@ -155,6 +162,43 @@ class GatewayCore:
             self.draining = True
             self.out.log("draining", t=now, live=len(self.keying.calls))
         return self._flush()
+
+    def reconfigure(self, now: float, peers: tuple) -> tuple[dict | str, list[Action]]:
+        """A reload's peers (SIGHUP; gateway/reconfig.py): what changes, or why it is refused."""
+        if self.reconfig.busy():
+            return "a previous reload is still being applied", self._flush()
+        if not peers:
+            return "no peer left: a gateway keys calls to at least one peer", self._flush()
+        old = self.cfg.peers
+        changes = self.reconfig.apply(now, old, peers)
+        self._set_peers(peers)
+        if self.routing:  # the added peers' media guarded at once; the removed ones' once they are gone
+            self.out.append(guard_for((*old, *peers)))
+        return changes, self._flush()
+
+    def _set_peers(self, peers: tuple) -> None:
+        self.cfg = dataclasses.replace(self.cfg, peers=peers)
+        self.peers = {p.name: p for p in peers}
+        self.conn_peer = {m: p for p in peers for m in p.members()}
+        self.keying.set_peers(peers)
+        self.nat.set_peers(peers)
+
+    def _peer_set(self, r: PeerSet, now: float) -> None:
+        rep, waiting = self.reconfig.peer_set(r, now)
+        if rep is None:
+            return
+        self.keying.shared.replace(r.name, rep.new if r.ok else None)
+        if not r.ok and rep.new is not None:
+            self._set_peers(tuple(p for p in self.cfg.peers if p.name != r.name))
+        if r.ok and rep.new is not None:
+            self._establish_pools((rep.new,))
+            for call, flows, trigger, srtp in waiting:
+                if call in self.tracker.dialogs:
+                    self.keying.key(call, flows, now, trigger, srtp)
+                else:
+                    self.recovery.forget(call)
+        if self.routing and not self.reconfig.busy() and self.cfg.peers:
+            self.out.append(guard_for(self.cfg.peers))
 
     def release_routes(self) -> list[Action]:
         """The per-flow rules still in place (the shell removes them last, after the SAs)."""
@@ -269,6 +313,7 @@ class GatewayCore:
         elif isinstance(ev, DialogTerminated):
             k.unkey(ev.call_id, ev.reason, ev.time)
             self.recovery.forget(ev.call_id)
+            self.reconfig.forget(ev.call_id)
         elif isinstance(ev, CAP_EVENTS):
             log_cap_event(ev, self.out, k)
         if isinstance(ev, MediaNegotiated | MediaChanged) and (hit := self.early.claim(k.calls.get(ev.call_id))):
@@ -317,6 +362,8 @@ class GatewayCore:
                          nat_local=inp.ike.get("nat-local") == "yes", nat_remote=inp.ike.get("nat-remote") == "yes")
             if inp.up:
                 self.nat.ike_up(inp.conn, inp.ike)
+        elif isinstance(inp, PeerSet):
+            self._peer_set(inp, now)
         elif isinstance(inp, EventsLost):
             self.out.log("events-lost", reason=inp.reason)
         elif isinstance(inp, CharonReconnected):

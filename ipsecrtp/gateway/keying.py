@@ -38,8 +38,7 @@ REMOVED_MEMORY = 4096
 class Keying:
     def __init__(self, peers: tuple[PeerConfig, ...], teardown_delay: float, out: Outbox, timelines: Timelines,
                  nat: NatFix, activity: Callable[[str, float], None]) -> None:
-        self.policies = [(p, MediaPolicy.build(list(p.local_media), list(p.remote_media), p.rtp_ports))
-                         for p in peers]
+        self.set_peers(peers)
         self.teardown_delay, self.out, self.timelines, self.nat = teardown_delay, out, timelines, nat
         self.activity = activity
         self.calls: dict[str, SaKeying] = {}  # call -> its current SA
@@ -69,6 +68,15 @@ class Keying:
         self.srtp_end_to_end = 0  # calls left unkeyed because both ends run SRTP (srtp = "skip")
         self.shared = SharedLegs(peers, out)  # legs = "shared": one CHILD_SA per peer for all its calls
         nat.role_of = lambda call: self.calls[call].role if call in self.calls else None
+        # a call answered while its peer is being loaded or replaced (a reload, gateway/reconfig.py)
+        # is kept to key then: (call, peer, flows, trigger, srtp, t) -> kept
+        self.defer: Callable[[str, PeerConfig, tuple[Flow, ...], str, str, float], bool] = lambda *_: False
+        self.waits: Callable[[str], bool] = lambda _peer: False  # that peer is being loaded or replaced
+
+    def set_peers(self, peers: tuple[PeerConfig, ...]) -> None:
+        """The peers calls are authorised against (at start, and when a reload applies a change)."""
+        self.policies = [(p, MediaPolicy.build(list(p.local_media), list(p.remote_media), p.rtp_ports))
+                         for p in peers]
 
     # -- decisions -------------------------------------------------------------------------------
 
@@ -83,7 +91,7 @@ class Keying:
             return
         for peer, pol in self.policies:
             strategy = strategy_of(peer)
-            if not strategy.keys_offer:
+            if not strategy.keys_offer or self.waits(peer.name):
                 continue
             sides = {pol.side(ep) for ep in eps}
             if not all(pol.port_min <= ep.port <= pol.port_max for ep in eps) or len(sides) != 1 or None in sides:
@@ -128,6 +136,8 @@ class Keying:
                 self.unkey(call_id, "answer-refused", t)
             return
         peer, pol = ok
+        if spec is None and self.defer(call_id, peer, sdp_flows, trigger, srtp, t):
+            return
         if srtp_skips(peer, self.out, call_id, srtp, t, trigger):
             self.srtp_end_to_end += 1
             if spec is not None:  # keyed at the offer, before the answer said SRTP

@@ -38,9 +38,9 @@ LAN_MEMORY_MAX = 4096
 class NatFix:
     def __init__(self, peers: tuple[PeerConfig, ...], private: tuple, translate: bool, backend: str,
                  out: Outbox, activity: Callable[[str, float], None]) -> None:
-        self.peers, self.private, self.translate, self.backend = peers, private, translate, backend
+        self.private, self.translate, self.backend = private, translate, backend
         self.out, self.activity = out, activity
-        self.media_nets = tuple(ipaddress.ip_network(n) for p in peers for n in (*p.local_media, *p.remote_media))
+        self.set_peers(peers)
         self.nat_public: dict[str, str] = {}  # a peer's NAT address as IKE sees it -> peer name
         # per call: SDP addresses a NAT in front of a phone hid -> the NAT's address
         self.nated: dict[str, dict[str, str]] = {}
@@ -48,6 +48,11 @@ class NatFix:
         self.latch: dict[tuple[str, int], tuple[str, Endpoint, Endpoint]] = {}
         # the far side: (local address, port) -> (call, keyed remote endpoint) at a far NAT's address
         self.far_latch: dict[tuple[str, int], tuple[str, Endpoint]] = {}
+
+    def set_peers(self, peers: tuple[PeerConfig, ...]) -> None:
+        """The peers configured now (at start, and when a reload applies a change)."""
+        self.peers = peers
+        self.media_nets = tuple(ipaddress.ip_network(n) for p in peers for n in (*p.local_media, *p.remote_media))
         self.latched: dict[str, set[Endpoint]] = {}  # per call: keyed endpoints whose media was reported
         self.latch_keys: dict[str, list[tuple[str, int]]] = {}  # per call: its keys in the two tables
         # per call: a NAT's endpoint keyed with the SDP's port -> the port its media really came from

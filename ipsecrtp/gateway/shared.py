@@ -72,6 +72,13 @@ class SharedLegs:
         self.stopping = False  # the controller stops: nothing more is set up
         self.dirty: dict[str, float] = {}  # peers whose legs changed in this input -> when
 
+    def replace(self, name: str, peer: PeerConfig | None) -> None:
+        """A reload replaced or removed the peer, none of its legs left (gateway/reconfig.py)."""
+        self.peers.pop(name, None)
+        self.dirty.pop(name, None)
+        if peer is not None and peer.legs == "shared":
+            self.peers[name] = PeerShare(peer)
+
     # -- the legs --------------------------------------------------------------------------------
 
     def join(self, peer: str, call_id: str, generation: int, rules: frozenset[FlowRule], now: float) -> None:

@@ -60,6 +60,14 @@ def _element(rule: FlowRule) -> tuple[str, str]:
     return s, f"{rule.dst} . {sp} . {dp}"
 
 
+def _reach_rule(prefix: str) -> dict:
+    """The rule routing a peer's media prefix to the sink table when nothing else routes it."""
+    net, _, plen = prefix.partition("/")
+    family = socket.AF_INET6 if ":" in net else socket.AF_INET
+    return {"family": family, "dst": net, "dst_len": int(plen or (128 if family == socket.AF_INET6 else 32)),
+            "table": SINK_TABLE, "priority": REACH_PREF}
+
+
 def ruleset(guard_v4: list[str], guard_v6: list[str], rtp: tuple[int, int], required: bool) -> str:
     """The nftables script (re)creating the table; the keyed sets keep their elements (a restarted
     controller finds its live calls' flows still routed)."""
@@ -105,9 +113,8 @@ class DataPlane:
         """The table, the sink and the rules; returns the sink's file descriptor to read.
         ``media_prefixes``: the peers' media guarded (protect = required); ``reach``: every peer's
         media prefixes, routed to the sink when nothing else routes them (the mark then decides)."""
-        v4 = [p for p in media_prefixes if ":" not in p]
-        v6 = [p for p in media_prefixes if ":" in p]
-        self._cmd(ruleset(v4, v6, rtp, required))
+        self._cmd(ruleset([p for p in media_prefixes if ":" not in p], [p for p in media_prefixes if ":" in p],
+                          rtp, required))
         self.sink_fd = self._open_sink()
         idx = self.ipr.link_lookup(ifname=SINK)[0]
         self.ipr.link("set", index=idx, state="up")
@@ -119,14 +126,25 @@ class DataPlane:
                                       ("guard", GUARD, SINK_TABLE)):
                 self._ignore_exists(lambda f=family, m=mark, t=table, p=PREFS[name]: self.ipr.rule(
                     "add", family=f, fwmark=m, fwmask=m, table=t, priority=p))
-        for prefix in reach or []:
-            net, _, plen = prefix.partition("/")
-            family = socket.AF_INET6 if ":" in net else socket.AF_INET
-            self._ignore_exists(lambda n=net, p=plen, f=family: self.ipr.rule(
-                "add", family=f, dst=n, dst_len=int(p or (128 if f == socket.AF_INET6 else 32)),
-                table=SINK_TABLE, priority=REACH_PREF))
-        self.reach = list(reach or [])
+        self._reach(list(reach or []))
         return self.sink_fd
+
+    def guard(self, media_prefixes: list[str], rtp: tuple[int, int], required: bool, reach: list[str]) -> None:
+        """The peers changed (a reload): the same rules for the new ones, in one nftables
+        transaction (the keyed flows' sets keep their elements), and the reach rules brought in line."""
+        self._cmd(ruleset([p for p in media_prefixes if ":" not in p], [p for p in media_prefixes if ":" in p],
+                          rtp, required))
+        self._reach(reach)
+
+    def _reach(self, reach: list[str]) -> None:
+        for prefix in sorted(set(reach) - set(self.reach)):
+            self._ignore_exists(lambda p=prefix: self.ipr.rule("add", **_reach_rule(p)))
+        for prefix in sorted(set(self.reach) - set(reach)):
+            try:
+                self.ipr.rule("del", **_reach_rule(prefix))
+            except NetlinkError:
+                pass
+        self.reach = sorted(set(reach))
 
     @staticmethod
     def _ignore_exists(op) -> None:
@@ -200,12 +218,8 @@ class DataPlane:
                     except NetlinkError:
                         pass
             for prefix in self.reach:
-                net, _, plen = prefix.partition("/")
-                family = socket.AF_INET6 if ":" in net else socket.AF_INET
                 try:
-                    self.ipr.rule("del", family=family, dst=net,
-                                  dst_len=int(plen or (128 if family == socket.AF_INET6 else 32)),
-                                  table=SINK_TABLE, priority=REACH_PREF)
+                    self.ipr.rule("del", **_reach_rule(prefix))
                 except NetlinkError:
                     pass
             if self.sink_fd is not None:

@@ -212,6 +212,10 @@ class Charon:
             "owners": [peer.ike_local, peer.remote_id],
         })
 
+    def unload_secret(self, peer: PeerConfig) -> None:
+        """A removed peer's pre-shared key (loaded under the id ``load_secret`` gives it)."""
+        self._request("unload_shared", "unload-shared", {"id": f"psk-{peer.name}"})
+
     def load_peer(self, peer: PeerConfig, calls: dict[str, tuple[list[str], list[str]]]) -> None:
         """(Re)load each pool member's connection with the template child (the responder's side of
         every call, narrowed by charon to what the peer proposes) and the given extra children (a

@@ -19,10 +19,12 @@ from ..gateway.actions import (
     InstallChild,
     InstallResult,
     Log,
+    PeerSet,
     PermitChild,
     PermitResult,
     RemoveChild,
     RemoveResult,
+    SetPeer,
 )
 from ..keying.strongswan import COMMAND_TIMEOUT_S, Charon, CharonTimeout, KeyingError, listen
 from ..timescale import scaled
@@ -139,6 +141,8 @@ def failed_result(a: Action, reason: str) -> Input:
         return PermitResult(a.call_id, a.child, False, reason)
     if isinstance(a, EstablishIke):
         return IkeResult(a.peer, a.attempt, False, a.member, reason=reason)
+    if isinstance(a, SetPeer):
+        return PeerSet(a.name, False, reason)
     assert isinstance(a, InstallChild)
     return InstallResult(a.call_id, a.child, False, now, now, reason)
 
@@ -169,4 +173,6 @@ class RecordingExecutor:
         self.actions.append((now, action))
         if isinstance(action, Log) and self.log is not None:
             self.log(action.event, **action.fields)
+        if isinstance(action, SetPeer):  # no charon to change: the core goes on with the new peers
+            return [(now, PeerSet(action.name, True))]
         return []

@@ -34,6 +34,7 @@ from ..gateway.actions import (
     DelRoute,
     DnatResult,
     EstablishIke,
+    GuardMedia,
     IkeResult,
     Input,
     InstallChild,
@@ -41,6 +42,7 @@ from ..gateway.actions import (
     InstallResult,
     Journal,
     Log,
+    PeerSet,
     PermitChild,
     PermitResult,
     PrekeyResult,
@@ -48,6 +50,7 @@ from ..gateway.actions import (
     RemoveChild,
     RemovePrekeyed,
     RemoveResult,
+    SetPeer,
     Unjournal,
 )
 from ..kernel.xfrm import XfrmSocket
@@ -69,7 +72,7 @@ CONNECT_PATIENCE_S = scaled(2.0)  # how long a job waits for charon to answer be
 
 def _session_broken(result: Input) -> bool:
     return str(getattr(result, "reason", "")).startswith(BROKEN)
-CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke)
+CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke, SetPeer)
 
 
 class Executor:
@@ -192,6 +195,13 @@ class Executor:
                 except (DataPlaneError, Exception) as exc:  # noqa: BLE001 - NetlinkError: one line, go on
                     self.log("routing-failed", reason=f"{type(exc).__name__}: {exc}")
             return None
+        if isinstance(a, GuardMedia):
+            if self.dataplane is not None:
+                try:
+                    self.dataplane.guard(list(a.guarded), a.rtp, bool(a.guarded), list(a.reach))
+                except (DataPlaneError, Exception) as exc:  # noqa: BLE001 - NetlinkError: one line, go on
+                    self.log("data-plane-failed", reason=f"{type(exc).__name__}: {exc}")
+            return None
         if isinstance(a, AddDnat):
             try:
                 dnat.add(a.tag, list(a.rules))
@@ -307,6 +317,8 @@ class Executor:
             if isinstance(a, PermitChild):
                 self._set_child(charon, a.peer, a.child, (list(a.local_ts), list(a.remote_ts)))
                 return PermitResult(a.call_id, a.child, True)
+            if isinstance(a, SetPeer):
+                return self._set_peer(charon, a)
             assert isinstance(a, EstablishIke)
             return self._establish(charon, a)
         except Exception as exc:  # noqa: BLE001 - KeyingError, a broken session: the core decides
@@ -360,6 +372,30 @@ class Executor:
             charon.unload_conn(a.child)
         return uniqueid
 
+    def _set_peer(self, charon: Charon, a: SetPeer) -> PeerSet:
+        """A reload's peer (gateway/reconfig.py; no SA of a call of the old one is left): the new
+        connections replace the old ones by name (load-conn), then the old IKE_SAs go, so that the
+        peer's next CREATE_CHILD_SA finds the new configuration; a removed peer's credential goes."""
+        old = self.peers.get(a.name)
+        stale = [ike["uniqueid"] for conn in (old.members() if old else []) for ike in charon.ike_sas(conn)]
+        with self.conf_lock:
+            if a.peer is not None:
+                charon.load_secret(a.peer)
+                charon.load_peer(a.peer, {})
+                self.peers[a.name], self.children[a.name] = a.peer, {}
+            else:
+                self.peers.pop(a.name, None)
+                self.children.pop(a.name, None)
+            keep = set(a.peer.members()) if a.peer is not None else set()
+            for conn in old.members() if old else []:
+                if conn not in keep:
+                    charon.unload_conn(conn)
+            if old is not None and a.peer is None and old.auth == "psk":
+                charon.unload_secret(old)
+        for ike_id in stale:
+            charon.terminate_ike_id(ike_id)
+        return PeerSet(a.name, True)
+
     def _establish(self, charon: Charon, a: EstablishIke) -> IkeResult:
         conn = self.peers[a.peer].member(a.member)
         if charon.ike_established(conn):
@@ -379,7 +415,7 @@ class Executor:
         for job in parked:
             self.removal_jobs[job.member % self.workers].put(dataclasses.replace(job, uniqueid=None))
         try:
-            for peer in self.cfg.peers:
+            for peer in list(self.peers.values()):  # as a reload may have left them
                 charon.load_secret(peer)
                 with self.conf_lock:
                     charon.load_peer(peer, dict(self.children[peer.name]))

@@ -22,18 +22,20 @@ from ipsecrtp.gateway.actions import (
     InstallPrekeyed,
     InstallResult,
     Log,
+    PeerSet,
     PermitChild,
     PermitResult,
     PrekeyResult,
     RemoveChild,
     RemovePrekeyed,
     RemoveResult,
+    SetPeer,
 )
 from ipsecrtp.gateway.core import GatewayCore
 from ipsecrtp.selectors import PeerConfig
 
 # the actions the shell reports an outcome of (the others have none: logs, routes, DelDnat)
-ANSWERED = (InstallChild, RemoveChild, PermitChild, InstallPrekeyed, RemovePrekeyed, EstablishIke, AddDnat)
+ANSWERED = (InstallChild, RemoveChild, PermitChild, InstallPrekeyed, RemovePrekeyed, EstablishIke, AddDnat, SetPeer)
 
 
 def config(peers: tuple[PeerConfig, ...], name: str = "gw", **kw) -> ControllerConfig:
@@ -122,6 +124,8 @@ class Harness:
                                         isinstance(a, RemovePrekeyed), tuple(k.spi for k in a.keys)))]
         if isinstance(a, EstablishIke):
             return [(done, IkeResult(a.peer, a.attempt, ok, a.member, ms=rtt * 1000, reason="" if ok else "timeout"))]
+        if isinstance(a, SetPeer):
+            return [(done, PeerSet(a.name, ok, "" if ok else "load-conn failed"))]
         if isinstance(a, AddDnat):
             return [(done, DnatResult(a.call_id, a.tag, ok, a.rules, a.reason, "" if ok else "nft failed"))]
         raise TypeError(f"no outcome for {type(a).__name__}")
