@@ -74,10 +74,11 @@ def link_settings(rtt, jitter, loss, ike_loss, rate):
               help="pubkey: IKE with certificates from a per-lab CA (strongSwan's pki), one per gateway")
 @click.option("--legs", type=click.Choice(["per-leg", "shared"]), default="per-leg", show_default=True,
               help="shared: the calls between the gateways share one CHILD_SA")
+@click.option("--ipv6", is_flag=True, help="the WAN, IKE, SIP, SDP and media over IPv6 (2001:db8::/32)")
 @wan_options
 def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: bool, mode: str, no_keying: bool,
-       nat_random_ports: bool, rtp_ports: str, signalling: str, auth: str, legs: str, rtt, jitter, loss, ike_loss,
-       rate) -> None:
+       nat_random_ports: bool, rtp_ports: str, signalling: str, auth: str, legs: str, ipv6: bool, rtt, jitter, loss,
+       ike_loss, rate) -> None:
     """Create the lab (namespaces, WAN link, charons, controllers).
 
     With --rtt/--jitter/--loss/--ike-loss/--rate the WAN goes through a user-space link
@@ -95,7 +96,7 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
         raise click.BadParameter(str(exc), param_hint="--rtp-ports") from None
     wan = link_settings(rtt, jitter, loss, ike_loss, rate)
     if signalling == "tls" and (topology != "direct" or mode != "host" or no_keying or wan is not None
-                                or auth != "psk" or legs != "per-leg"):
+                                or auth != "psk" or legs != "per-leg" or ipv6):
         raise click.BadParameter("builds the default topology only (host mode, direct WAN, keying)",
                                  param_hint="--signalling tls")
     lab_ = Lab(name)
@@ -108,7 +109,7 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
             lab_.up(media_timeout=media_timeout, wan=wan, strategy=strategy,
                     nat={"nat": "between", "phone-nat": "phone"}.get(topology), sip_alg=sip_alg, mode=mode,
                     keying=not no_keying, nat_random_ports=nat_random_ports, rtp_ports=ports, auth=auth,
-                    legs=legs)
+                    legs=legs, ipv6=ipv6)
     except (LabError, RuntimeError, OSError) as exc:
         lab_.down()
         raise _fail(exc) from None
@@ -116,7 +117,7 @@ def up(name: str, media_timeout: float, strategy: str, topology: str, sip_alg: b
     click.echo(f"lab {name} up: backend {st['backend']} ({st['esp_probe']}), strategy {strategy}, mode {mode}, "
                f"topology {topology}{' with the SIP ALG' if sip_alg else ''}, RTP ports {ports[0]}-{ports[1]}"
                + (", IKE with certificates from the lab's CA" if auth == "pubkey" else "")
-               + (", legs shared" if legs == "shared" else ""))
+               + (", legs shared" if legs == "shared" else "") + (", IPv6" if ipv6 else ""))
     for role, g in st["gateways"].items():
         if g.get("phone"):
             click.echo(f"  {role}'s phone: namespace {g['phone']['namespace']}, address {g['phone']['address']}")

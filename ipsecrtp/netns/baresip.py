@@ -10,7 +10,7 @@ from .proc import connect_tcp
 
 CONFIG = """\
 poll_method epoll
-sip_listen {addr}:5060
+sip_listen {host}:5060
 audio_player aubridge,nil
 audio_source ausine,440
 audio_alert aubridge,nil
@@ -35,15 +35,22 @@ def write_config(path: str, addr: str, accounts: list[str], rtp: tuple[int, int]
                  extra: str = "") -> None:
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "config"), "w") as f:
-        f.write(CONFIG.format(addr=addr, rtp_lo=rtp[0], rtp_hi=rtp[1], ctrl=ctrl, extra=extra))
+        # over IPv6: the address in brackets, and IPv6 preferred for the SDP's own address
+        extra = "net_prefer_ipv6 yes\n" + extra if ":" in addr else extra
+        f.write(CONFIG.format(host=hostport(addr), rtp_lo=rtp[0], rtp_hi=rtp[1], ctrl=ctrl, extra=extra))
     with open(os.path.join(path, "accounts"), "w") as f:
         for a in accounts:
             f.write(a + "\n")
     open(os.path.join(path, "contacts"), "w").close()
 
 
+def hostport(addr: str) -> str:
+    """An address as a SIP URI's host: an IPv6 one in brackets (RFC 3261, 19.1.1)."""
+    return f"[{addr}]" if ":" in addr else addr
+
+
 def account(user: str, addr: str, answermode: str) -> str:
-    return f"<sip:{user}@{addr}>;answermode={answermode};audio_codecs=PCMU;regint=0"
+    return f"<sip:{user}@{hostport(addr)}>;answermode={answermode};audio_codecs=PCMU;regint=0"
 
 
 class BaresipControl:

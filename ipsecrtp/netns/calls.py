@@ -18,7 +18,7 @@ from ..offline import ip_packets
 from ..packet import UDP, decode_ip
 from ..timescale import scaled
 from . import proc
-from .baresip import BaresipControl
+from .baresip import BaresipControl, hostport
 from .lab import Lab
 from .labstate import RTP_PORTS, SIP_PORT
 
@@ -166,7 +166,7 @@ class Phones:
         user = "ring-" + b.user if scenario == "cancel" or ring is not None else b.user
         ca.events.clear()
         cb.events.clear()
-        ca.command("dial", f"sip:{user}@{self.lab.ua_addr(b.role)}")
+        ca.command("dial", f"sip:{user}@{hostport(self.lab.ua_addr(b.role))}")
         if ring is not None and scenario != "cancel":
             cb.wait_event({"CALL_INCOMING"}, timeout)
             time.sleep(ring)

@@ -14,13 +14,16 @@ import time
 from ..kernel.xfrm import probe_esp
 from . import labdaemons, labnet, labpki, proc
 from .labnat import build_lans
-from .labstate import NAT_TOPOLOGY, RTP_PORTS, LabError, LabState, check_rtp_ports
+from .labstate import IPV6_TOPOLOGY, NAT_TOPOLOGY, RTP_PORTS, LabError, LabState, check_rtp_ports
 from .wanem import LinkSettings
 
 
-def check_options(rtp_ports: tuple[int, int], mode: str, nat: str | None, wan: LinkSettings | None) -> None:
+def check_options(rtp_ports: tuple[int, int], mode: str, nat: str | None, wan: LinkSettings | None,
+                  ipv6: bool = False) -> None:
     """What ``Lab.up`` can build: checked before anything is created."""
     check_rtp_ports(rtp_ports)
+    if ipv6 and (mode != "host" or nat is not None or wan is not None):
+        raise LabError("--ipv6 builds the default topology only (host mode, a direct WAN) for now")
     if mode not in ("host", "router"):
         raise LabError(f"unknown mode {mode!r} (host or router)")
     if nat not in (None, "between", "phone"):
@@ -43,7 +46,7 @@ class Lab(LabState):
            nat_translate: bool = True, mode: str = "host", nat_random_ports: bool = False,
            rtp_ports: tuple[int, int] = RTP_PORTS, esp_proposals: tuple[str, ...] | None = None,
            protect: str | None = None, ike_pool: int = 1, legs: str = "per-leg", esp_mode: str = "tunnel",
-           auth: str = "psk") -> None:
+           auth: str = "psk", ipv6: bool = False) -> None:
         """Build the lab. ``wan``: route the WAN through the user-space link emulator
         (delay, jitter, loss, rate); ``strategy``: the controllers' keying strategy;
         ``charon_extra``: lines added to each charon's strongswan.conf (e.g. retransmit timers);
@@ -60,17 +63,20 @@ class Lab(LabState):
         ``legs="shared"``: the calls between the gateways share one CHILD_SA (issue 17 item 3);
         ``esp_mode="transport"``: ESP transport mode (host mode, kernel ESP only);
         ``auth="pubkey"``: the gateways authenticate with certificates from a per-lab CA (``labpki``).
+        ``ipv6``: the WAN, IKE, SIP, SDP and media over IPv6 (2001:db8::/32).
         ``controllers=False``: charons only; ``start_controllers()`` can start them later."""
-        check_options(rtp_ports, mode, nat, wan)
+        check_options(rtp_ports, mode, nat, wan, ipv6)
         if nat == "between":
             self.topology = NAT_TOPOLOGY
+        elif ipv6:
+            self.topology = IPV6_TOPOLOGY
         # protect: None = the controllers' default (required) where the backend enforces it
         # (kernel-libipsec), opportunistic with kernel ESP (not enforced there yet)
         self.state.update(mode=mode, nat={"topology": nat, "sip_alg": sip_alg} if nat else None,
                           nat_translate=nat_translate, strategy=strategy, charon_extra=charon_extra,
                           esp_proposals=list(esp_proposals) if esp_proposals else None, protect=protect,
                           ike_pool=ike_pool, legs=legs, esp_mode=esp_mode, auth=auth, rtp_ports=list(rtp_ports),
-                          media_timeout=media_timeout)
+                          media_timeout=media_timeout, ipv6=ipv6)
         self._create()
         labnet.build(self, nat, sip_alg, wan)
         a, b = self.topology[0], self.topology[1]

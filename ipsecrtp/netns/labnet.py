@@ -30,12 +30,14 @@ def build(lab: LabState, nat: str | None, sip_alg: bool, wan: LinkSettings | Non
         _build_wan(lab, a, b, wan)
     for gw in lab.topology:
         ns = lab.ns(gw.role)
-        proc.run(ns, "ip", "addr", "add", gw.wan, "dev", "wan0")
+        # IPv6 without duplicate address detection: the address is usable at once, not seconds later
+        proc.run(ns, "ip", "addr", "add", gw.wan, "dev", "wan0", *(("nodad",) if ":" in gw.wan else ()))
         proc.run(ns, "ip", "link", "set", "wan0", "up")
         if nat == "between" and gw is a:  # the inside gateway reaches the world through the NAT
             proc.run(ns, "ip", "route", "add", "default", "via", NAT_INSIDE.split("/")[0])
         lab.state["gateways"][gw.role] = {"namespace": ns, "wan_if": "wan0", "wan": gw.wan,
-                                          "media": [f"{gw.addr}/32"], "user": gw.user}
+                                          "media": [f"{gw.addr}/{128 if ':' in gw.addr else 32}"],
+                                          "user": gw.user}
 
 
 # -- the emulated WAN -------------------------------------------------------------------------

@@ -40,6 +40,8 @@ DEFAULT_TOPOLOGY = (Gateway("gwa", "198.51.100.1/24", "alice"), Gateway("gwb", "
 # A NAT router between the gateways: gwa inside (192.0.2.0/24 stands for a private range: the lab
 # uses documentation addresses only), gwb outside, the router masquerading as 203.0.113.254.
 NAT_TOPOLOGY = (Gateway("gwa", "192.0.2.1/24", "alice"), Gateway("gwb", "203.0.113.2/24", "bob"))
+# The default topology over IPv6 (``lab up --ipv6``): the documentation prefix 2001:db8::/32 (RFC 3849).
+IPV6_TOPOLOGY = (Gateway("gwa", "2001:db8::1/64", "alice"), Gateway("gwb", "2001:db8::2/64", "bob"))
 
 
 class LabError(RuntimeError):
@@ -108,6 +110,8 @@ class LabState:
             lab.owned = True
             if lab.nat_topology == "between":
                 lab.topology = NAT_TOPOLOGY
+            elif lab.state.get("ipv6"):
+                lab.topology = IPV6_TOPOLOGY
         except FileNotFoundError:
             raise LabError(f"no lab named {name!r} (no {lab.state_path})") from None
         return lab

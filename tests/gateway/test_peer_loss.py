@@ -137,12 +137,9 @@ def test_a_speculative_sa_going_is_left_to_its_answer():
     assert gw.logs("sa-lost") == []
 
 
-@pytest.mark.parametrize("strategy", CHILD_STRATEGIES)
-def test_a_set_up_in_flight_when_charon_answers_again_is_not_keyed_twice(strategy):
-    """The listener's session came back (charon hung past a time-out in a loaded guest, or restarted)
-    while a call's initiate was still in charon's hands: that call is not in charon's list yet, but
-    its own set-up will answer. Keying it again made a second CHILD_SA for the same flows (seen in
-    the real-kernel tier). Its outcome decides: up, it is kept; failed, it is keyed again then."""
+def reconnected_in_flight(strategy: str) -> tuple[Harness, InstallChild]:
+    """The answerer's gateway has asked for the call's SA and not heard back when charon answers
+    again (its listener's session came back): the gateway and that set-up."""
     p, c = Pair(strategy), Call("c1")
     p.yes(0.0)
     p.sip(1.0, c.invite())
@@ -151,6 +148,16 @@ def test_a_set_up_in_flight_when_charon_answers_again_is_not_keyed_twice(strateg
     gw = p.b
     (first,) = installs(gw)
     gw.charon(1.3, CharonReconnected(frozenset(), 0.5))
+    return gw, first
+
+
+@pytest.mark.parametrize("strategy", CHILD_STRATEGIES)
+def test_a_set_up_in_flight_when_charon_answers_again_is_not_keyed_twice(strategy):
+    """The listener's session came back (charon hung past a time-out in a loaded guest, or restarted)
+    while a call's initiate was still in charon's hands: that call is not in charon's list yet, but
+    its own set-up will answer. Keying it again made a second CHILD_SA for the same flows (seen in
+    the real-kernel tier). Its outcome decides: up, it is kept; failed, it is keyed again then."""
+    gw, first = reconnected_in_flight(strategy)
     assert installs(gw) == [first] and gw.logs("sa-lost") == []
     gw.answer(first, 1.4)
     assert installs(gw) == [first] and gw.logs("sa-initiated")
@@ -158,14 +165,7 @@ def test_a_set_up_in_flight_when_charon_answers_again_is_not_keyed_twice(strateg
 
 @pytest.mark.parametrize("strategy", CHILD_STRATEGIES)
 def test_a_set_up_in_flight_that_fails_after_charon_answers_again_is_keyed_again(strategy):
-    p, c = Pair(strategy), Call("c1")
-    p.yes(0.0)
-    p.sip(1.0, c.invite())
-    p.yes(1.0)
-    p.sip(1.2, c.provisional(), c.ok())
-    gw = p.b
-    (first,) = installs(gw)
-    gw.charon(1.3, CharonReconnected(frozenset(), 0.5))
+    gw, first = reconnected_in_flight(strategy)
     gw.answer(first, 1.4, ok=False)  # the restart took it: no child-updown comes either
     gw.run_until(1.4 + 3.5)
     assert len(installs(gw)) == 2

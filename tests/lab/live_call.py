@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ipsecrtp.netns.calls import CallResult, Capture, Phones, child_sas
+from ipsecrtp.netns.calls import CallResult, Capture, Phones, child_sas, flow_rules
 from ipsecrtp.netns.lab import Lab
 from ipsecrtp.netns.pdd import wait_ike
 
@@ -47,3 +47,12 @@ def live_call(lab: Lab, talk: float = 8.0) -> Iterator[LiveCall]:
         t.join(timeout=30)
         phones.close()
         cap.stop()
+
+
+def assert_nothing_left(lab: Lab, teardown_s: float = 2.5) -> None:
+    """After the last call's BYE (its SA outlives it by the teardown delay): no CHILD_SA in charon
+    and no keyed flow in the data plane on either gateway."""
+    time.sleep(teardown_s)
+    for role in ("gwa", "gwb"):
+        assert child_sas(lab, role) == []
+        assert flow_rules(lab, role) == []
