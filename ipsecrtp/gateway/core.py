@@ -188,6 +188,8 @@ class GatewayCore:
         if rep is None:
             return
         self.keying.shared.replace(r.name, rep.new if r.ok else None)
+        for key in [k for k in self.ike_retry if k[0] == r.name]:
+            del self.ike_retry[key]  # attempts at the old peer's IKE_SAs: the new one gets its own
         if not r.ok and rep.new is not None:
             self._set_peers(tuple(p for p in self.cfg.peers if p.name != r.name))
         if r.ok and rep.new is not None:

@@ -332,6 +332,8 @@ class Executor:
     def _set_child(self, charon: Charon, peer: str, child: str, sel: tuple[list[str], list[str]] | None) -> None:
         """Add (sel) or remove (None) one child config of the peer's connection, under the lock."""
         with self.conf_lock:
+            if peer not in self.children:
+                return  # a reload removed the peer: charon forgot it, its child configs with it
             if sel is None:
                 if self.children[peer].pop(child, None) is None:
                     return
@@ -397,7 +399,10 @@ class Executor:
         return PeerSet(a.name, True)
 
     def _establish(self, charon: Charon, a: EstablishIke) -> IkeResult:
-        conn = self.peers[a.peer].member(a.member)
+        peer = self.peers.get(a.peer)
+        if peer is None:
+            return IkeResult(a.peer, a.attempt, False, a.member, reason="peer removed by a reload")
+        conn = peer.member(a.member)
         if charon.ike_established(conn):
             return IkeResult(a.peer, a.attempt, True, a.member, already=True)
         t0 = time.time()
