@@ -25,9 +25,11 @@ GUEST_TESTS = ("tests/kernel tests/lab/test_calls.py tests/lab/test_router.py te
 # failed again in a loaded guest (gwa's re-key from latching not up within 180 s, 2026-12-02 09:06) after
 # passing twice in quiet ones: left out of the tier until understood, said in the closing note
 DESELECTED = "tests/lab/test_router.py::test_phone_behind_a_port_changing_nat_rekeyed_from_latching"
+# each lab's controller and charon logs, kept in the checkout (shared with the guest) for a failure to be read
+LAB_LOGS = ".vm-tier-lab-logs"
 # every wait on charon, the phones and the logs 10 times longer in the TCG guest (ipsecrtp/timescale.py): a
 # loaded guest failed calls at charon's 2 s command limit and the lab's 15 s wait for sa-up (2026-12-02 09:48)
-GUEST_COMMAND = ("IPSECRTP_TIME_SCALE=10 "
+GUEST_COMMAND = (f"rm -rf {LAB_LOGS} && IPSECRTP_LAB_KEEP_LOGS=$PWD/{LAB_LOGS} IPSECRTP_TIME_SCALE=10 "
                  f".venv/bin/python -m pytest -q -p no:cacheprovider -rfEs --durations=15 {GUEST_TESTS} "
                  f"--deselect {DESELECTED} && "
                  ".venv/bin/python -c 'from ipsecrtp.kernel.xfrm import probe_esp; print(\"ESP:\", probe_esp())'")
@@ -38,7 +40,7 @@ def test_real_kernel_tier_keys_calls_in_the_kernel():
     # started by tests/conftest.py when the suite was collected, overlapping the other tests
     res = vmtier.result(GUEST_COMMAND, GUEST_TIMEOUT_S)
     # the message (and the file of the guest's output it names) is made only when an assertion fails
-    assert res.exit_code == 0, vmtier.failure_report(res.output)
+    assert res.exit_code == 0, vmtier.failure_report(res.output) + f"\n(its labs' logs: {os.path.abspath(LAB_LOGS)})"
     assert "ESP: EspProbe(supported=True" in res.output  # the guest kernel really does ESP
     m = re.search(r"(\d+) passed", res.output)
     # 2 xfrm round trips, 7 lab call tests, router mode, a phone behind a NAT (without and with the ALG,

@@ -18,6 +18,9 @@ from . import proc
 
 # not under /run: each charon mounts a private tmpfs over /run
 BASE_DIR = os.environ.get("IPSECRTP_LAB_DIR", "/var/lib/ipsecrtp/labs")
+# where ``down`` copies each gateway's logs before removing the lab (unset: nowhere): the real-kernel
+# tier sets it, so that a failure in its guest can be read after the guest is gone
+KEEP_LOGS = "IPSECRTP_LAB_KEEP_LOGS"
 SIP_PORT = 5060
 RTP_PORTS = (10000, 10199)  # the default: room for 100 calls with separate RTCP
 # ports a lab's RTP range must leave out: IKE, NAT-T and SIP would otherwise be keyed and counted as media
@@ -200,6 +203,18 @@ class LabState:
             out["processes"].append(dict(p, alive=proc.alive(p["pid"], p["start"])))
         return out
 
+    def _keep_logs(self) -> None:
+        keep = os.environ.get(KEEP_LOGS)
+        if not keep or not os.path.isdir(self.dir):
+            return
+        for role in sorted(os.listdir(self.dir)):
+            src = os.path.join(self.dir, role)
+            for name in ("controller.log", "charon.log", "charon.out") if os.path.isdir(src) else ():
+                if os.path.exists(os.path.join(src, name)):
+                    dst = os.path.join(keep, self.name, role)
+                    os.makedirs(dst, exist_ok=True)
+                    shutil.copy(os.path.join(src, name), dst)
+
     def down(self) -> list[str]:
         """Remove what the state file records. Returns what was removed."""
         removed: list[str] = []
@@ -223,6 +238,7 @@ class LabState:
                     removed.append(f"stray pid {pid} in {ns}")
             proc.run(None, "ip", "netns", "del", ns, check=False)
             removed.append(f"namespace {ns}")
+        self._keep_logs()
         shutil.rmtree(self.dir, ignore_errors=True)
         for d in (BASE_DIR, os.path.dirname(BASE_DIR)):
             try:
