@@ -20,3 +20,17 @@ def test_it_scales_the_controllers_vici_limits(monkeypatch):
     monkeypatch.setenv(VARIABLE, "10")
     slow = limits_for("e721-toll")
     assert (slow.command_s, slow.initiate_s) == (10 * base.command_s, 10 * base.initiate_s)
+
+
+def test_charon_s_timers_scale_with_it_and_still_fit_the_budget_they_were_chosen_for(monkeypatch):
+    """In a guest ten times slower the lab's charon waits ten times longer before retransmitting and
+    before giving up on its peer (a loaded TCG guest gave up on a peer that was only slow, then made
+    a second CHILD_SA for one call); the controller's budget check scales alike, so it stays quiet."""
+    from ipsecrtp.keying.charontimers import RECOMMENDED, check
+
+    monkeypatch.setenv(VARIABLE, "10")
+    slow = RECOMMENDED.scaled(time_scale())
+    assert slow.timeout == 10 * RECOMMENDED.timeout and (slow.base, slow.tries) == (RECOMMENDED.base, RECOMMENDED.tries)
+    assert slow.gives_up_at() == pytest.approx(10 * RECOMMENDED.gives_up_at())
+    assert check(slow, "e721-toll", limits_for("e721-toll")) is None
+    assert RECOMMENDED.scaled(1.0) is RECOMMENDED

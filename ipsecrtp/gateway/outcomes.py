@@ -138,13 +138,14 @@ class Outcomes:
 
     def child_up(self, st: SaKeying, child: dict) -> None:
         st.uniqueid, st.child_info = child.get("uniqueid"), child
-        if not st.can(H.CHILD_UP):
+        if not st.can(H.CHILD_UP) or (st.state is KeyState.FAILED and (st.role != "initiator" or st.permit
+                                                                       or st.install_started is None)):
             return
         before = st.state
         st.advance(H.CHILD_UP)
-        if st.state is KeyState.UP and before in (KeyState.INITIATED, KeyState.CONFIRMING):
+        if st.state is KeyState.UP and before in (KeyState.INITIATED, KeyState.CONFIRMING, KeyState.FAILED):
             self.k.timed.pop(id(st), None)
-            self._initiated(st, recovered=before is KeyState.CONFIRMING)
+            self._initiated(st, recovered=before in (KeyState.CONFIRMING, KeyState.FAILED))
 
     def _initiated(self, st: SaKeying, recovered: bool) -> None:
         """An SA this gateway asked for is up and its initiate has answered."""

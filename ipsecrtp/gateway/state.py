@@ -69,6 +69,9 @@ TRANSITIONS: dict[tuple[KeyState, Happening], KeyState] = {
     (S.UP, H.UNKEY): S.DRAINING,
     (S.UP, H.CHILD_DOWN): S.UP,  # a responder's view, or a rekey's old SA: the call decides
     (S.FAILED, H.UNKEY): S.DRAINING,  # still remove whatever charon may hold under its name
+    # an initiator's CHILD_SA that showed up after all (charon answered late: it was hung, or busy
+    # past the wait): the call is protected by it, so it counts as keyed, late (keying-recovered)
+    (S.FAILED, H.CHILD_UP): S.UP,
     (S.DRAINING, H.REMOVE): S.REMOVING,
     (S.DRAINING, H.INSTALL_OK): S.DRAINING,  # the set-up finished after the call ended
     (S.DRAINING, H.INSTALL_FAILED): S.DRAINING,

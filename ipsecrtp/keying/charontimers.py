@@ -76,6 +76,12 @@ class Timers:
         """When charon gives up on the exchange (after its last retransmission's time-out)."""
         return self.sent_at(self.tries + 1)
 
+    def scaled(self, k: float) -> Timers:
+        """The same timers on a machine ``k`` times slower (IPSECRTP_TIME_SCALE): the time-out must
+        stay above the peer's processing, or charon retransmits what was not lost and, after its
+        last try, gives up on a peer that was only slow (both seen in a loaded TCG guest)."""
+        return Timers(self.timeout * k, self.base, self.tries) if k > 1 else self
+
     def conf_lines(self) -> list[str]:
         return [f"retransmit_timeout = {self.timeout:g}", f"retransmit_base = {self.base:g}",
                 f"retransmit_tries = {self.tries}"]

@@ -27,8 +27,9 @@ from .charontimers import ANSWER_MARGIN_S  # for charon's own answer once its ti
 # seconds without inbound traffic before charon checks that the peer still holds the IKE_SA; the
 # peer counts as lost once the check goes unanswered through charon's retransmissions (about 12 s
 # with the README's recommended timers, 165 s with charon's defaults). Idle IKE_SAs cost one
-# INFORMATIONAL exchange per period; IKE_SAs carrying media cost nothing.
-DPD_DELAY = "2s"
+# INFORMATIONAL exchange per period; IKE_SAs carrying media cost nothing. Scaled on a far slower
+# machine (timescale.py): there every check is an exchange that a call's CREATE_CHILD_SA queues behind.
+DPD_DELAY = f"{scaled(2.0):g}s"
 
 # a healthy charon answers these in about a millisecond; ipsecrtp.keying.charontimers derives the
 # controller's limits from its post-dial budget, this is for the tools and tests

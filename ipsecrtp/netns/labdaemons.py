@@ -15,6 +15,7 @@ import time
 
 from ..keying.charontimers import RECOMMENDED
 from ..log import read_log
+from ..timescale import time_scale
 from . import proc
 from .labnat import nat_private, reach
 from .labstate import SIP_PORT, Gateway, LabError, LabState
@@ -112,10 +113,11 @@ def start_charon(lab: LabState, gw: Gateway, backend: str) -> None:
     d = lab.gw_dir(gw.role)
     os.makedirs(d, mode=0o700, exist_ok=True)
     conf = os.path.join(d, "strongswan.conf")
+    timers = RECOMMENDED.scaled(time_scale())  # a far slower machine: patience with a slow peer too
     with open(conf, "w") as f:
         f.write(STRONGSWAN_CONF.format(backend=backend if backend == "kernel-netlink"
                                        else "kernel-libipsec kernel-netlink", dir=d,
-                                       timers="\n".join("  " + t for t in RECOMMENDED.conf_lines()),
+                                       timers="\n".join("  " + t for t in timers.conf_lines()),
                                        extra=lab.state.get("charon_extra", "")))
     # a private /run per charon: its pid file and default paths must not collide
     pid, st = proc.spawn(lab.ns(gw.role), ["sh", "-c", f"mount -t tmpfs tmpfs /run && "

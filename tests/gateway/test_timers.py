@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ipsecrtp.gateway.actions import (
+    CharonReconnected,
     ChildUpDown,
     EstablishIke,
     InstallChild,
@@ -158,7 +159,7 @@ def test_failed_initiate_without_child_updown_fails_after_confirm_wait(strategy)
     assert (rm.child, rm.uniqueid) == (C1, None)
 
 
-def test_initiate_ok_but_no_child_updown_fails_after_confirm_wait_and_a_late_event_is_kept_for_removal():
+def test_initiate_ok_but_no_child_updown_fails_after_confirm_wait_and_a_late_sa_counts_as_recovered():
     gw, c = initiator("child-per-call"), Call("c1")
     answer_call(gw, c)
     (install,) = setups(gw)
@@ -167,8 +168,13 @@ def test_initiate_ok_but_no_child_updown_fails_after_confirm_wait_and_a_late_eve
     (f,) = gw.logs("keying-failed")
     assert f["reason"] == f"{C1} not installed after initiate"
     sa = gw.child_sa(C1, install.local_ts, install.remote_ts)
-    gw.charon(6.0, ChildUpDown(True, "peer-gwa", sa))  # too late to count as keyed
-    assert gw.logs("sa-initiated") == []
+    # charon answered late (it was hung, or busy past the wait): the call is protected by this SA,
+    # so it counts as keyed, late; a charon that comes back then lists it, and nothing is keyed twice
+    gw.charon(6.0, ChildUpDown(True, "peer-gwa", sa))
+    assert [(e["at"], e["sa"]) for e in gw.logs("sa-initiated")] == [(6.0, sa["uniqueid"])]
+    assert [e["at"] for e in gw.logs("keying-recovered")] == [6.0]
+    gw.charon(6.5, CharonReconnected(frozenset({C1}), 5.0))
+    assert gw.of(InstallChild) == [install] and gw.logs("sa-lost") == []
     gw.on_packet(10.0, c.bye())
     gw.run_until(10.0 + TEARDOWN)
     (rm,) = removals(gw)
