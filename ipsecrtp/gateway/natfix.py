@@ -48,11 +48,6 @@ class NatFix:
         self.latch: dict[tuple[str, int], tuple[str, Endpoint, Endpoint]] = {}
         # the far side: (local address, port) -> (call, keyed remote endpoint) at a far NAT's address
         self.far_latch: dict[tuple[str, int], tuple[str, Endpoint]] = {}
-
-    def set_peers(self, peers: tuple[PeerConfig, ...]) -> None:
-        """The peers configured now (at start, and when a reload applies a change)."""
-        self.peers = peers
-        self.media_nets = tuple(ipaddress.ip_network(n) for p in peers for n in (*p.local_media, *p.remote_media))
         self.latched: dict[str, set[Endpoint]] = {}  # per call: keyed endpoints whose media was reported
         self.latch_keys: dict[str, list[tuple[str, int]]] = {}  # per call: its keys in the two tables
         # per call: a NAT's endpoint keyed with the SDP's port -> the port its media really came from
@@ -63,6 +58,11 @@ class NatFix:
         # first packet (an RTCP sent at answer time comes again seconds later)
         self.lan_last: collections.OrderedDict[tuple[str, int], tuple[str, int, float]] = collections.OrderedDict()
         self.role_of: Callable[[str], str | None] = lambda call: None
+
+    def set_peers(self, peers: tuple[PeerConfig, ...]) -> None:
+        """The peers configured now (at start, and when a reload applies a change)."""
+        self.peers = peers
+        self.media_nets = tuple(ipaddress.ip_network(n) for p in peers for n in (*p.local_media, *p.remote_media))
 
     # -- detection -------------------------------------------------------------------------------
 

@@ -53,9 +53,11 @@ def test_a_changed_peer_s_calls_are_keyed_again_and_an_unchanged_peer_s_are_not_
     # keyed again under the new settings, the gap counted and timed
     assert [i.child for i in installs(gw, "cc")][-1].endswith("-1") and len(installs(gw, "cc")) == 2
     assert [(e["call"], e["reason"]) for e in gw.logs("sa-recovered")] == [("cc", "peer-changed")]
-    # the other peer's call: nothing asked of charon, no line about it
+    # the other peer's call: nothing asked of charon, no line about it, and its per-call NAT and
+    # latching state (what a re-key from latching and the answerer's timing need) as it was
     touched = [x for _, x in gw.actions[before:] if getattr(x, "call_id", None) == "ca"]
     assert touched == [] and not [e for e in gw.logs() if e.get("call") == "ca" and e["at"] >= 2.0]
+    assert "ca" in gw.core.nat.sdp_flows and gw.core.nat.role_of("ca") == "initiator"
 
 
 def test_a_removed_peer_s_calls_lose_their_sas_and_charon_forgets_it_after_them():
