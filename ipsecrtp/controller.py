@@ -23,6 +23,7 @@ from .capture import Capture
 from .config import ControllerConfig
 from .gateway.actions import Action
 from .gateway.core import SINK, GatewayCore
+from .gateway.reconfig import guard_for
 from .kernel.xfrm import probe_esp
 from .keying.charonconf import timers_verdict
 from .keying.dataplane import DataPlane, DataPlaneError
@@ -170,14 +171,12 @@ class Controller:
     def _data_plane(self) -> None:
         """kernel-libipsec: keyed flows marked into charon's TUN by one nftables set; with
         protect = required, every other packet to those peers' media kept from the WAN."""
+        guard = guard_for(self.cfg.peers)  # what a reload brings it to as well
         guarded = [p for p in self.cfg.peers if p.protect == "required"]
-        prefixes = [n for p in guarded for n in p.remote_media]
-        lo = min(p.rtp_ports[0] for p in self.cfg.peers)
-        hi = max(p.rtp_ports[1] for p in self.cfg.peers)
+        prefixes, (lo, hi) = list(guard.guarded), guard.rtp
         self.dataplane = DataPlane()
         try:
-            self.dataplane.install(prefixes, (lo, hi), bool(guarded),
-                                   reach=[n for p in self.cfg.peers for n in p.remote_media])
+            self.dataplane.install(prefixes, guard.rtp, bool(guarded), reach=list(guard.reach))
         except (DataPlaneError, OSError) as exc:
             raise ControllerError(f"data plane: {exc}") from None
         self.log("data-plane", sink=SINK, required=[p.name for p in guarded], guarded=prefixes,

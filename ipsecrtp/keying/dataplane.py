@@ -113,8 +113,7 @@ class DataPlane:
         """The table, the sink and the rules; returns the sink's file descriptor to read.
         ``media_prefixes``: the peers' media guarded (protect = required); ``reach``: every peer's
         media prefixes, routed to the sink when nothing else routes them (the mark then decides)."""
-        self._cmd(ruleset([p for p in media_prefixes if ":" not in p], [p for p in media_prefixes if ":" in p],
-                          rtp, required))
+        self._rules(media_prefixes, rtp, required)
         self.sink_fd = self._open_sink()
         idx = self.ipr.link_lookup(ifname=SINK)[0]
         self.ipr.link("set", index=idx, state="up")
@@ -132,9 +131,12 @@ class DataPlane:
     def guard(self, media_prefixes: list[str], rtp: tuple[int, int], required: bool, reach: list[str]) -> None:
         """The peers changed (a reload): the same rules for the new ones, in one nftables
         transaction (the keyed flows' sets keep their elements), and the reach rules brought in line."""
+        self._rules(media_prefixes, rtp, required)
+        self._reach(reach)
+
+    def _rules(self, media_prefixes: list[str], rtp: tuple[int, int], required: bool) -> None:
         self._cmd(ruleset([p for p in media_prefixes if ":" not in p], [p for p in media_prefixes if ":" in p],
                           rtp, required))
-        self._reach(reach)
 
     def _reach(self, reach: list[str]) -> None:
         for prefix in sorted(set(reach) - set(self.reach)):
@@ -217,11 +219,7 @@ class DataPlane:
                         self.ipr.rule("del", family=family, fwmark=mark, fwmask=mark, priority=PREFS[name])
                     except NetlinkError:
                         pass
-            for prefix in self.reach:
-                try:
-                    self.ipr.rule("del", **_reach_rule(prefix))
-                except NetlinkError:
-                    pass
+            self._reach([])
             if self.sink_fd is not None:
                 fcntl.ioctl(self.sink_fd, TUNSETPERSIST, 0)  # the device goes with the descriptor
         if self.sink_fd is not None:
