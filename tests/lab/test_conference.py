@@ -29,8 +29,10 @@ def test_per_leg_conference_join_and_leave():
 
 
 def test_shared_conference_join_and_leave():
-    """``legs = "shared"``: the 3 legs share one CHILD_SA on each gateway (fewer CREATE_CHILD_SAs
-    than legs: answers back to back fold into one re-key); a leave re-keys it without the departed
+    """``legs = "shared"``: the 3 legs share one CHILD_SA on each gateway (at most one CREATE_CHILD_SA
+    per leg: whether answers fold into one re-key depends on whether a leg is answered while the
+    previous re-key is still in flight, a race a fast machine loses; the folding itself is asserted
+    deterministically in tests/gateway/test_shared_legs.py); a leave re-keys it without the departed
     leg's flows (a CREATE_CHILD_SA and a DELETE), the other legs' RTP crossing the re-key; when the
     last leg leaves no CHILD_SA of the conference is left."""
     lab = Lab("f" + secrets.token_hex(4))
@@ -39,7 +41,7 @@ def test_shared_conference_join_and_leave():
         r = run_conference(lab, 3)
         print(r)
         assert r.child_sas == {"gwa": 1, "gwb": 1}
-        assert 1 <= r.join_exchanges.get("CREATE_CHILD_SA", 0) < 3 and "IKE_SA_INIT" not in r.join_exchanges
+        assert 1 <= r.join_exchanges.get("CREATE_CHILD_SA", 0) <= 3 and "IKE_SA_INIT" not in r.join_exchanges
         assert r.departed_sa_gone and not r.departed_still_covered and not r.others_unchanged
         assert r.leave_exchanges.get("CREATE_CHILD_SA") == 1 and r.leave_exchanges.get("INFORMATIONAL", 0) >= 1
         assert r.others_sent > 100 and r.others_received >= 0.95 * r.others_sent
