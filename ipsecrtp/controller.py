@@ -29,6 +29,7 @@ from .keying.charonconf import timers_verdict
 from .keying.dataplane import DataPlane, DataPlaneError
 from .keying.routing import PolicyRouting
 from .keying.strongswan import Charon, CharonTimeout, KeyingError
+from .keying.xfrmguard import XfrmGuard, XfrmGuardError
 from .log import DecisionLog
 from .selectors import PeerConfig
 from .shell.control import ControlServer, answer_request
@@ -56,11 +57,6 @@ class ControllerError(RuntimeError):
 def peers_refusal(peers: tuple[PeerConfig, ...], backend: str, esp: bool) -> str | None:
     """Why these peers cannot be keyed with this charon backend and kernel (at start and at a
     reload), or None."""
-    required = [p.name for p in peers if p.protect == "required"]
-    if backend == "kernel-netlink" and required:
-        return (f"protect = \"required\" (peer {required[0]}) is enforced by kernel-libipsec's data "
-                "plane; with kernel-netlink set protect = \"opportunistic\" for now (xfrm block "
-                "policies are not built yet)")
     transport = [p.name for p in peers if p.esp_mode == "transport"]
     if backend == "kernel-libipsec" and transport:
         return (f"esp_mode = \"transport\" (peer {transport[0]}) needs kernel ESP (kernel-netlink): "
@@ -80,7 +76,8 @@ class Controller:
         self.capture: Capture | None = None
         self.charon: Charon | None = None
         self.routing: PolicyRouting | None = None
-        self.dataplane: DataPlane | None = None
+        self.dataplane: DataPlane | XfrmGuard | None = None
+        self._blocked = (0, 0.0)  # XfrmGuard: packets reported blocked so far, and when
         # remove everything at stop (else live calls keep their SAs, the data plane and the journal)
         self.flush = False
         self.journal: CallJournal | None = None
@@ -135,6 +132,7 @@ class Controller:
             self.routing = PolicyRouting()
             removed = self.routing.remove_blanket()
             self.log("routing-narrowed", removed_blanket_rules=removed, table=self.routing.table)
+        if self.backend in ("kernel-libipsec", "kernel-netlink"):
             self._data_plane()
         self.core = GatewayCore(self.cfg, self.backend)
         self.journal = self._open_journal()
@@ -169,19 +167,36 @@ class Controller:
             self.dispatch(self.core.adopt(time.time(), entries, children))
 
     def _data_plane(self) -> None:
-        """kernel-libipsec: keyed flows marked into charon's TUN by one nftables set; with
-        protect = required, every other packet to those peers' media kept from the WAN."""
+        """With protect = required, every packet to those peers' media on the RTP range that no
+        CHILD_SA covers kept from the WAN. kernel-libipsec: keyed flows marked into charon's TUN
+        by one nftables set, the rest into a sink; kernel-netlink: xfrm block policies under
+        charon's own."""
         guard = guard_for(self.cfg.peers)  # what a reload brings it to as well
         guarded = [p for p in self.cfg.peers if p.protect == "required"]
         prefixes, (lo, hi) = list(guard.guarded), guard.rtp
-        self.dataplane = DataPlane()
+        libipsec = self.backend == "kernel-libipsec"
         try:
+            self.dataplane = DataPlane() if libipsec else XfrmGuard()
             self.dataplane.install(prefixes, guard.rtp, bool(guarded), reach=list(guard.reach))
-        except (DataPlaneError, OSError) as exc:
+        except (DataPlaneError, XfrmGuardError, OSError) as exc:
             raise ControllerError(f"data plane: {exc}") from None
-        self.log("data-plane", sink=SINK, required=[p.name for p in guarded], guarded=prefixes,
+        if not libipsec:
+            self.ticks.append(self._report_blocked)
+        self.log("data-plane", mechanism="nftables-sink" if libipsec else "xfrm-block",
+                 **({"sink": SINK} if libipsec else {}), required=[p.name for p in guarded], guarded=prefixes,
                  rtp_ports=f"{lo}-{hi}",
                  opportunistic=[p.name for p in self.cfg.peers if p.protect != "required"])
+
+    def _report_blocked(self, now: float) -> None:
+        """kernel-netlink: the packets the block policies kept from the WAN, at most once a second
+        (the kernel counts them per namespace, not per call)."""
+        reported, at = self._blocked
+        if now - at < 1.0 or not isinstance(self.dataplane, XfrmGuard):
+            return
+        n = self.dataplane.blocked()
+        if n > reported:
+            self.log("media-blocked", packets=n - reported, total=n)
+        self._blocked = (n, now)
 
     def _serve_metrics(self) -> None:
         """Bind the exporter after this machine's checks and before charon is changed: a busy

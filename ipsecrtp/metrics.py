@@ -163,6 +163,9 @@ class Metrics:
         self.cap_hits = Counter("ipsecrtp_cap_hits_total", "Inputs beyond a cap of [controller] (max_* keys), by cap; "
                                 "for sip-per-source-per-s the messages dropped unparsed (reported at most once a "
                                 "second per source)", ["cap"], registry=r)
+        self.blocked = Counter("ipsecrtp_media_blocked_packets_total", "Media packets the xfrm block policies "
+                               "kept from the WAN (kernel-netlink, protect = required; the kernel counts them "
+                               "per namespace, not per call)", registry=r)
         self.errors = Counter("ipsecrtp_metrics_errors_total", "Decision records the metrics could not read",
                               registry=r)
         # every series of a bounded label set exists from the start at 0: a rate() or an alert on a
@@ -197,6 +200,7 @@ class Metrics:
                                                               _bounded(rec.get("state"), EVICTED_STATES)).inc(),
             # charon answers again after a restart or a hang (the shell reconnected, issue 15)
             "vici-reconnected": lambda rec: self.reconnects.inc(),
+            "media-blocked": lambda rec: self.blocked.inc(int(rec["packets"])),
         }
 
     def __call__(self, rec: dict[str, Any]) -> None:

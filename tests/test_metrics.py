@@ -204,6 +204,11 @@ def test_sip_rejections_and_charon_stream_events():
     assert value(m, "ipsecrtp_charon_timeouts_total", operation="initiate") == 1
     assert value(m, "ipsecrtp_charon_timeouts_total", operation="load-conn") == 2
     assert value(m, "ipsecrtp_charon_timeouts_total", operation="list-sas") == 0
+    # kernel-netlink's guard: the packets each report adds, not its running total
+    assert value(m, "ipsecrtp_media_blocked_packets_total") == 0
+    m({"event": "media-blocked", "packets": 3, "total": 3})
+    m({"event": "media-blocked", "packets": 2, "total": 5})
+    assert value(m, "ipsecrtp_media_blocked_packets_total") == 5
 
 
 def test_labels_are_bounded_whatever_the_text():

@@ -27,6 +27,7 @@ from pyroute2.netlink.nlsocket import Marshal, NetlinkSocket
 
 XFRM_MSG_NEWSA, XFRM_MSG_DELSA, XFRM_MSG_GETSA = 16, 17, 18
 XFRM_MSG_NEWPOLICY, XFRM_MSG_DELPOLICY, XFRM_MSG_GETPOLICY = 19, 20, 21
+XFRM_MSG_UPDPOLICY = 25  # NEWPOLICY refuses an existing selector (EEXIST); UPDPOLICY replaces it
 IPPROTO_ESP = 50
 XFRM_MODE_TRANSPORT, XFRM_MODE_TUNNEL = 0, 1
 
@@ -111,13 +112,14 @@ class xfrm_userpolicy_id(nlmsg):
 _TMPL = struct.Struct("=16sIB3xH2x16sIBBBxIII")
 
 XFRM_POLICY_IN, XFRM_POLICY_OUT, XFRM_POLICY_FWD = 0, 1, 2
-XFRM_POLICY_ALLOW = 0
+XFRM_POLICY_ALLOW, XFRM_POLICY_BLOCK = 0, 1
 
 
 class MarshalXfrm(Marshal):
     msg_map = {XFRM_MSG_NEWSA: xfrm_usersa_info, XFRM_MSG_DELSA: xfrm_usersa_id,
                XFRM_MSG_GETSA: xfrm_usersa_id, XFRM_MSG_NEWPOLICY: xfrm_userpolicy_info,
-               XFRM_MSG_DELPOLICY: xfrm_userpolicy_id, XFRM_MSG_GETPOLICY: xfrm_userpolicy_id}
+               XFRM_MSG_DELPOLICY: xfrm_userpolicy_id, XFRM_MSG_GETPOLICY: xfrm_userpolicy_id,
+               XFRM_MSG_UPDPOLICY: xfrm_userpolicy_info}
 
 
 class XfrmSocket(NetlinkSocket):
@@ -222,13 +224,23 @@ def probe_esp() -> EspProbe:
 
 @dataclass(frozen=True)
 class Selector:
-    """A flow selector: prefixes, protocol and exact ports (0: any)."""
+    """A flow selector: prefixes, protocol and ports (0: any); a mask (None: exact port) makes a
+    port an aligned block of ports, the only port ranges xfrm knows (``port_blocks``)."""
 
     src: str
     dst: str
     proto: int = 17
     sport: int = 0
     dport: int = 0
+    sport_mask: int | None = None
+    dport_mask: int | None = None
+
+    def __post_init__(self) -> None:
+        # a mask that says what the port alone says is no mask: selectors read back from the
+        # kernel then compare equal to the ones written
+        for port, name in ((self.sport, "sport_mask"), (self.dport, "dport_mask")):
+            if getattr(self, name) == _mask(port, None):
+                object.__setattr__(self, name, None)
 
     def fill(self, msg) -> None:
         sp, family = _addr(self.src.split("/")[0])
@@ -237,9 +249,29 @@ class Selector:
         msg.update({"sel_saddr": sp, "sel_daddr": dp, "sel_family": family, "sel_proto": self.proto,
                     "sel_prefixlen_s": int(self.src.split("/")[1]) if "/" in self.src else full,
                     "sel_prefixlen_d": int(self.dst.split("/")[1]) if "/" in self.dst else full,
-                    "sel_sport": self.sport, "sel_sport_mask": 0xFFFF if self.sport else 0,
-                    "sel_dport": self.dport, "sel_dport_mask": 0xFFFF if self.dport else 0,
+                    "sel_sport": self.sport, "sel_sport_mask": _mask(self.sport, self.sport_mask),
+                    "sel_dport": self.dport, "sel_dport_mask": _mask(self.dport, self.dport_mask),
                     "sel_ifindex": 0, "sel_user": 0})
+
+
+def _mask(port: int, mask: int | None) -> int:
+    return (0xFFFF if port else 0) if mask is None else mask
+
+
+def port_blocks(lo: int, hi: int) -> list[tuple[int, int]]:
+    """The port range lo..hi as the fewest aligned (port, mask) blocks that cover exactly it: an
+    xfrm selector matches ``port & mask == port``, so a range that is not one aligned power of two
+    takes several policies (10000-20000: 11)."""
+    if not 0 <= lo <= hi <= 0xFFFF:
+        raise ValueError(f"port range {lo}-{hi}")
+    out = []
+    while lo <= hi:
+        size = lo & -lo if lo else 0x10000  # the largest block aligned at lo...
+        while lo + size - 1 > hi:  # ...that does not pass hi
+            size >>= 1
+        out.append((lo, 0xFFFF & ~(size - 1)))
+        lo += size
+    return out
 
 
 @dataclass(frozen=True)
@@ -253,6 +285,7 @@ class KernelPolicy:
     mode: int
     bytes: int
     packets: int
+    action: int = XFRM_POLICY_ALLOW
 
 
 def _zeroed(cls):
@@ -278,6 +311,32 @@ def add_policy(sock: XfrmSocket, sel: Selector, direction: int, tmpl_src: str, t
     tuple(sock.nlm_request(msg, XFRM_MSG_NEWPOLICY, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL))
 
 
+def set_block_policy(sock: XfrmSocket, sel: Selector, direction: int, priority: int) -> None:
+    """A policy that drops what matches ``sel`` unless a policy of higher priority (a lower
+    number) matches first; made or replaced (a restart finds its own in place)."""
+    msg = _zeroed(xfrm_userpolicy_info)
+    sel.fill(msg)
+    for k in ("lft_soft_byte", "lft_hard_byte", "lft_soft_packet", "lft_hard_packet"):
+        msg[k] = 2**64 - 1
+    msg.update({"priority": priority, "dir": direction, "action": XFRM_POLICY_BLOCK})
+    tuple(sock.nlm_request(msg, XFRM_MSG_UPDPOLICY, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE))
+
+
+def out_blocked() -> int:
+    """Packets this network namespace's block policies dropped on the way out (XfrmOutPolBlock),
+    or -1 when the kernel does not say (no CONFIG_XFRM_STATISTICS)."""
+    try:
+        # thread-self: the namespace of the calling thread (a tool joins one on a helper thread)
+        with open("/proc/thread-self/net/xfrm_stat") as f:
+            for line in f:
+                name, value = (line.split() + ["", ""])[:2]
+                if name == "XfrmOutPolBlock":
+                    return int(value)
+    except OSError:
+        pass
+    return -1
+
+
 def del_policy(sock: XfrmSocket, sel: Selector, direction: int) -> None:
     msg = _zeroed(xfrm_userpolicy_id)
     sel.fill(msg)
@@ -296,7 +355,7 @@ def dump_policies(sock: XfrmSocket) -> list[KernelPolicy]:
             continue  # charon's per-socket bypass policies and the like
         sel = Selector(f"{_unaddr(m['sel_saddr'], fam)}/{m['sel_prefixlen_s']}",
                        f"{_unaddr(m['sel_daddr'], fam)}/{m['sel_prefixlen_d']}", m["sel_proto"],
-                       m["sel_sport"], m["sel_dport"])
+                       m["sel_sport"], m["sel_dport"], m["sel_sport_mask"], m["sel_dport_mask"])
         raw = m.get_attr("XFRMA_TMPL")
         tsrc = tdst = None
         reqid = mode = 0
@@ -304,5 +363,5 @@ def dump_policies(sock: XfrmSocket) -> list[KernelPolicy]:
             d, _spi, _proto, tfam, src, reqid, mode, *_ = _TMPL.unpack_from(raw)
             tsrc, tdst = _unaddr(src, tfam), _unaddr(d, tfam)
         out.append(KernelPolicy(sel, m["dir"], m["priority"], tsrc, tdst, reqid, mode, m["cur_bytes"],
-                                m["cur_packets"]))
+                                m["cur_packets"], m["action"]))
     return out

@@ -70,8 +70,7 @@ class Lab(LabState):
             self.topology = NAT_TOPOLOGY
         elif ipv6:
             self.topology = IPV6_TOPOLOGY
-        # protect: None = the controllers' default (required) where the backend enforces it
-        # (kernel-libipsec), opportunistic with kernel ESP (not enforced there yet)
+        # protect: None = the controllers' default (required), with either backend
         self.state.update(mode=mode, nat={"topology": nat, "sip_alg": sip_alg} if nat else None,
                           nat_translate=nat_translate, strategy=strategy, charon_extra=charon_extra,
                           esp_proposals=list(esp_proposals) if esp_proposals else None, protect=protect,

@@ -204,8 +204,7 @@ def write_controller_config(lab: LabState, gw: Gateway, peer: Gateway) -> str:
                                        metrics=METRICS_ADDR,
                                        # more [controller] keys (e.g. caps: max_dialogs_per_source = 100)
                                        controller_extra="\n".join(lab.state.get("controller_extra") or ())))
-        protect = lab.state.get("protect") or \
-            ("opportunistic" if lab.state.get("backend") == "kernel-netlink" else "required")
+        protect = lab.state.get("protect") or "required"
         f.write(f'protect = "{protect}"\nike_pool = {int(lab.state.get("ike_pool") or 1)}\n')
         pki = (lab.state.get("pki") or {}).get(gw.role) if lab.state.get("auth") == "pubkey" else None
         if pki:  # certificates from the lab's CA (labpki.py); the PSK file stays for pre-keyed

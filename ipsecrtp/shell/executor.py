@@ -59,6 +59,7 @@ from ..keying.charontimers import limits_for
 from ..keying.dataplane import DataPlane, DataPlaneError
 from ..keying.routing import PolicyRouting
 from ..keying.strongswan import Charon, CharonTimeout, KeyingError
+from ..keying.xfrmguard import XfrmGuard
 from ..log import DecisionLog
 from ..timescale import scaled
 from .events import RECONNECT_MAX_S, RECONNECT_MIN_S, CharonEvents, CharonHealth, failed_result
@@ -77,7 +78,7 @@ CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke, SetPeer)
 
 class Executor:
     def __init__(self, cfg: ControllerConfig, log: DecisionLog, routing: PolicyRouting | None,
-                 dataplane: DataPlane | None = None, journal: CallJournal | None = None) -> None:
+                 dataplane: DataPlane | XfrmGuard | None = None, journal: CallJournal | None = None) -> None:
         self.cfg, self.log, self.routing, self.dataplane = cfg, log, routing, dataplane
         self.journal = journal
         self.peers = {p.name: p for p in cfg.peers}
@@ -183,7 +184,7 @@ class Executor:
 
     def _inline(self, a: Action) -> Input | None:
         if isinstance(a, (AddRoute, DelRoute, RemoveBlanketRoute)):
-            if self.routing is not None and self.dataplane is not None:
+            if self.routing is not None and isinstance(self.dataplane, DataPlane):
                 try:
                     if isinstance(a, AddRoute):
                         self.dataplane.add_flow(a.rule)  # one set element: O(1) per packet in the kernel

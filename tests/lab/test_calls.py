@@ -11,9 +11,12 @@ import time
 
 import pytest
 
+from ipsecrtp.kernel.xfrm import XFRM_POLICY_BLOCK
 from ipsecrtp.keying.strongswan import Charon
+from ipsecrtp.keying.xfrmguard import GUARD_PRIORITY
 from ipsecrtp.netns import proc
 from ipsecrtp.netns.calls import Capture, Phones, child_sas, flow_rules, log_events, wait_log, wire_stats
+from ipsecrtp.timescale import scaled
 
 pytestmark = pytest.mark.lab
 
@@ -95,6 +98,12 @@ def test_answered_call_media_is_esp_only_while_keyed(lab, calls, scenario):
         for role in ("gwa", "gwb"):
             assert compare(r.children[role], r.kernel[role]) == [], r.kernel[role]
             assert len(r.kernel[role]["sas"]) == 2  # one CHILD_SA: an inbound and an outbound SA
+            # protect = "required" (the lab's default): the guard's block policies under charon's,
+            # the peer's media prefix on the lab's RTP range (10000-20000: 11 aligned blocks)
+            blocks = [p for p in r.kernel[role]["policies"] if p["action"] == XFRM_POLICY_BLOCK]
+            assert len(blocks) == 11 and {p["priority"] for p in blocks} == {GUARD_PRIORITY}, blocks
+            assert max(p["priority"] for p in r.kernel[role]["policies"] if p["action"] != XFRM_POLICY_BLOCK) \
+                < GUARD_PRIORITY
 
     # exactly one gateway initiated: the answerer's (gwb) by the documented rule
     roles = {role: {e["role"] for e in log_events(lab, role, r.call_id, "keying")} for role in ("gwa", "gwb")}
@@ -106,6 +115,10 @@ def test_answered_call_media_is_esp_only_while_keyed(lab, calls, scenario):
     clear = [p for p in leaving(pcap, "198.51.100.1") + leaving(pcap_b, "198.51.100.2")
              if keyed_from < p[0] < keyed_to and {p[2], p[4]} <= rtp_ports]
     assert clear == [], f"cleartext RTP on the WAN while the SA was up: {clear[:3]}"
+    # and with protect = "required" (the lab's default, either backend) none of the call's media
+    # left in clear at any time: not before its SA was up, not after it went
+    ever = [p for p in leaving(pcap, "198.51.100.1") + leaving(pcap_b, "198.51.100.2") if {p[2], p[4]} <= rtp_ports]
+    assert ever == [], f"cleartext RTP on the WAN with protect = required: {ever[:3]}"
     esp = [p for p in ws.esp if keyed_from < p[0] < keyed_to]
     directions = {(p[1], p[2]) for p in esp}
     assert directions == {("198.51.100.1", "198.51.100.2"), ("198.51.100.2", "198.51.100.1")}
@@ -134,7 +147,51 @@ def test_after_the_calls_no_sa_route_or_rule_is_left(lab, calls):
         else:
             # kernel-netlink: the kernel holds no xfrm state or policy of any call any more
             assert proc.run(lab.ns(role), "ip", "xfrm", "state").stdout.strip() == ""
-            assert "dir out" not in proc.run(lab.ns(role), "ip", "xfrm", "policy").stdout
+            # beyond the guard's block policies (protect = required), which stay with the controller
+            policies = proc.run(lab.ns(role), "ip", "xfrm", "policy").stdout.replace("\n\t", " ").splitlines()
+            outs = [p for p in policies if "dir out" in p]
+            assert outs and all(f"action block priority {GUARD_PRIORITY}" in p for p in outs), outs
+
+
+def _send_media(dst: tuple[str, int], n: int) -> str:
+    """n datagrams from this namespace; 'sent' or the error the kernel gave."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            for _ in range(n):
+                s.sendto(b"\x80" + bytes(171), dst)  # the size of a G.711 RTP packet
+        except OSError as exc:
+            return os.strerror(exc.errno or 0)
+    return "sent"
+
+
+def test_media_no_sa_covers_never_reaches_the_wan(lab, tmp_path):
+    """protect = "required" (the lab's default, either backend): UDP from gwa to gwb's media address on
+    the RTP range, with no call and so no CHILD_SA, never crosses the WAN, and it is counted. With
+    kernel-libipsec it goes into the sink (the sender sees success, as on a real link); with kernel
+    ESP the guard's block policy drops it (the sender sees EPERM) and the controller reports the
+    kernel's count (``media-blocked``). The same datagram to a port outside the range crosses."""
+    cap = Capture(lab, "gwa", str(tmp_path / "no-sa.pcap"))
+    try:
+        deadline = time.monotonic() + scaled(20.0)  # a loaded TCG guest starts tcpdump late
+        while time.monotonic() < deadline and "listening" not in open(cap.path + ".log").read():
+            time.sleep(0.1)
+        guarded = proc.in_netns(lab.ns("gwa"), _send_media, ("198.51.100.2", 10150), 5)
+        outside = proc.in_netns(lab.ns("gwa"), _send_media, ("198.51.100.2", 9999), 1)
+        netlink = lab.state["backend"] == "kernel-netlink"
+        if netlink:
+            deadline = time.monotonic() + scaled(3.0)  # reported at most once a second
+            while time.monotonic() < deadline and not log_events(lab, "gwa", None, "media-blocked"):
+                time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        cap.stop()
+    assert (guarded, outside) == ("Operation not permitted" if netlink else "sent", "sent")
+    udp = subprocess.run(["tshark", "-r", cap.path, "-Y", "udp.dstport == 10150 || udp.dstport == 9999", "-T",
+                          "fields", "-e", "udp.dstport"], capture_output=True, text=True, check=True).stdout.split()
+    assert udp == ["9999"]  # the guarded five were kept from the WAN, the one outside the range was not
+    if netlink:
+        blocked = log_events(lab, "gwa", None, "media-blocked")
+        assert blocked and blocked[-1]["total"] >= 1, blocked
 
 
 def test_cancelled_call_is_never_keyed(lab, calls):
