@@ -39,6 +39,17 @@ class EstablishIke(Action):
 
 
 @dataclass(frozen=True)
+class ClearStaleIke(Action):
+    """The peer set up a new IKE_SA on ``conn`` that this gateway answered (gateway/peerloss.py):
+    every other IKE_SA of ``conn`` this gateway answered is dead; delete them at once (``keep``: the
+    new one's unique id) so that charon reports their CHILD_SAs down now."""
+
+    peer: str
+    conn: str
+    keep: str
+
+
+@dataclass(frozen=True)
 class InstallChild(Action):
     """Load the call's connection (its one child) and initiate its CHILD_SA: on pool member
     ``member``'s IKE_SA, or with own_conn on an IKE_SA of its own (strategy ike-per-call)."""
@@ -186,6 +197,18 @@ class IkeResult(Input):
     ms: float = 0.0
     reason: str = ""
     already: bool = False  # an IKE_SA (or a child on one) was up already: nothing was done
+
+
+@dataclass(frozen=True)
+class StaleIkeCleared(Input):
+    """What ClearStaleIke found and deleted (the unique ids), or why it could not."""
+
+    peer: str
+    conn: str
+    keep: str
+    cleared: tuple[str, ...]
+    ok: bool = True
+    reason: str = ""
 
 
 @dataclass(frozen=True)

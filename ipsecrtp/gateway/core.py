@@ -29,7 +29,7 @@ from ..sip.events import (
     SipSeen,
 )
 from ..timing import BUDGETS, parse_ike
-from . import adoption, snapshot
+from . import adoption, peerloss, snapshot
 from .actions import (
     Action,
     AddRoute,
@@ -50,6 +50,7 @@ from .actions import (
     RemoveBlanketRoute,
     RemoveChild,
     RemoveResult,
+    StaleIkeCleared,
 )
 from .caps import CAP_EVENTS, log_cap_event
 from .control import ControlRequest, handle
@@ -364,6 +365,11 @@ class GatewayCore:
                          nat_local=inp.ike.get("nat-local") == "yes", nat_remote=inp.ike.get("nat-remote") == "yes")
             if inp.up:
                 self.nat.ike_up(inp.conn, inp.ike)
+                clear = peerloss.stale_ike(self.cfg.peers, inp.conn, inp.ike)
+                if clear is not None:
+                    self.out.append(clear)
+        elif isinstance(inp, StaleIkeCleared):
+            peerloss.report(self.out, inp)
         elif isinstance(inp, PeerSet):
             self._peer_set(inp, now)
         elif isinstance(inp, EventsLost):

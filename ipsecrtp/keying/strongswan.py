@@ -320,8 +320,9 @@ class Charon:
                 out.append(ike_sa)
         return out
 
-    def terminate_ike_id(self, ike_id: str, timeout_s: float = TERMINATE_TIMEOUT_S) -> None:
-        self._terminate(f"IKE_SA #{ike_id}", timeout_s, **{"ike-id": ike_id})
+    def terminate_ike_id(self, ike_id: str, timeout_s: float = TERMINATE_TIMEOUT_S, force: bool = False) -> None:
+        """``force``: delete it here without waiting for the peer's answer (a peer that lost it)."""
+        self._terminate(f"IKE_SA #{ike_id}", timeout_s, **{"ike-id": ike_id}, **({"force": "yes"} if force else {}))
 
     def remove_call_conn(self, name: str) -> str | None:
         """ike-per-call: remove the call's CHILD_SA and its IKE_SA, and unload its connection.

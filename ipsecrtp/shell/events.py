@@ -11,6 +11,7 @@ from collections.abc import Callable
 from ..gateway.actions import (
     Action,
     ChildUpDown,
+    ClearStaleIke,
     EstablishIke,
     EventsLost,
     IkeResult,
@@ -25,6 +26,7 @@ from ..gateway.actions import (
     RemoveChild,
     RemoveResult,
     SetPeer,
+    StaleIkeCleared,
 )
 from ..keying.strongswan import COMMAND_TIMEOUT_S, Charon, CharonTimeout, KeyingError, listen
 from ..timescale import scaled
@@ -143,6 +145,8 @@ def failed_result(a: Action, reason: str) -> Input:
         return IkeResult(a.peer, a.attempt, False, a.member, reason=reason)
     if isinstance(a, SetPeer):
         return PeerSet(a.name, False, reason)
+    if isinstance(a, ClearStaleIke):
+        return StaleIkeCleared(a.peer, a.conn, a.keep, (), False, reason)
     assert isinstance(a, InstallChild)
     return InstallResult(a.call_id, a.child, False, now, now, reason)
 

@@ -30,6 +30,7 @@ from ..gateway.actions import (
     AddRoute,
     CancelInstall,
     CharonReconnected,
+    ClearStaleIke,
     DelDnat,
     DelRoute,
     DnatResult,
@@ -51,6 +52,7 @@ from ..gateway.actions import (
     RemovePrekeyed,
     RemoveResult,
     SetPeer,
+    StaleIkeCleared,
     Unjournal,
 )
 from ..kernel.xfrm import XfrmSocket
@@ -73,7 +75,7 @@ CONNECT_PATIENCE_S = scaled(2.0)  # how long a job waits for charon to answer be
 
 def _session_broken(result: Input) -> bool:
     return str(getattr(result, "reason", "")).startswith(BROKEN)
-CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke, SetPeer)
+CHARON_ACTIONS = (InstallChild, PermitChild, RemoveChild, EstablishIke, SetPeer, ClearStaleIke)
 
 
 class Executor:
@@ -320,6 +322,8 @@ class Executor:
                 return PermitResult(a.call_id, a.child, True)
             if isinstance(a, SetPeer):
                 return self._set_peer(charon, a)
+            if isinstance(a, ClearStaleIke):
+                return self._clear_stale(charon, a)
             assert isinstance(a, EstablishIke)
             return self._establish(charon, a)
         except Exception as exc:  # noqa: BLE001 - KeyingError, a broken session: the core decides
@@ -409,6 +413,17 @@ class Executor:
         t0 = time.time()
         charon.initiate_ike(conn, self.limits.initiate_s)
         return IkeResult(a.peer, a.attempt, True, a.member, ms=round((time.time() - t0) * 1000, 3))
+
+    def _clear_stale(self, charon: Charon, a: ClearStaleIke) -> StaleIkeCleared:
+        """Every other established IKE_SA of the connection that this gateway answered: deleted at
+        once, without waiting for the peer (which no longer knows them), so that charon reports
+        their CHILD_SAs down now (gateway/peerloss.py)."""
+        stale = [str(ike["uniqueid"]) for ike in charon.ike_sas(a.conn)
+                 if str(ike.get("uniqueid")) != a.keep and ike.get("initiator") != "yes"
+                 and ike.get("state") == "ESTABLISHED"]
+        for ike_id in stale:
+            charon.terminate_ike_id(ike_id, force=True)
+        return StaleIkeCleared(a.peer, a.conn, a.keep, tuple(stale))
 
     def _reconnected(self, outage_s: float) -> Input:
         """Load the peers again (a restarted charon knows none of them) and list what it holds;

@@ -1,10 +1,12 @@
 """The peer gateway's charon crashes (kill -9) and comes back during a real baresip call (issue 15
-item 5). The surviving gateway (gwb, which initiated the call's CHILD_SA) is told by nobody: its
-charon's dead-peer detection (dpd_delay with the README's retransmission timers) finds the IKE_SA
-dead and reports the call's CHILD_SA down; the controller keys the call again (``sa-lost`` reason
-child-down, a new generation, ``sa-recovered``). Then both sides hold one CHILD_SA with the call's
-flows whose SPIs agree, not one RTP packet crossed the WAN in clear meanwhile (protect = required,
-an independent tcpdump), and nothing is left after the call. How long it took is reported by
+item 5). The surviving gateway (gwb, which initiated the call's CHILD_SA) learns it from the new
+IKE_SA gwa's controller sets up once its new charon answers (gwa has the lower address: member 0 is
+its to set up): gwb deletes the IKE_SA gwa lost (``peer-lost-ike``, gateway/peerloss.py), charon
+reports the call's CHILD_SA down and the controller keys the call again (``sa-lost`` reason
+child-down, a new generation, ``sa-recovered``), without waiting for dead-peer detection. Then
+both sides hold one CHILD_SA with the call's flows whose SPIs agree, not one RTP packet crossed
+the WAN in clear meanwhile (protect = required, an independent tcpdump), and nothing is left after
+the call. How long it took is reported by
 ``bench faults``, not asserted."""
 
 import os
@@ -45,7 +47,7 @@ def test_a_live_call_is_keyed_again_after_the_peer_gateway_restarts():
             lab.kill_charon("gwa")  # the peer of the initiating gateway: its IKE_SA vanishes silently
             time.sleep(1.0)
             lab.start_charon("gwa")
-            # dpd_delay 2 s, then ~12 s of unanswered retransmissions, then a CREATE of a new IKE_SA
+            # gwa's new IKE_SA (dead-peer detection would take dpd_delay 2 s + ~12 s of retransmissions)
             assert wait_for(lambda: bool(log_events(lab, "gwb", event="sa-recovered")), 25), \
                 "gwb never keyed the call again"
             assert wait_for(lambda: protected(lab) == 1, 3)
@@ -65,6 +67,9 @@ def test_a_live_call_is_keyed_again_after_the_peer_gateway_restarts():
         recovered = log_events(lab, "gwb", r.call_id, "sa-recovered")
         assert len(recovered) == 1 and recovered[0]["outage_s"] > 0
         assert log_events(lab, "gwa", r.call_id, "sa-lost") == []  # the responder leaves it to gwb
+        # the call's SA went because gwb deleted the IKE_SA gwa had lost, not by dead-peer detection
+        (cleared,) = log_events(lab, "gwb", event="peer-lost-ike")
+        assert cleared["cleared"] == [first[0]["ike-id"]] and cleared["ts"] <= lost[0]["ts"], (cleared, first)
         time.sleep(2.5)  # the SA outlives the BYE by the teardown delay
         clear = wire_stats(cap.path, lab.rtp_ports).rtp_clear
         assert clear == [], f"cleartext RTP on the WAN: {clear[:3]}"
