@@ -284,10 +284,11 @@ class Charon:
             why = f" (charon: {'; '.join(said[-3:])})" if said else ""
             raise KeyingError(f"initiate {what} failed: {exc}{why}") from None
 
-    def _terminate(self, what: str, timeout_s: float, **params: str) -> None:
+    def _terminate(self, what: str, timeout_s: float, force: bool = False, **params: str) -> None:
+        request = {**params, "force": "yes"} if force else {**params, "timeout": int(timeout_s * 1000)}
         try:
             with self.bounded("terminate", timeout_s + ANSWER_MARGIN_S):
-                for _log in self.session.terminate({**params, "timeout": int(timeout_s * 1000)}):
+                for _log in self.session.terminate(request):
                     pass
         except vici.exception.CommandException as exc:
             raise KeyingError(f"terminate {what} failed: {exc}") from None
@@ -321,8 +322,9 @@ class Charon:
         return out
 
     def terminate_ike_id(self, ike_id: str, timeout_s: float = TERMINATE_TIMEOUT_S, force: bool = False) -> None:
-        """``force``: delete it here without waiting for the peer's answer (a peer that lost it)."""
-        self._terminate(f"IKE_SA #{ike_id}", timeout_s, **{"ike-id": ike_id}, **({"force": "yes"} if force else {}))
+        """``force``: delete it here at once, without waiting for the peer's answer (a peer that
+        lost it never answers; charon forces only after the timeout when one is given)."""
+        self._terminate(f"IKE_SA #{ike_id}", timeout_s, force, **{"ike-id": ike_id})
 
     def remove_call_conn(self, name: str) -> str | None:
         """ike-per-call: remove the call's CHILD_SA and its IKE_SA, and unload its connection.
