@@ -228,8 +228,8 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
 def faults(scenarios: tuple[str, ...], calls: int, hold: float, flood_rate: int, flood_seconds: float,
            out: str | None, as_json: bool) -> None:
     """Faults during live sipp calls, each in a lab of its own (issue 15): controller restart, charon
-    kill -9 on each side, peer gateway restart, charon hung, SIP flood, wrong PSK; RTP in clear on the
-    WAN, media dropped, seconds until every call is protected again, leaks."""
+    kill -9 on each side, peer gateway restart, charon hung, SIP flood, wrong PSK, 5 % IKE loss; RTP in
+    clear on the WAN, media dropped, seconds until every call is protected again, leaks."""
     import datetime
 
     from ..netns.faults import FaultError, format_text, run

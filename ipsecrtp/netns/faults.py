@@ -353,7 +353,8 @@ def format_text(report: dict) -> str:
         again = "never" if r["protected_again_s"] is None else f"{r['protected_again_s']:.2f}"
         if r.get("keyed_after_answer"):  # ike-loss: no fault; the calls' keying after their answer
             k = r["keyed_after_answer"]
-            again = f"n/a: keyed {k['n']}, after answer median {k['median_s']} s, max {k['max_s']} s"
+            again = (f"n/a: keyed {k['n']}, after answer median {k['median_s'] * 1000:.0f} ms, "
+                     f"max {k['max_s'] * 1000:.0f} ms") if k["n"] else "never: none keyed"
         if r.get("after_restart_s") is not None:
             again += f" ({r['after_restart_s']:.2f})"
         leaks = ", ".join(f"{g}: {k} {v:+d}" for g, d in r["leaks"].items() for k, v in d.items()) or "none"
