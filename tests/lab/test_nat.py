@@ -74,6 +74,7 @@ def test_nat_between_gateways_without_alg_is_detected_and_keyed_through(tmp_path
     assert {(s, d) for _t, s, d, _spi in w.esp} == {("203.0.113.254", "203.0.113.2"), ("203.0.113.2", "203.0.113.254")}
     sa_up, sa_down = r["timelines"]["gwb"]["sa_up"], r["timelines"]["gwb"]["sa_down"]
     assert not [p for p in w.rtp_clear if sa_up + 0.05 < p[0] < sa_down - 0.05]  # nothing in clear while keyed
+    assert w.rtp_clear == [], w.rtp_clear[:5]  # protect = required: not before the SA either
     assert r["left"] == {"gwa": [], "gwb": []}
 
 
@@ -93,6 +94,7 @@ def test_nat_with_sip_alg_is_detected_and_keyed_by_translating_back(tmp_path):
     assert {(s, d) for _t, s, d, _spi in w.esp} == {("203.0.113.254", "203.0.113.2"), ("203.0.113.2", "203.0.113.254")}
     sa_up, sa_down = r["timelines"]["gwb"]["sa_up"], r["timelines"]["gwb"]["sa_down"]
     assert not [p for p in w.rtp_clear if sa_up + 0.05 < p[0] < sa_down - 0.05]
+    assert w.rtp_clear == [], w.rtp_clear[:5]  # protect = required: not before the SA either
     for tl in r["timelines"].values():
         assert tl["first_esp"] is not None
     assert r["left"] == {"gwa": [], "gwb": []}

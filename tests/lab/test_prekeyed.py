@@ -4,6 +4,7 @@ real-kernel tier runs it; here, without ESP, the controller refuses the strategy
 
 import pytest
 
+from ipsecrtp.keying.xfrmguard import GUARD_PRIORITY
 from ipsecrtp.netns import proc
 from ipsecrtp.netns.calls import log_events, wait_log
 
@@ -33,6 +34,9 @@ def test_prekeyed_call_is_protected_without_ike(tmp_path):
         leaked = [p for p in wa.rtp_clear if p[1] == "198.51.100.1" and keyed_from < p[0] < keyed_to] + \
                  [p for p in wb.rtp_clear if p[1] == "198.51.100.2" and keyed_from < p[0] < keyed_to]
         assert leaked == []
+        # protect = "required": not before the SAs were installed, nor after they went
+        ever = [p for p in wa.rtp_clear if p[1] == "198.51.100.1"] + [p for p in wb.rtp_clear if p[1] == "198.51.100.2"]
+        assert ever == [], ever[:3]
         # no IKE on the call's path: the timelines saw no IKE exchange (0 RTT: how many ms installing
         # the SAs takes depends on the machine, the TCG guest is slow, a figure for the bench)
         for role in ("gwa", "gwb"):
@@ -40,4 +44,7 @@ def test_prekeyed_call_is_protected_without_ike(tmp_path):
             assert tl["metrics"]["ike_exchanges"] == []
         for role in ("gwa", "gwb"):
             assert proc.run(lab.ns(role), "ip", "xfrm", "state").stdout.strip() == ""
-            assert "dir out" not in proc.run(lab.ns(role), "ip", "xfrm", "policy").stdout
+            # none of the call's policies; the guard's block policies stay with the controller
+            policies = proc.run(lab.ns(role), "ip", "xfrm", "policy").stdout.replace("\n\t", " ").splitlines()
+            outs = [p for p in policies if "dir out" in p]
+            assert all(f"action block priority {GUARD_PRIORITY}" in p for p in outs), outs

@@ -26,14 +26,19 @@ def assert_keyed_for(r, a_phone: str, b_phone: str) -> None:
 
 
 def assert_protected_on_wan(kc, a_phone: str, b_phone: str, keyed_from: float, keyed_to: float) -> None:
-    """While keyed: ESP between the gateways both ways, and neither gateway sends its phone's RTP in
-    clear (a capture with kernel ESP also shows each decrypted packet, so only what is sent counts)."""
+    """While keyed: ESP between the gateways both ways; at no time does either gateway send its
+    phone's RTP in clear (a capture with kernel ESP also shows each decrypted packet, so only what is
+    sent counts)."""
     wa, wb = kc.wire["gwa"], kc.wire["gwb"]
     esp = {(s, d) for t, s, d, _spi in wa.esp if keyed_from < t < keyed_to}
     assert esp == {("198.51.100.1", "198.51.100.2"), ("198.51.100.2", "198.51.100.1")}
     leaked = [p for p in wa.rtp_clear if p[1] == a_phone and keyed_from < p[0] < keyed_to] + \
              [p for p in wb.rtp_clear if p[1] == b_phone and keyed_from < p[0] < keyed_to]
     assert leaked == []
+    # protect = "required" (the lab's default): the guard's block policies kept the phones' media
+    # from the WAN before the SA was up and after it went as well
+    ever = [p for p in wa.rtp_clear if p[1] == a_phone] + [p for p in wb.rtp_clear if p[1] == b_phone]
+    assert ever == [], ever[:3]
 
 
 def assert_phones_got_media(kc, a_phone: str, keyed_from: float, keyed_to: float) -> None:
