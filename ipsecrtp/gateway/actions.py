@@ -176,8 +176,8 @@ class SetPeer(Action):
 
 @dataclass(frozen=True)
 class GuardMedia(Action):
-    """kernel-libipsec's data plane for the peers now configured: the media prefixes kept from the
-    WAN unless keyed (protect = required), the RTP range, and every peer's prefixes routed."""
+    """The data plane for the peers now configured: the media prefixes kept from the WAN unless
+    keyed (protect = required), the RTP range, and (kernel-libipsec) every peer's prefixes routed."""
 
     guarded: tuple[str, ...]
     rtp: tuple[int, int]

@@ -49,7 +49,7 @@ def peer_changes(old: tuple[PeerConfig, ...], new: tuple[PeerConfig, ...]) -> di
 
 
 def guard_for(peers: tuple[PeerConfig, ...]) -> GuardMedia:
-    """The data plane the peers need (kernel-libipsec): what the controller installs at start."""
+    """The data plane the peers need (either backend's): what the controller installs at start."""
     # each prefix once: an nftables interval set refuses the same element twice in one command
     return GuardMedia(tuple(dict.fromkeys(n for p in peers if p.protect == "required" for n in p.remote_media)),
                       (min(p.rtp_ports[0] for p in peers), max(p.rtp_ports[1] for p in peers)),
