@@ -141,6 +141,9 @@ class Metrics:
                                ["reason"], registry=r)
         self.clear = Counter("ipsecrtp_rtp_clear_packets_total", "RTP/RTCP packets of a call seen in clear on the "
                              "WAN between its answer and its first ESP packet", by_sp, registry=r)
+        self.clear_later = Counter("ipsecrtp_rtp_clear_after_protection_packets_total", "RTP/RTCP of a call this "
+                                   "gateway sent in clear on the WAN after the call had been protected (its SA "
+                                   "lost mid-call, protect = opportunistic)", by_sp, registry=r)
         self.ike_retransmissions = Counter("ipsecrtp_ike_retransmissions_total", "IKE requests sent again while "
                                            "keying a call (seen on the wire)", by_sp, registry=r)
         self.sip_rejected = Counter("ipsecrtp_sip_messages_rejected_total", "SIP messages not accepted, by reason "
@@ -307,6 +310,8 @@ class Metrics:
             self.gap.labels(*labels).observe(float(m["post_answer_gap_ms"]) / 1000.0)
         if m.get("clear_rtp_after_answer"):
             self.clear.labels(*labels).inc(int(m["clear_rtp_after_answer"]))
+        if m.get("clear_rtp_after_protection"):
+            self.clear_later.labels(*labels).inc(int(m["clear_rtp_after_protection"]))
         if m.get("ike_retransmissions"):
             self.ike_retransmissions.labels(*labels).inc(int(m["ike_retransmissions"]))
 

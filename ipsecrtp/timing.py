@@ -100,6 +100,9 @@ class CallTimeline:
     first_rtp: float | None = None  # first cleartext RTP/RTCP packet of the call after the answer
     first_esp: float | None = None  # first ESP packet with one of the call's SPIs
     clear_after_answer: int = 0  # cleartext RTP/RTCP packets of the call between answer and first ESP
+    # cleartext RTP/RTCP this gateway sent after the call had been protected: an SA lost mid-call with
+    # protect = opportunistic (with required the data plane keeps it back: dropped_clear)
+    clear_after_protection: int = 0
     dropped_clear: int = 0  # RTP/RTCP of the call kept from the WAN (protect = required) before/without its SA
     dropped_after_end: int = 0  # of those, sent after the dialog ended (trailing media, not audio lost)
     bye: float | None = None
@@ -132,6 +135,7 @@ class CallTimeline:
             "sa_before_answer": (protected is not None and answered is not None and protected <= answered),
             "post_answer_gap_ms": gap,
             "clear_rtp_after_answer": self.clear_after_answer,
+            "clear_rtp_after_protection": self.clear_after_protection,
             "rtp_dropped_before_protection": self.dropped_clear - self.dropped_after_end,
             "rtp_dropped_after_end": self.dropped_after_end,
             "first_esp_after_answer_ms": ms(answered, self.first_esp),

@@ -383,3 +383,13 @@ def test_cap_hits_count_by_cap_and_throttled_messages_by_what_was_dropped():
     assert value(m, "ipsecrtp_cap_hits_total", cap="vias") == 1
     assert value(m, "ipsecrtp_cap_hits_total", cap="sip-per-source-per-s") == 500
     assert value(m, "ipsecrtp_cap_hits_total", cap="headers") == 0  # every cap's series exists from the start
+
+
+def test_clear_media_after_protection_is_counted_apart_from_the_post_answer_gap():
+    m = Metrics()
+    recs = keyed_call(clear=2)
+    recs[-1]["metrics"]["clear_rtp_after_protection"] = 40  # an SA lost mid-call, opportunistic
+    feed(m, recs)
+    sp = {"strategy": "child-per-call", "peer": "gwa"}
+    assert value(m, "ipsecrtp_rtp_clear_packets_total", **sp) == 2
+    assert value(m, "ipsecrtp_rtp_clear_after_protection_packets_total", **sp) == 40

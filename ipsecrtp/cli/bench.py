@@ -222,11 +222,13 @@ def load(rate: float, calls: int, hold: float, rtt: float, strategy: str, ike_po
 @click.option("--hold", default=40.0, show_default=True, help="seconds each call lasts (the fault is inside)")
 @click.option("--flood-rate", default=10000, show_default=True, help="SIP messages a second (sip-flood)")
 @click.option("--flood-seconds", default=60.0, show_default=True)
+@click.option("--protect", type=click.Choice(["required", "opportunistic"]), default="required", show_default=True,
+              help="the peers' protect: with opportunistic the media in clear is what is counted")
 @click.option("--out", default=None, help="append the text report here [default: bench/results/faults-DATE.txt "
                                           "of the checkout, if there is one]")
 @click.option("--json", "as_json", is_flag=True)
 def faults(scenarios: tuple[str, ...], calls: int, hold: float, flood_rate: int, flood_seconds: float,
-           out: str | None, as_json: bool) -> None:
+           protect: str, out: str | None, as_json: bool) -> None:
     """Faults during live sipp calls, each in a lab of its own (issue 15): controller restart, charon
     kill -9 on each side, peer gateway restart, charon hung, SIP flood, wrong PSK, 5 % IKE loss; RTP in
     clear on the WAN, media dropped, seconds until every call is protected again, leaks."""
@@ -238,7 +240,7 @@ def faults(scenarios: tuple[str, ...], calls: int, hold: float, flood_rate: int,
     try:
         with steps("bench faults", as_json) as progress:
             report = run(list(scenarios) or None, calls=calls, hold=hold, flood_rate=flood_rate,
-                         flood_seconds=flood_seconds, progress=progress)
+                         flood_seconds=flood_seconds, protect=protect, progress=progress)
     except FaultError as exc:
         raise click.ClickException(str(exc)) from None
     text = format_text(report)

@@ -239,11 +239,11 @@ class GatewayCore:
                 self._media(call, True, now)
         elif kind == "media":
             calls = self.keying.rule_calls
-            call = calls.get(FlowRule(pkt.src, pkt.dst, pkt.sport, pkt.dport)) or \
-                calls.get(FlowRule(pkt.dst, pkt.src, pkt.dport, pkt.sport))
+            leaving = calls.get(FlowRule(pkt.src, pkt.dst, pkt.sport, pkt.dport))  # sent by this gateway
+            call = leaving or calls.get(FlowRule(pkt.dst, pkt.src, pkt.dport, pkt.sport))
             if call is None and self.nat.far_latch:
                 self.nat.wan_clear_media(pkt.src, pkt.sport, pkt.dst, pkt.dport, now)
-            self._media(call, False, now)
+            self._media(call, False, now, leaving is not None)
         return self._flush()
 
     def _dropped(self, pkt, now: float) -> None:
@@ -273,7 +273,7 @@ class GatewayCore:
                                            destination=(pkt.dst, pkt.dport)):
                 self.sip_event(ev)
 
-    def _media(self, call: str | None, esp: bool, now: float) -> None:
+    def _media(self, call: str | None, esp: bool, now: float, leaving: bool = False) -> None:
         if call is None:
             return
         self.tracker.media_activity(call, now)
@@ -288,6 +288,8 @@ class GatewayCore:
             tl.first_rtp = now
         if tl.first_esp is None:  # until the first protected packet: the post-answer gap's cleartext
             tl.clear_after_answer += 1
+        elif leaving:  # sent in clear after it had been protected (with kernel ESP the capture also
+            tl.clear_after_protection += 1  # shows each decrypted arrival: only what leaves counts)
 
     def sip_event(self, ev: Event) -> None:
         """One dialog event (also the entry point for signalling learnt other than on the wire)."""

@@ -72,10 +72,13 @@ class Params:
     flood_rate: int = 10000  # SIP messages a second (sip-flood)
     flood_seconds: float = 60.0
     hang_s: float = 10.0
+    protect: str = "required"  # or "opportunistic": the same recovery, the media in clear counted
 
     def check(self) -> None:
         if self.calls < 1 or self.rate <= 0 or self.hold < 5 or self.ptime <= 0 or self.flood_rate < 1:
             raise FaultError("need calls >= 1, rate > 0, hold >= 5, ptime > 0, flood_rate >= 1")
+        if self.protect not in ("required", "opportunistic"):
+            raise FaultError("protect is required or opportunistic")
         if self.calls > 45:
             raise FaultError("at most 45 calls (the lab's RTP range 10000-10199, sipp's ports 4 apart)")
 
@@ -105,7 +108,7 @@ def lp_machine() -> dict:
 def run_one(name: str, p: Params, progress: Callable[[str], None]) -> dict:
     lab = Lab("f" + secrets.token_hex(4))
     try:
-        lab.up(charon_extra="\n".join("  " + ln for ln in TUNED), protect="required",
+        lab.up(charon_extra="\n".join("  " + ln for ln in TUNED), protect=p.protect,
                wan=IKE_LOSS if name == "ike-loss" else None)
         wait(lambda: bool(logged(lab, "ike-preestablished")), 20, "the peer's IKE_SA")
         if name == "wrong-psk":
@@ -308,13 +311,16 @@ def after_calls(lab: Lab, before: dict, media: dict) -> dict:
 
     timelines = of("timeline")
     dropped = sum(int((t.get("metrics") or {}).get("rtp_dropped_before_protection") or 0) for t in timelines)
+    # what the controllers themselves counted in clear (opportunistic: never silent)
+    counted = sum(int((t.get("metrics") or {}).get(k) or 0) for t in timelines
+                  for k in ("clear_rtp_after_answer", "clear_rtp_after_protection"))
     leaks = {}
     for r in GATEWAYS:
         now = inventory(lab, r)
         diff = {k: now[k] - before[r].get(k, 0) for k in now if isinstance(now[k], int) and now[k] != before[r].get(k)}
         if diff:
             leaks[r] = diff
-    return {"rtp_clear": len(clear), "dropped": dropped, "media_sent": media.get("sent", 0),
+    return {"rtp_clear": len(clear), "clear_counted": counted, "dropped": dropped, "media_sent": media.get("sent", 0),
             "media_received": media.get("received", 0), "leaks": leaks,
             "keying_failed": len(of("keying-failed")), "sa_lost": len(of("sa-lost")),
             "sa_recovered": spread([float(e.get("outage_s") or 0) for e in of("sa-recovered")])}
@@ -343,8 +349,8 @@ def format_text(report: dict) -> str:
     m, pa = report["machine"], report["params"]
     lines = [f"ipsecrtp bench faults, {report['date']}, {m['host']}: {m['cpu']} ({m['nproc']} CPUs), kernel "
              f"{m['kernel']}; {pa['calls']} sipp calls at {pa['rate']:g}/s held {pa['hold']:g} s, RTP every "
-             f"{pa['ptime']:g} ms each way, protect = required, charon: {', '.join(TUNED)}",
-             "scenario            live  clear  dropped  media lost  protected-again s (after restart)  SAs lost  "
+             f"{pa['ptime']:g} ms each way, protect = {pa.get('protect', 'required')}, charon: {', '.join(TUNED)}",
+             "scenario            live  clear/ctl  dropped  media lost  protected-again s (after restart)  SAs lost  "
              "keying-failed  leaks"]
     for r in report["scenarios"]:
         if "error" in r:
@@ -359,7 +365,8 @@ def format_text(report: dict) -> str:
             again += f" ({r['after_restart_s']:.2f})"
         leaks = ", ".join(f"{g}: {k} {v:+d}" for g, d in r["leaks"].items() for k, v in d.items()) or "none"
         lost = r["media_sent"] - r["media_received"]
-        lines.append(f"{r['scenario']:<19} {r['calls_live']:>4} {r['rtp_clear']:>6} {r['dropped']:>8} {lost:>11}  "
+        clear = f"{r['rtp_clear']}/{r.get('clear_counted', '-')}"
+        lines.append(f"{r['scenario']:<19} {r['calls_live']:>4} {clear:>9} {r['dropped']:>8} {lost:>11}  "
                      f"{again:<34} {r['sa_lost']:>8} {r['keying_failed']:>14}  {leaks}")
     for r in report["scenarios"]:
         if r.get("flood"):
@@ -369,8 +376,9 @@ def format_text(report: dict) -> str:
                          f"keyed {r['calls_keyed']}/{r['calls_live']}, most protected at once "
                          f"{r['calls_protected_most']}; controllers' peak RSS "
                          + ", ".join(f"{g} {v['peak_mb']} MiB" for g, v in r["rss"].items()))
-    lines.append("clear: RTP/RTCP in clear on gwa's WAN (tcpdump); dropped: media the controllers kept from the "
-                 "WAN (timelines); media lost: RTP packets sent and never received (dropped, or ESP on an SA the "
-                 "other side no longer holds); protected again: from the fault until every live call has one SA "
-                 "both gateways agree on")
+    lines.append("clear: RTP/RTCP in clear on gwa's WAN (tcpdump) / ctl: as both controllers counted it (their "
+                 "timelines: after the answer, and after the call had been protected); dropped: media the "
+                 "controllers kept from the WAN (timelines); media lost: RTP packets sent and never received "
+                 "(dropped, or ESP on an SA the other side no longer holds); protected again: from the fault "
+                 "until every live call has one SA both gateways agree on")
     return "\n".join(lines)
