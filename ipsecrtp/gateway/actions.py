@@ -41,12 +41,14 @@ class EstablishIke(Action):
 @dataclass(frozen=True)
 class ClearStaleIke(Action):
     """The peer set up a new IKE_SA on ``conn`` that this gateway answered (gateway/peerloss.py):
-    every other IKE_SA of ``conn`` this gateway answered is dead; delete them at once (``keep``: the
-    new one's unique id) so that charon reports their CHILD_SAs down now."""
+    every other IKE_SA of ``conn`` this gateway answered, or set up itself more than
+    ``own_older_than_s`` ago, is dead; delete them at once (``keep``: the new one's unique id) so
+    that charon reports their CHILD_SAs down now."""
 
     peer: str
     conn: str
     keep: str
+    own_older_than_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -119,9 +119,12 @@ class GatewayCore:
             self.out.append(RemoveBlanketRoute())
         return self._flush()
 
-    def _establish_pools(self, peers: tuple | None = None) -> None:
+    def _establish_pools(self, peers: tuple | None = None, restarted: bool = False) -> None:
         """Peers whose strategy reuses IKE_SAs get them now, not on the first call's path; member 0
-        from one side (the lower address), so that the two gateways do not build two."""
+        from one side (the lower address), so that the two gateways do not build two. After charon
+        answers again (``restarted``) from either side: a restarted charon holds none, and the new
+        IKE_SA is what tells the peer that its own is dead (gateway/peerloss.py); a charon that was
+        only hung still holds its IKE_SA, and the set-up is then a no-op."""
         for peer in self.cfg.peers if peers is None else peers:
             if not strategy_of(peer).reuses_ike_sa:
                 continue
@@ -130,7 +133,7 @@ class GatewayCore:
             # sides: the peer's IKE_SAs are all bound to our member 0 when we respond, so our own
             # members 1.. must be ours to spread the calls this gateway initiates
             for k in range(peer.ike_pool):
-                if k > 0 or lower:
+                if k > 0 or lower or restarted:
                     self.out.append(EstablishIke(peer.name, 1, k))
 
     def _tags(self, call_id: str) -> tuple[str | None, str | None]:
@@ -378,7 +381,7 @@ class GatewayCore:
             self.out.log("events-lost", reason=inp.reason)
         elif isinstance(inp, CharonReconnected):
             self.out.log("vici-reconnected", children=len(inp.children), outage_s=round(inp.outage_s, 3))
-            self._establish_pools()
+            self._establish_pools(restarted=True)
             adoption.rekey_lost(self.recovery, inp.children, now)
             self.keying.shared.resume(now, inp.children)
         return self._flush()

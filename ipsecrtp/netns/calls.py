@@ -157,11 +157,14 @@ class Phones:
             c.close()
 
     def call(self, scenario: str, talk: float = 2.0, timeout: float = scaled(15.0), ring: float | None = None,
-             keyed: bool = True) -> CallResult:
+             keyed: bool = True, reverse: bool = False) -> CallResult:
         """scenario: 'caller-hangup', 'callee-hangup' or 'cancel' (callee rings, caller gives up).
         ``ring``: the callee answers by hand after ringing this long (else at once, auto-answer).
-        ``keyed=False``: a call that cannot be keyed (no SA is waited for, none looked at)."""
+        ``keyed=False``: a call that cannot be keyed (no SA is waited for, none looked at).
+        ``reverse``: gwb's phone calls gwa's (so gwa, the answerer's gateway, keys it)."""
         a, b = self.lab.topology[0], self.lab.topology[1]
+        if reverse:
+            a, b = b, a
         ca, cb = self.ctl[a.role], self.ctl[b.role]
         user = "ring-" + b.user if scenario == "cancel" or ring is not None else b.user
         ca.events.clear()

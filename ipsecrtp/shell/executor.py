@@ -415,12 +415,16 @@ class Executor:
         return IkeResult(a.peer, a.attempt, True, a.member, ms=round((time.time() - t0) * 1000, 3))
 
     def _clear_stale(self, charon: Charon, a: ClearStaleIke) -> StaleIkeCleared:
-        """Every other established IKE_SA of the connection that this gateway answered: deleted at
-        once, without waiting for the peer (which no longer knows them), so that charon reports
-        their CHILD_SAs down now (gateway/peerloss.py)."""
-        stale = [str(ike["uniqueid"]) for ike in charon.ike_sas(a.conn)
-                 if str(ike.get("uniqueid")) != a.keep and ike.get("initiator") != "yes"
-                 and ike.get("state") == "ESTABLISHED"]
+        """Every other established IKE_SA of the connection that this gateway answered, or set up
+        itself longer ago than the race window: deleted at once, without waiting for the peer
+        (which no longer knows them), so that charon reports their CHILD_SAs down now
+        (gateway/peerloss.py)."""
+        def dead(ike: dict) -> bool:
+            if str(ike.get("uniqueid")) == a.keep or ike.get("state") != "ESTABLISHED":
+                return False
+            return ike.get("initiator") != "yes" or float(ike.get("established") or 0) > a.own_older_than_s
+
+        stale = [str(ike["uniqueid"]) for ike in charon.ike_sas(a.conn) if dead(ike)]
         for ike_id in stale:
             charon.terminate_ike_id(ike_id, force=True)
         return StaleIkeCleared(a.peer, a.conn, a.keep, tuple(stale))

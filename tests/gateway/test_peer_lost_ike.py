@@ -1,8 +1,9 @@
 """The peer lost its IKE_SA (its charon restarted): told by the new IKE_SA it sets up, not by dead-peer
 detection (gateway/peerloss.py). With one reused IKE_SA per peer, a new IKE_SA this gateway answered
-on the peer's member connection makes every other one it answered there stale: the core asks for them
-to be deleted (ClearStaleIke), and says what went. Never an IKE_SA this gateway initiated, never with
-an IKE pool (the peer's members all land on member 0 there), never for ike-per-call."""
+on the peer's member connection makes every other one there stale: the core asks for them to be
+deleted (ClearStaleIke), and says what went. One this gateway set up itself only once it is older
+than the start race (the executor reads its age from charon); never with an IKE pool (the peer's
+members all land on member 0 there), never for ike-per-call."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ import dataclasses
 
 import pytest
 
-from ipsecrtp.gateway.actions import ChildUpDown, ClearStaleIke, IkeUpDown, InstallChild, StaleIkeCleared
-from ipsecrtp.gateway.peerloss import stale_ike
+from ipsecrtp.gateway.actions import (
+    CharonReconnected,
+    ChildUpDown,
+    ClearStaleIke,
+    EstablishIke,
+    IkeUpDown,
+    InstallChild,
+    StaleIkeCleared,
+)
+from ipsecrtp.gateway.peerloss import RACE_S, stale_ike
 from ipsecrtp.selectors import child_name
 
 from .scenario import Call, Pair, peer
@@ -28,7 +37,7 @@ def test_a_new_ike_sa_the_peer_set_up_on_its_member_connection_clears_the_others
 
 
 @pytest.mark.parametrize("why, conn, ike, change", [
-    ("this gateway initiated it", None, responder_ike("7", initiator="yes"), {}),
+    ("this gateway initiated the new one", None, responder_ike("7", initiator="yes"), {}),
     ("another connection (a call's own, ike-per-call)", "call-x", responder_ike("7"), {}),
     ("an IKE pool: the peer's members all land on member 0", None, responder_ike("7"), {"ike_pool": 2}),
     ("ike-per-call reuses no IKE_SA", None, responder_ike("7"), {"strategy": "ike-per-call"}),
@@ -65,3 +74,18 @@ def test_a_failed_clearing_says_dead_peer_detection_is_left():
     gwb.charon(1.0, StaleIkeCleared("gwa", conn, "9", (), False, "terminate IKE_SA #3 failed: timeout"))
     (e,) = gwb.logs("stale-ike-clear-failed")
     assert e["reason"].endswith("timeout") and "dead-peer detection" in e["consequence"]
+
+
+def test_either_gateway_sets_the_ike_sa_up_again_when_its_charon_answers_again():
+    """At start only the lower address (gwa) sets member 0 up; once its charon answers again after a
+    restart, the higher one (gwb) does too: its new IKE_SA is what tells gwa that the old one is dead."""
+    pair = Pair("child-per-call")
+    assert pair.a.of(EstablishIke) == [EstablishIke("gwb", 1, 0)] and pair.b.of(EstablishIke) == []
+    pair.b.charon(5.0, CharonReconnected(frozenset(), 1.0))
+    assert pair.b.of(EstablishIke) == [EstablishIke("gwa", 1, 0)]
+
+
+def test_the_clearing_spares_our_own_ike_sa_only_within_the_start_race():
+    p = peer("gwa", "child-per-call")  # gwa's view of gwb: gwa set the old IKE_SA up itself
+    clear = stale_ike((p,), p.member(0), responder_ike("12"))
+    assert clear is not None and clear.own_older_than_s == RACE_S

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 
+from ipsecrtp.gateway.peerloss import RACE_S
 from ipsecrtp.netns.calls import Capture, Phones, child_sas, flow_rules, log_events, wire_stats
 from ipsecrtp.netns.faults import TUNED, protected
 from ipsecrtp.netns.lab import Lab
@@ -80,6 +81,51 @@ def test_a_live_call_is_keyed_again_after_the_peer_gateway_restarts():
             assert child_sas(lab, role) == []
         print(f"re-keyed {recovered[0]['ts'] - killed:.2f} s after the peer's charon was killed "
               f"(outage {recovered[0]['outage_s']} s from the SA down)")
+    finally:
+        lab.down()
+        assert not os.path.exists(lab.dir)
+
+
+def test_the_higher_address_peer_restarting_is_told_by_its_new_ike_sa_too():
+    """The other way round: gwb's phone calls gwa's, so gwa (the lower address, which set the IKE_SA
+    up at start) initiates the call's CHILD_SA, and gwb's charon is the one killed. When gwb's new
+    charon answers, gwb's controller sets the IKE_SA up again; gwa sees it, clears the old IKE_SA it
+    had set up itself (long past the start race) and keys the call again, without dead-peer detection."""
+    lab = Lab("p" + secrets.token_hex(4))
+    try:
+        lab.up(charon_extra="\n".join("  " + ln for ln in TUNED))
+        lab.start_uas()
+        wait_ike(lab)
+        phones = Phones(lab)
+        result: dict = {}
+        t = threading.Thread(target=lambda: result.update(r=phones.call("caller-hangup", talk=30, reverse=True)))
+        t.start()
+        try:
+            assert wait_for(lambda: protected(lab) == 1, 15)
+            first = child_sas(lab, "gwa")
+            # gwa's own IKE_SA is cleared only once it is older than the start race (peerloss.RACE_S)
+            (up,) = log_events(lab, "gwa", event="ike-preestablished")
+            time.sleep(max(0.0, up["ts"] + RACE_S + 1.0 - time.time()))
+            killed = time.time()
+            lab.kill_charon("gwb")
+            time.sleep(1.0)
+            lab.start_charon("gwb")
+            assert wait_for(lambda: bool(log_events(lab, "gwa", event="sa-recovered")), 25), \
+                "gwa never keyed the call again"
+            assert wait_for(lambda: protected(lab) == 1, 3)
+        finally:
+            t.join(timeout=60)
+            phones.close()
+        r = result["r"]
+        lost = log_events(lab, "gwa", r.call_id, "sa-lost")
+        assert [e["reason"] for e in lost] == ["child-down"] and lost[0]["ts"] > killed
+        (cleared,) = log_events(lab, "gwa", event="peer-lost-ike")
+        assert cleared["cleared"] == [first[0]["ike-id"]], (cleared, first)
+        recovered = log_events(lab, "gwa", r.call_id, "sa-recovered")
+        print(f"re-keyed {recovered[0]['ts'] - killed:.2f} s after the peer's charon was killed")
+        time.sleep(2.5)
+        for role in ("gwa", "gwb"):
+            assert flow_rules(lab, role) == [] and child_sas(lab, role) == []
     finally:
         lab.down()
         assert not os.path.exists(lab.dir)
