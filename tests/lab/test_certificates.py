@@ -10,6 +10,7 @@ strongSwan's ``pki``, a certificate per gateway naming its WAN address.
 
 import os
 import secrets
+import time
 
 from ipsecrtp.netns.calls import log_events, wait_log
 from ipsecrtp.netns.conference import Legs
@@ -48,13 +49,23 @@ def test_a_call_is_keyed_with_certificates():
 
 
 def refused(lab: Lab, words: tuple[str, ...]) -> dict:
-    """gwa's first failed attempt at its IKE_SA with gwb, once the controllers run."""
+    """gwa's failed attempt at its IKE_SA with gwb that gives the reason, once the controllers run.
+    Not necessarily the first: both controllers start together, and an attempt that reaches gwb
+    before gwb's controller has loaded its connection is refused with NO_PROPOSAL_CHOSEN (seen in a
+    loaded run); the controller tries again a second later."""
     try:
         lab.start_controllers()
     except LabError:
         pass  # a controller may give up at start; the log says why
-    e = wait_log(lab, "gwa", None, "ike-attempt-failed", 60.0)
-    assert any(w in e["reason"] for w in words), e["reason"]
+    wait_log(lab, "gwa", None, "ike-attempt-failed", 60.0)
+    deadline = time.monotonic() + 30.0
+    while True:
+        failed = log_events(lab, "gwa", None, "ike-attempt-failed")
+        e = next((e for e in failed if any(w in e["reason"] for w in words)), None)
+        if e is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert e is not None, [x["reason"] for x in failed]
     assert not log_events(lab, "gwa", None, "ike-preestablished")
     return e
 
