@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ipsecrtp.kernel.xfrm import XFRM_POLICY_BLOCK
+from ipsecrtp.kernel.xfrm import XFRM_POLICY_BLOCK, port_blocks
 from ipsecrtp.keying.strongswan import Charon
 from ipsecrtp.keying.xfrmguard import GUARD_PRIORITY
 from ipsecrtp.netns import proc
@@ -99,9 +99,10 @@ def test_answered_call_media_is_esp_only_while_keyed(lab, calls, scenario):
             assert compare(r.children[role], r.kernel[role]) == [], r.kernel[role]
             assert len(r.kernel[role]["sas"]) == 2  # one CHILD_SA: an inbound and an outbound SA
             # protect = "required" (the lab's default): the guard's block policies under charon's,
-            # the peer's media prefix on the lab's RTP range (10000-20000: 11 aligned blocks)
+            # the peer's media prefix on the lab's RTP range (10000-10199: 6 aligned port/mask blocks)
             blocks = [p for p in r.kernel[role]["policies"] if p["action"] == XFRM_POLICY_BLOCK]
-            assert len(blocks) == 11 and {p["priority"] for p in blocks} == {GUARD_PRIORITY}, blocks
+            assert len(blocks) == len(port_blocks(*lab.rtp_ports)) == 6, blocks
+            assert {p["priority"] for p in blocks} == {GUARD_PRIORITY}, blocks
             assert max(p["priority"] for p in r.kernel[role]["policies"] if p["action"] != XFRM_POLICY_BLOCK) \
                 < GUARD_PRIORITY
 
